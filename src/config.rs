@@ -1,0 +1,302 @@
+//! Configuration: built-in defaults, then an optional TOML file, then
+//! `COBALT_RECEIVER_*` environment variables. Once [`load`] returns, the
+//! configuration is valid; every key is documented in `config.example.toml`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer};
+use sqlx::sqlite::SqliteConnectOptions;
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "COBALT_RECEIVER_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`host:port`).
+    pub listen: SocketAddr,
+    /// SQLite database, `sqlite://path`; the file is created if missing.
+    pub database_url: String,
+    /// Active webhook secrets; a delivery signed with any one is accepted.
+    #[serde(deserialize_with = "secret_list")]
+    pub webhook_secrets: Vec<Secret>,
+    /// Bearer tokens that may read the status API.
+    #[serde(deserialize_with = "secret_list")]
+    pub api_tokens: Vec<Secret>,
+    /// Accept unsigned deliveries. Only for local experiments.
+    pub allow_unsigned: bool,
+    /// Largest webhook body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered 503, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Longest a webhook waits to commit before it is answered 503, in milliseconds.
+    pub write_timeout_ms: u64,
+    /// Connections that serve status queries.
+    pub read_pool_size: u32,
+    /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
+    pub log_filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://cobalt-receiver.db".into(),
+            webhook_secrets: Vec::new(),
+            api_tokens: Vec::new(),
+            allow_unsigned: false,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_ms: 4_000,
+            write_timeout_ms: 2_000,
+            read_pool_size: 4,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// Checks the rules that span keys or that types cannot express.
+    fn validate(self) -> Result<Self, ConfigError> {
+        if self.webhook_secrets.is_empty() && !self.allow_unsigned {
+            return Err(ConfigError::key(
+                "webhook_secrets",
+                "no webhook secret is set; set one, or allow_unsigned = true for local experiments",
+            ));
+        }
+        if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
+            return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
+        }
+        if self.api_tokens.iter().any(|t| t.expose().is_empty()) {
+            return Err(ConfigError::key("api_tokens", "a token is empty"));
+        }
+        let options = SqliteConnectOptions::from_str(&self.database_url).map_err(|_| {
+            ConfigError::key("database_url", "expected sqlite://path/to/file.db")
+        })?;
+        let filename = options.get_filename().to_string_lossy();
+        if filename.is_empty() || filename == ":memory:" || self.database_url.contains("memory") {
+            return Err(ConfigError::key(
+                "database_url",
+                "must name a file: an in-memory database would lose acknowledged events",
+            ));
+        }
+        for (key, value) in [
+            ("body_limit_bytes", self.body_limit_bytes as u64),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("write_timeout_ms", self.write_timeout_ms),
+            ("read_pool_size", u64::from(self.read_pool_size)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be greater than 0"));
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Loads the configuration: defaults, then `file` if given, then environment.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::File(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    // COBALT_RECEIVER_CONFIG names the file; it is not a key.
+    let env = Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]);
+    from_figment(figment.merge(env))
+}
+
+/// Extracts and validates a configuration from any set of providers.
+pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+    let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+    config.validate()
+}
+
+/// A configuration that cannot be used, explained in one line that names the
+/// key and never repeats the value (it may be a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("configuration: {0}")]
+    File(String),
+}
+
+impl ConfigError {
+    fn key(key: &str, message: &str) -> Self {
+        Self::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_figment(error: figment::Error) -> Self {
+        use figment::error::Kind;
+        let source = error
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        let message = match &error.kind {
+            Kind::InvalidType(_, expected) => format!("wrong type, expected {expected}"),
+            Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+            Kind::UnknownField(field, _) => {
+                return Self::key(field, &format!("unknown key{source}"));
+            }
+            Kind::Message(message) => message.clone(),
+            other => other.to_string(),
+        };
+        if error.path.is_empty() {
+            // TOML syntax errors and unreadable files have no key.
+            return Self::File(error.to_string());
+        }
+        Self::Key {
+            key: error.path.join("."),
+            message: format!("{message}{source}"),
+        }
+    }
+}
+
+/// A secret string: webhook secrets and API tokens. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A list given as a TOML array or, from the environment, as one
+/// comma-separated string (figment reads a lone number as a number).
+fn secret_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
+    struct ListVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<Secret>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of strings or one comma-separated string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            Ok(value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new)
+                .collect())
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            Ok(vec![Secret::new(value.to_string())])
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            Ok(vec![Secret::new(value.to_string())])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut secrets = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                secrets.push(Secret::new(item));
+            }
+            Ok(secrets)
+        }
+    }
+
+    deserializer.deserialize_any(ListVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    #[test]
+    fn the_example_file_is_a_valid_configuration() {
+        let config = from_toml(include_str!("../config.example.toml")).unwrap();
+        assert!(!config.webhook_secrets.is_empty());
+        assert!(!config.api_tokens.is_empty());
+    }
+
+    #[test]
+    fn a_secret_is_required_unless_unsigned_is_allowed_explicitly() {
+        let error = from_toml("").unwrap_err().to_string();
+        assert!(error.contains("`webhook_secrets`"), "{error}");
+        assert!(from_toml("allow_unsigned = true").is_ok());
+    }
+
+    #[test]
+    fn lists_come_as_arrays_or_comma_separated_strings() {
+        let config = from_toml(r#"webhook_secrets = " a, b ,,c" "#).unwrap();
+        let secrets: Vec<_> = config.webhook_secrets.iter().map(Secret::expose).collect();
+        assert_eq!(secrets, ["a", "b", "c"]);
+        let config = from_toml(r#"webhook_secrets = ["x"]
+            api_tokens = 12345"#)
+        .unwrap();
+        assert_eq!(config.api_tokens[0].expose(), "12345");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_the_value() {
+        let cases = [
+            (r#"webhook_secrets = ["s"]
+                listen = "whsec_leak""#, "`listen`"),
+            (r#"webhook_secrets = [1.5]"#, "`webhook_secrets"),
+            (r#"webhook_secrets = ["s"]
+                body_limit_bytes = "whsec_leak""#, "`body_limit_bytes`"),
+            (r#"webhook_secrets = ["s"]
+                lisen = "whsec_leak""#, "`lisen`"),
+            (r#"webhook_secrets = ["s"]
+                database_url = "sqlite::memory:""#, "`database_url`"),
+            (r#"webhook_secrets = ["s"]
+                write_timeout_ms = 0"#, "`write_timeout_ms`"),
+        ];
+        for (toml, key) in cases {
+            let error = from_toml(toml).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(!error.contains("whsec_leak"), "{error}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_debug_output() {
+        let config = from_toml(r#"webhook_secrets = ["whsec_hidden"]
+            api_tokens = ["token_hidden"]"#)
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("whsec_hidden") && !debug.contains("token_hidden"), "{debug}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The service's vocabulary, free of I/O: events as Cobalt sends them, and
+//! the job states they decide.
+
+pub mod event;
+pub mod job;
+
+pub use event::{BodyError, Envelope, FieldError, Meaning};
+pub use job::{JobOutcome, JobStatus, Rank};

@@ -1,0 +1,19 @@
+//! cobalt-receiver: the endpoint a clinic registers with Cobalt.
+//!
+//! A delivery to `POST /webhooks/cobalt` is checked against the webhook
+//! secrets ([`signature`]), parsed into an event ([`domain`]), and stored
+//! with the job state it implies in one durable transaction ([`store`]);
+//! only then is it answered 2xx. Status queries under `/v1` read the same
+//! store ([`routes`]). [`startup`] wires it together for `main` and the tests.
+
+pub mod auth;
+pub mod canonical_json;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod signature;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,150 @@
+//! HTTP routes. Each module exposes `router()`; [`router`] merges them and
+//! applies the layers every request goes through.
+
+pub mod health;
+pub mod status;
+pub mod webhooks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::ApiTokens;
+use crate::error::{AppError, ErrorBody};
+use crate::signature::Verifier;
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// `None` when unsigned deliveries are allowed.
+    pub verifier: Option<Arc<Verifier>>,
+    pub api_tokens: Arc<ApiTokens>,
+    pub body_limit: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application. Layers run outermost first: the request id is set
+/// before the trace span opens (so the span carries it), and bare error
+/// answers from the inner layers (timeouts, panics) are made JSON before they
+/// are traced.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let status_api = status::router().route_layer(middleware::from_fn_with_state(
+        state.api_tokens.clone(),
+        require_token,
+    ));
+    Router::new()
+        .merge(webhooks::router(state.body_limit))
+        .merge(status_api)
+        .merge(health::router())
+        .fallback(no_route)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(json_errors))
+                .layer(CatchPanicLayer::new())
+                // A request still running here has outlived any caller's
+                // patience; 503 tells Cobalt to retry.
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_timeout,
+                )),
+        )
+}
+
+/// The span of one request: the route template, never the concrete path
+/// or query, and the request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+async fn require_token(
+    State(tokens): State<Arc<ApiTokens>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if tokens.allows(authorization) {
+        next.run(request).await
+    } else {
+        AppError::Unauthorized("a valid `Authorization: Bearer <token>` header is required")
+            .into_response()
+    }
+}
+
+async fn no_route() -> AppError {
+    AppError::NotFound("no such route")
+}
+
+/// Answers from axum and tower-http that carry no JSON (405, a timeout, a
+/// panic) get the service's error shape, so every answer is JSON.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let detail = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method",
+        StatusCode::SERVICE_UNAVAILABLE => "the request took too long; retry later",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal error",
+        _ => status.canonical_reason().unwrap_or("error"),
+    };
+    let body = ErrorBody {
+        code: error_code(status),
+        detail: detail.to_owned(),
+        field: None,
+    };
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let json = serde_json::to_vec(&body).expect("an error body always serializes");
+    Response::from_parts(parts, Body::from(json))
+}
+
+fn error_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::SERVICE_UNAVAILABLE => "timeout",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal_error",
+        s if s.is_client_error() => "bad_request",
+        _ => "server_error",
+    }
+}

@@ -1,0 +1,155 @@
+//! The status API, behind bearer tokens: is a note in the EMR yet, which
+//! jobs failed and why, and what Cobalt sent for a job.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::AppState;
+use crate::domain::JobStatus;
+use crate::error::{AppError, Result};
+use crate::store::{EventSummary, JobKey, JobQuery, JobState};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs/{job_id}", get(get_job))
+        .route("/v1/jobs/{job_id}/events", get(list_job_events))
+        .route("/v1/patient-notes", get(list_patient_notes))
+        .route("/v1/patient-notes/{patient_note_id}", get(get_patient_note))
+}
+
+/// `GET /v1/jobs/{job_id}`: the job's state.
+async fn get_job(State(state): State<AppState>, Path(job_id): Path<String>) -> Result<Json<JobState>> {
+    let mut jobs = state.store.jobs_by_job_id(&job_id).await?;
+    match jobs.len() {
+        0 => Err(AppError::NotFound("no outcome has been received for this job")),
+        1 => Ok(Json(jobs.remove(0))),
+        // Cobalt gives each job one note; if two notes ever claim one job id,
+        // say so rather than pick one.
+        _ => Err(AppError::Conflict(format!(
+            "this job id belongs to {} patient notes ({}); ask for each note instead",
+            jobs.len(),
+            jobs.iter().map(|j| j.patient_note_id.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+#[derive(Serialize)]
+struct JobEvents {
+    job_id: String,
+    events: Vec<EventSummary>,
+}
+
+/// `GET /v1/jobs/{job_id}/events`: the job's events, oldest first.
+async fn list_job_events(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobEvents>> {
+    let events = state.store.job_events(&job_id).await?;
+    if events.is_empty() {
+        return Err(AppError::NotFound("no event has been received for this job"));
+    }
+    Ok(Json(JobEvents { job_id, events }))
+}
+
+#[derive(Serialize)]
+struct PatientNote {
+    patient_note_id: String,
+    jobs: Vec<JobState>,
+}
+
+/// `GET /v1/patient-notes/{patient_note_id}`: the note and all its jobs.
+async fn get_patient_note(
+    State(state): State<AppState>,
+    Path(patient_note_id): Path<String>,
+) -> Result<Json<PatientNote>> {
+    let jobs = state.store.jobs_by_note(&patient_note_id).await?;
+    if jobs.is_empty() {
+        return Err(AppError::NotFound("no outcome has been received for this patient note"));
+    }
+    Ok(Json(PatientNote { patient_note_id, jobs }))
+}
+
+/// Query parameters of the listing, read as text so each gets a clear error.
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    since: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<JobState>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/patient-notes?status=&since=&limit=&cursor=`: job states, newest
+/// decision first, one page at a time.
+async fn list_patient_notes(
+    State(state): State<AppState>,
+    params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page>> {
+    let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| bad("limit must be a whole number from 1 to 500"))?,
+    };
+    let query = JobQuery {
+        status: params
+            .status
+            .as_deref()
+            .map(|s| s.parse::<JobStatus>())
+            .transpose()
+            .map_err(|()| bad("status must be `created` or `failed`"))?,
+        since_ns: params
+            .since
+            .as_deref()
+            .map(|s| {
+                OffsetDateTime::parse(s, &Rfc3339)
+                    .ok()
+                    .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
+            })
+            .map(|t| t.ok_or_else(|| bad("since must be an RFC 3339 timestamp")))
+            .transpose()?,
+        after: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        // One more than asked shows whether another page follows.
+        limit: limit + 1,
+    };
+    let mut items = state.store.list_jobs(&query).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| encode_cursor(&last.key))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// Cursors are opaque to clients: the hex of the last item's sort key.
+fn encode_cursor(key: &JobKey) -> String {
+    hex::encode(serde_json::to_vec(key).expect("a key always serializes"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<JobKey> {
+    hex::decode(cursor)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| bad("cursor is not one this service issued"))
+}
+
+fn bad(detail: &str) -> AppError {
+    AppError::BadRequest(detail.to_owned())
+}

@@ -1,0 +1,98 @@
+//! `POST /webhooks/cobalt`: Cobalt's deliveries.
+//!
+//! Order of checks: size (413), signature (401), body (400), then the event
+//! is stored whatever its type. A 2xx is sent only once the event and the job
+//! state it implies are committed; a storage failure is a 503, which Cobalt
+//! retries once. A replayed event id is a 2xx that changes nothing.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::AppState;
+use crate::domain::{Meaning, event};
+use crate::error::{AppError, Result};
+use crate::signature;
+use crate::store::{Delivery, Outcome, Recorded};
+
+pub fn router(body_limit: usize) -> Router<AppState> {
+    Router::new().route(
+        "/webhooks/cobalt",
+        post(receive_webhook).layer(DefaultBodyLimit::max(body_limit)),
+    )
+}
+
+/// The answer to an accepted delivery.
+#[derive(Debug, Serialize)]
+pub struct Receipt {
+    pub event_id: String,
+    /// `applied`, `superseded`, `ignored` or `duplicate`.
+    pub status: &'static str,
+    /// For a duplicate: what became of the first delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_outcome: Option<Outcome>,
+}
+
+#[tracing::instrument(
+    name = "webhook",
+    skip_all,
+    fields(event_id = tracing::field::Empty, event_type = tracing::field::Empty)
+)]
+async fn receive_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Receipt>)> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(state.body_limit),
+        _ => AppError::BadRequest("the body could not be read".into()),
+    })?;
+    if let Some(verifier) = &state.verifier {
+        verifier.verify(header(&headers, signature::HEADER), &body)?;
+    }
+
+    let header_id = header(&headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
+    let envelope = event::parse(&body, header_id)?;
+    let span = tracing::Span::current();
+    span.record("event_id", envelope.event_id.as_str());
+    span.record("event_type", envelope.event_type.as_deref().unwrap_or(""));
+
+    let delivery = Delivery {
+        envelope: &envelope,
+        payload: std::str::from_utf8(&body).expect("parse accepted only UTF-8"),
+        attempt: header(&headers, "webhook-attempt")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse().ok()),
+        received_at: OffsetDateTime::now_utc(),
+    };
+    let recorded = state.store.record(&delivery).await?;
+    tracing::info!(?recorded, "event recorded");
+
+    let (status, original_outcome) = match recorded {
+        Recorded::New(Outcome::Rejected) => {
+            let Meaning::Invalid(error) = envelope.meaning else {
+                unreachable!("only an invalid event is rejected");
+            };
+            return Err(AppError::InvalidEvent(error));
+        }
+        Recorded::New(outcome) => (outcome.as_str(), None),
+        Recorded::Duplicate(original) => ("duplicate", Some(original)),
+    };
+    Ok((
+        StatusCode::OK,
+        Json(Receipt {
+            event_id: envelope.event_id,
+            status,
+            original_outcome,
+        }),
+    ))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get(name).map(|v| v.as_bytes())
+}
