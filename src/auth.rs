@@ -33,7 +33,9 @@ impl ApiTokens {
         let presented = digest(token);
         self.digests
             .iter()
-            .fold(subtle::Choice::from(0), |found, known| found | known.ct_eq(&presented))
+            .fold(subtle::Choice::from(0), |found, known| {
+                found | known.ct_eq(&presented)
+            })
             .into()
     }
 }
@@ -59,8 +61,19 @@ mod tests {
         let tokens = ApiTokens::new(&[Secret::new("tok_a"), Secret::new("tok_b")]);
         assert!(tokens.allows(Some(b"Bearer tok_a")));
         assert!(tokens.allows(Some(b"bearer tok_b")));
-        for refused in [&b"Bearer tok_c"[..], b"Bearer ", b"tok_a", b"Basic tok_a", b"Bearer tok_a2", b""] {
-            assert!(!tokens.allows(Some(refused)), "{}", String::from_utf8_lossy(refused));
+        for refused in [
+            &b"Bearer tok_c"[..],
+            b"Bearer ",
+            b"tok_a",
+            b"Basic tok_a",
+            b"Bearer tok_a2",
+            b"",
+        ] {
+            assert!(
+                !tokens.allows(Some(refused)),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
         }
         assert!(!tokens.allows(None));
         assert!(!ApiTokens::new(&[]).allows(Some(b"Bearer anything")));

@@ -130,7 +130,16 @@ mod tests {
     fn array_index_follows_javascript() {
         assert_eq!(array_index("0"), Some(0));
         assert_eq!(array_index("4294967294"), Some(4_294_967_294));
-        for not_index in ["", "01", "-1", "1.5", "4294967295", "99999999999", "+1", " 1"] {
+        for not_index in [
+            "",
+            "01",
+            "-1",
+            "1.5",
+            "4294967295",
+            "99999999999",
+            "+1",
+            " 1",
+        ] {
             assert_eq!(array_index(not_index), None, "{not_index:?}");
         }
     }

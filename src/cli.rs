@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cobalt-receiver", version, about = "Receives Cobalt patient-note webhooks and answers status queries")]
+#[command(
+    name = "cobalt-receiver",
+    version,
+    about = "Receives Cobalt patient-note webhooks and answers status queries"
+)]
 pub struct Cli {
     /// TOML configuration file; environment variables override it.
-    #[arg(long, global = true, env = "COBALT_RECEIVER_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "COBALT_RECEIVER_CONFIG",
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -83,9 +83,11 @@ impl Config {
         if self.api_tokens.iter().any(|t| t.expose().is_empty()) {
             return Err(ConfigError::key("api_tokens", "a token is empty"));
         }
-        let options = SqliteConnectOptions::from_str(&self.database_url).map_err(|_| {
-            ConfigError::key("database_url", "expected sqlite://path/to/file.db")
-        })?;
+        let bad_url = || ConfigError::key("database_url", "expected sqlite://path/to/file.db");
+        if !self.database_url.starts_with("sqlite:") {
+            return Err(bad_url());
+        }
+        let options = SqliteConnectOptions::from_str(&self.database_url).map_err(|_| bad_url())?;
         let filename = options.get_filename().to_string_lossy();
         if filename.is_empty() || filename == ":memory:" || self.database_url.contains("memory") {
             return Err(ConfigError::key(
@@ -153,7 +155,10 @@ impl ConfigError {
         let source = error
             .metadata
             .as_ref()
-            .map(|m| format!(" (from {})", m.name))
+            .map(|m| match &m.source {
+                Some(source) => format!(" (from {source})"),
+                None => format!(" (from {})", m.name),
+            })
             .unwrap_or_default();
         let message = match &error.kind {
             Kind::InvalidType(_, expected) => format!("wrong type, expected {expected}"),
@@ -165,8 +170,11 @@ impl ConfigError {
             other => other.to_string(),
         };
         if error.path.is_empty() {
-            // TOML syntax errors and unreadable files have no key.
-            return Self::File(error.to_string());
+            // A TOML syntax error has no key. Its first line gives the
+            // position; the lines after it quote the file, which may hold a
+            // secret.
+            let position = message.lines().next().unwrap_or("unreadable");
+            return Self::File(format!("{position}{source}"));
         }
         Self::Key {
             key: error.path.join("."),
@@ -224,7 +232,10 @@ fn secret_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>
             Ok(vec![Secret::new(value.to_string())])
         }
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut secrets = Vec::new();
             while let Some(item) = seq.next_element::<String>()? {
                 secrets.push(Secret::new(item));
@@ -263,8 +274,10 @@ mod tests {
         let config = from_toml(r#"webhook_secrets = " a, b ,,c" "#).unwrap();
         let secrets: Vec<_> = config.webhook_secrets.iter().map(Secret::expose).collect();
         assert_eq!(secrets, ["a", "b", "c"]);
-        let config = from_toml(r#"webhook_secrets = ["x"]
-            api_tokens = 12345"#)
+        let config = from_toml(
+            r#"webhook_secrets = ["x"]
+            api_tokens = 12345"#,
+        )
         .unwrap();
         assert_eq!(config.api_tokens[0].expose(), "12345");
     }
@@ -272,17 +285,32 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_never_the_value() {
         let cases = [
-            (r#"webhook_secrets = ["s"]
-                listen = "whsec_leak""#, "`listen`"),
+            (
+                r#"webhook_secrets = ["s"]
+                listen = "whsec_leak""#,
+                "`listen`",
+            ),
             (r#"webhook_secrets = [1.5]"#, "`webhook_secrets"),
-            (r#"webhook_secrets = ["s"]
-                body_limit_bytes = "whsec_leak""#, "`body_limit_bytes`"),
-            (r#"webhook_secrets = ["s"]
-                lisen = "whsec_leak""#, "`lisen`"),
-            (r#"webhook_secrets = ["s"]
-                database_url = "sqlite::memory:""#, "`database_url`"),
-            (r#"webhook_secrets = ["s"]
-                write_timeout_ms = 0"#, "`write_timeout_ms`"),
+            (
+                r#"webhook_secrets = ["s"]
+                body_limit_bytes = "whsec_leak""#,
+                "`body_limit_bytes`",
+            ),
+            (
+                r#"webhook_secrets = ["s"]
+                lisen = "whsec_leak""#,
+                "`lisen`",
+            ),
+            (
+                r#"webhook_secrets = ["s"]
+                database_url = "sqlite::memory:""#,
+                "`database_url`",
+            ),
+            (
+                r#"webhook_secrets = ["s"]
+                write_timeout_ms = 0"#,
+                "`write_timeout_ms`",
+            ),
         ];
         for (toml, key) in cases {
             let error = from_toml(toml).unwrap_err().to_string();
@@ -293,10 +321,15 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_from_debug_output() {
-        let config = from_toml(r#"webhook_secrets = ["whsec_hidden"]
-            api_tokens = ["token_hidden"]"#)
+        let config = from_toml(
+            r#"webhook_secrets = ["whsec_hidden"]
+            api_tokens = ["token_hidden"]"#,
+        )
         .unwrap();
         let debug = format!("{config:?}");
-        assert!(!debug.contains("whsec_hidden") && !debug.contains("token_hidden"), "{debug}");
+        assert!(
+            !debug.contains("whsec_hidden") && !debug.contains("token_hidden"),
+            "{debug}"
+        );
     }
 }

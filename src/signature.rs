@@ -165,7 +165,14 @@ mod tests {
     fn header_shape_is_checked_before_any_hashing() {
         let verifier = verifier(&["whsec_x"]);
         assert_eq!(verifier.verify(None, b"{}"), Err(SignatureError::Missing));
-        for bad in ["", "abc", "zz", &"a".repeat(63), &"a".repeat(66), &"g".repeat(64)] {
+        for bad in [
+            "",
+            "abc",
+            "zz",
+            &"a".repeat(63),
+            &"a".repeat(66),
+            &"g".repeat(64),
+        ] {
             assert_eq!(
                 verifier.verify(Some(bad.as_bytes()), b"{}"),
                 Err(SignatureError::Malformed),

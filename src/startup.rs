@@ -52,7 +52,11 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        Ok(Self { listener, router, store })
+        Ok(Self {
+            listener,
+            router,
+            store,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -68,7 +72,10 @@ impl Application {
 
     /// Serves until `shutdown` completes, then lets requests in flight finish
     /// and closes the database.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "listening");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

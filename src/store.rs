@@ -53,7 +53,11 @@ impl Outcome {
             "superseded" => Self::Superseded,
             "ignored" => Self::Ignored,
             "rejected" => Self::Rejected,
-            other => return Err(sqlx::Error::Decode(format!("unknown outcome {other}").into())),
+            other => {
+                return Err(sqlx::Error::Decode(
+                    format!("unknown outcome {other}").into(),
+                ));
+            }
         })
     }
 }
@@ -187,10 +191,11 @@ impl Store {
         .await?;
 
         if inserted.rows_affected() == 0 {
-            let original: String = sqlx::query_scalar("select outcome from events where event_id = ?")
-                .bind(&envelope.event_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let original: String =
+                sqlx::query_scalar("select outcome from events where event_id = ?")
+                    .bind(&envelope.event_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             tx.rollback().await?;
             return Ok(Recorded::Duplicate(Outcome::from_column(&original)?));
         }
@@ -230,12 +235,14 @@ impl Store {
 
     /// A page of job states, newest decision first, after `query.after`.
     pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        let mut sql = QueryBuilder::<Sqlite>::new(format!("select {JOB_COLUMNS} from jobs where 1 = 1"));
+        let mut sql =
+            QueryBuilder::<Sqlite>::new(format!("select {JOB_COLUMNS} from jobs where 1 = 1"));
         if let Some(status) = query.status {
             sql.push(" and status = ").push_bind(status.as_str());
         }
         if let Some(since) = query.since_ns {
-            sql.push(" and deciding_event_created_ns >= ").push_bind(since);
+            sql.push(" and deciding_event_created_ns >= ")
+                .push_bind(since);
         }
         if let Some(after) = &query.after {
             sql.push(" and (deciding_event_created_ns, patient_note_id, job_id) < (")
@@ -246,8 +253,10 @@ impl Store {
                 .push_bind(after.job_id.as_str())
                 .push(")");
         }
-        sql.push(" order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ")
-            .push_bind(i64::from(query.limit));
+        sql.push(
+            " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ",
+        )
+        .push_bind(i64::from(query.limit));
         let rows: Vec<JobRow> = sql.build_query_as().fetch_all(&self.reader).await?;
         rows.into_iter().map(JobState::try_from).collect()
     }
@@ -295,7 +304,11 @@ async fn decide(tx: &mut SqliteConnection, job: &JobOutcome) -> Result<Outcome, 
         created_at: from_nanos(created_ns)?,
         event_id,
     };
-    Ok(if job.rank > current { Outcome::Applied } else { Outcome::Superseded })
+    Ok(if job.rank > current {
+        Outcome::Applied
+    } else {
+        Outcome::Superseded
+    })
 }
 
 async fn upsert_job(
@@ -496,7 +509,8 @@ impl TryFrom<EventRow> for EventSummary {
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).expect("a UTC time always formats as RFC 3339")
+    at.format(&Rfc3339)
+        .expect("a UTC time always formats as RFC 3339")
 }
 
 /// Instants are stored as i64 nanoseconds; parsing already refused the rest.

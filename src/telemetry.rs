@@ -1,6 +1,8 @@
 //! Logging: `tracing` to standard error, filtered by `RUST_LOG` when set,
 //! else by the configured `log_filter`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Fails on a filter that does not parse.
@@ -15,6 +17,7 @@ pub fn init(log_filter: &str) -> Result<(), String> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     Ok(())
 }

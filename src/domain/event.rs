@@ -70,8 +70,7 @@ pub enum Meaning {
 pub fn parse(body: &[u8], header_id: Option<&str>) -> Result<Envelope, BodyError> {
     let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
     // serde_json's parse errors name a position and a kind, never content.
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
     let Value::Object(object) = value else {
         return Err(BodyError::NotObject);
     };
@@ -85,7 +84,10 @@ pub fn parse(body: &[u8], header_id: Option<&str>) -> Result<Envelope, BodyError
         return Err(BodyError::BadId);
     }
 
-    let event_type = object.get("type").and_then(Value::as_str).map(str::to_owned);
+    let event_type = object
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let data = object.get("data").and_then(Value::as_object);
     let meaning = match event_type.as_deref() {
         Some(CREATED) => outcome(&event_id, &object, JobStatus::Created),
@@ -100,7 +102,10 @@ pub fn parse(body: &[u8], header_id: Option<&str>) -> Result<Envelope, BodyError
             .and_then(|d| d.get("patient_note_id"))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        created: object.get("created").and_then(Value::as_str).map(str::to_owned),
+        created: object
+            .get("created")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         event_id,
         event_type,
         meaning,
@@ -237,7 +242,10 @@ mod tests {
         };
         assert_eq!(outcome.job_id, "12345");
         assert_eq!(outcome.rank.status, JobStatus::Created);
-        assert_eq!(outcome.emr_note_id.as_deref(), Some("10d1c8d3-aa69-472a-a9eb-f5fbd12bf99f"));
+        assert_eq!(
+            outcome.emr_note_id.as_deref(),
+            Some("10d1c8d3-aa69-472a-a9eb-f5fbd12bf99f")
+        );
 
         let failed: Value =
             serde_json::from_str(include_str!("../../tests/fixtures/example-failed.json")).unwrap();
@@ -245,14 +253,19 @@ mod tests {
             panic!("failed example did not parse");
         };
         assert_eq!(outcome.rank.status, JobStatus::Failed);
-        assert_eq!(outcome.failure_reason.as_deref(), Some("Failed to create patient note"));
+        assert_eq!(
+            outcome.failure_reason.as_deref(),
+            Some("Failed to create patient note")
+        );
     }
 
     #[test]
     fn an_integer_job_id_becomes_its_decimal_string() {
         let mut event = created();
         event["job_id"] = json!(987654321);
-        let Meaning::Outcome(outcome) = parse_value(&event).meaning else { panic!() };
+        let Meaning::Outcome(outcome) = parse_value(&event).meaning else {
+            panic!()
+        };
         assert_eq!(outcome.job_id, "987654321");
     }
 
@@ -285,14 +298,19 @@ mod tests {
             "data": { "patient_note_id": "pn", "failure_reason": "EMR unavailable",
                       "reasons": [{ "code": "emr_down", "description": "EMR unavailable" }] }
         });
-        let Meaning::Outcome(outcome) = parse_value(&failed).meaning else { panic!() };
+        let Meaning::Outcome(outcome) = parse_value(&failed).meaning else {
+            panic!()
+        };
         assert_eq!(
             outcome.reasons.as_deref(),
             Some(r#"[{"code":"emr_down","description":"EMR unavailable"}]"#)
         );
         failed["data"]["reasons"] = json!("x");
         assert_eq!(invalid_field(&failed), "data.reasons");
-        failed["data"].as_object_mut().unwrap().remove("failure_reason");
+        failed["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("failure_reason");
         assert_eq!(invalid_field(&failed), "data.failure_reason");
     }
 
@@ -307,8 +325,14 @@ mod tests {
         let body = br#"{"type":"x"}"#;
         assert_eq!(parse(body, Some("evt_h")).unwrap().event_id, "evt_h");
         assert_eq!(parse(body, None).unwrap_err(), BodyError::NoId);
-        assert_eq!(parse(br#"{"id":"evt_b"}"#, Some("evt_h")).unwrap().event_id, "evt_b");
-        assert_eq!(parse(br#"{"id":3}"#, Some("evt_h")).unwrap_err(), BodyError::BadId);
+        assert_eq!(
+            parse(br#"{"id":"evt_b"}"#, Some("evt_h")).unwrap().event_id,
+            "evt_b"
+        );
+        assert_eq!(
+            parse(br#"{"id":3}"#, Some("evt_h")).unwrap_err(),
+            BodyError::BadId
+        );
         let long = format!(r#"{{"id":"{}"}}"#, "e".repeat(256));
         assert_eq!(parse(long.as_bytes(), None).unwrap_err(), BodyError::BadId);
     }
@@ -316,9 +340,15 @@ mod tests {
     #[test]
     fn unreadable_bodies_say_what_is_wrong() {
         assert_eq!(parse(b"\xff\xfe", None).unwrap_err(), BodyError::NotUtf8);
-        assert!(matches!(parse(b"{", None).unwrap_err(), BodyError::NotJson(_)));
+        assert!(matches!(
+            parse(b"{", None).unwrap_err(),
+            BodyError::NotJson(_)
+        ));
         assert_eq!(parse(b"[1]", None).unwrap_err(), BodyError::NotObject);
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(parse(deep.as_bytes(), None).unwrap_err(), BodyError::NotJson(_)));
+        assert!(matches!(
+            parse(deep.as_bytes(), None).unwrap_err(),
+            BodyError::NotJson(_)
+        ));
     }
 }

@@ -95,7 +95,11 @@ mod tests {
     use time::macros::datetime;
 
     fn rank(status: JobStatus, created_at: OffsetDateTime, event_id: &str) -> Rank {
-        Rank { status, created_at, event_id: event_id.into() }
+        Rank {
+            status,
+            created_at,
+            event_id: event_id.into(),
+        }
     }
 
     #[test]

@@ -93,7 +93,10 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
     if tokens.allows(authorization) {
         next.run(request).await
     } else {

@@ -25,17 +25,25 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /v1/jobs/{job_id}`: the job's state.
-async fn get_job(State(state): State<AppState>, Path(job_id): Path<String>) -> Result<Json<JobState>> {
+async fn get_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobState>> {
     let mut jobs = state.store.jobs_by_job_id(&job_id).await?;
     match jobs.len() {
-        0 => Err(AppError::NotFound("no outcome has been received for this job")),
+        0 => Err(AppError::NotFound(
+            "no outcome has been received for this job",
+        )),
         1 => Ok(Json(jobs.remove(0))),
         // Cobalt gives each job one note; if two notes ever claim one job id,
         // say so rather than pick one.
         _ => Err(AppError::Conflict(format!(
             "this job id belongs to {} patient notes ({}); ask for each note instead",
             jobs.len(),
-            jobs.iter().map(|j| j.patient_note_id.as_str()).collect::<Vec<_>>().join(", ")
+            jobs.iter()
+                .map(|j| j.patient_note_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -53,7 +61,9 @@ async fn list_job_events(
 ) -> Result<Json<JobEvents>> {
     let events = state.store.job_events(&job_id).await?;
     if events.is_empty() {
-        return Err(AppError::NotFound("no event has been received for this job"));
+        return Err(AppError::NotFound(
+            "no event has been received for this job",
+        ));
     }
     Ok(Json(JobEvents { job_id, events }))
 }
@@ -71,9 +81,14 @@ async fn get_patient_note(
 ) -> Result<Json<PatientNote>> {
     let jobs = state.store.jobs_by_note(&patient_note_id).await?;
     if jobs.is_empty() {
-        return Err(AppError::NotFound("no outcome has been received for this patient note"));
+        return Err(AppError::NotFound(
+            "no outcome has been received for this patient note",
+        ));
     }
-    Ok(Json(PatientNote { patient_note_id, jobs }))
+    Ok(Json(PatientNote {
+        patient_note_id,
+        jobs,
+    }))
 }
 
 /// Query parameters of the listing, read as text so each gets a clear error.

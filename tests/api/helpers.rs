@@ -1,0 +1,208 @@
+//! A real server per test: the application's own startup path, a random
+//! loopback port, a fresh SQLite file in a temporary directory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cobalt_receiver::config::{Config, Secret};
+use cobalt_receiver::signature;
+use cobalt_receiver::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The secret of `fixtures/signature-vectors.json`; for tests only.
+pub const SECRET: &str = "whsec_test_7f3a9c2e5b8d4f1a";
+/// A second active secret, as during a rotation; for tests only.
+pub const ROTATED_SECRET: &str = "whsec_test_rotation_second";
+/// A status API token; for tests only.
+pub const TOKEN: &str = "test-token-not-a-secret";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_config(dir: &TempDir) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", db_path(dir).display()),
+        webhook_secrets: vec![Secret::new(SECRET), Secret::new(ROTATED_SECRET)],
+        api_tokens: vec![Secret::new(TOKEN)],
+        ..Config::default()
+    }
+}
+
+pub fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("receiver.db")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_in(Arc::new(TempDir::new().unwrap()), customize).await
+}
+
+/// Starts a server on the database in `dir` (a restart when one ran there).
+pub async fn spawn_app_in(dir: Arc<TempDir>, customize: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&dir);
+    customize(&mut config);
+    let app = Application::build(&config).await.expect("the app builds");
+    let address = format!("http://{}", app.local_addr());
+    let (shutdown, stopped) = oneshot::channel();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        dir,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits until the database is closed.
+    pub async fn stop(mut self) -> Arc<TempDir> {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        let server = self.server.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops within 10 s")
+            .unwrap()
+            .unwrap();
+        self.dir.clone()
+    }
+
+    /// Posts `body` signed with the test secret.
+    pub async fn post_webhook(&self, body: &str) -> Response {
+        self.post_raw(
+            body.as_bytes().to_vec(),
+            &[("cobalt-verification", &sign(body.as_bytes()))],
+        )
+        .await
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}/webhooks/cobalt", self.address))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        checked(request.send().await.expect("the server answers"))
+    }
+
+    /// GET with the test token.
+    pub async fn get(&self, path: &str) -> Response {
+        self.get_with(path, Some(TOKEN)).await
+    }
+
+    pub async fn get_with(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        checked(request.send().await.expect("the server answers"))
+    }
+
+    /// A read-only view of the database, for assertions.
+    pub async fn db(&self) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(db_path(&self.dir))
+            .read_only(true);
+        SqlitePool::connect_with(options).await.unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let db = self.db().await;
+        let count = sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        count
+    }
+}
+
+/// Every answer the service gives is JSON.
+fn checked(response: Response) -> Response {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "answer {} is not JSON",
+        response.status()
+    );
+    response
+}
+
+pub fn sign(body: &[u8]) -> String {
+    signature::sign(&Secret::new(SECRET), body)
+}
+
+pub fn sign_with(secret: &str, body: &[u8]) -> String {
+    signature::sign(&Secret::new(secret), body)
+}
+
+pub async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.json().await.expect("a JSON body");
+    (status, body)
+}
+
+/// Patient data used in test events; the log test searches for it.
+pub const NOTE_TEXT: &str = "Patient reports chest pain radiating to the left arm since Tuesday";
+pub const SUBJECT: &str = "Cardiology follow-up Zebulon";
+pub const MRN: &str = "MRN-PHI-889977";
+
+pub fn created_event(event_id: &str, job_id: &str, note_id: &str, created: &str) -> Value {
+    json!({
+        "id": event_id,
+        "access_token_reference_id": "user_test",
+        "object": "event",
+        "created": created,
+        "type": "patient_note.created",
+        "job_id": job_id,
+        "data": {
+            "patient_note_id": note_id,
+            "emr_note_id": format!("emr-{event_id}"),
+            "patient_mrn": MRN,
+            "location_id": "loc-1",
+            "subject": SUBJECT,
+            "note": NOTE_TEXT
+        }
+    })
+}
+
+pub fn failed_event(event_id: &str, job_id: &str, note_id: &str, created: &str) -> Value {
+    json!({
+        "id": event_id,
+        "access_token_reference_id": "user_test",
+        "object": "event",
+        "created": created,
+        "type": "patient_note.failed",
+        "job_id": job_id,
+        "data": {
+            "patient_note_id": note_id,
+            "failure_reason": format!("failure of {event_id}"),
+            "reasons": [{ "code": "emr_rejected", "description": format!("reason of {event_id}") }]
+        }
+    })
+}

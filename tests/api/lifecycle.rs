@@ -1,0 +1,378 @@
+//! The binary itself: configuration, logs, and shutdown. These start the
+//! compiled `cobalt-receiver` as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cobalt-receiver");
+
+struct Process {
+    child: Child,
+    address: String,
+    log: PathBuf,
+}
+
+fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
+    let log = dir
+        .path()
+        .join(format!("server-{}.log", std::process::id()));
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("COBALT_RECEIVER_CONFIG")
+        .env("COBALT_RECEIVER_LISTEN", "127.0.0.1:0")
+        .env(
+            "COBALT_RECEIVER_DATABASE_URL",
+            format!("sqlite://{}", db_path(dir).display()),
+        )
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    (command, log)
+}
+
+/// Starts the binary and waits until it says where it listens.
+fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
+    let (mut command, log) = command(dir, env, args);
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("listening address=").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_owned();
+            return Process {
+                child,
+                address: format!("http://{address}"),
+                log,
+            };
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited with {status} before listening:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion (for configurations it must refuse).
+fn run(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+    let (mut command, log) = command(dir, env, args);
+    let status = command.status().unwrap();
+    (status, std::fs::read_to_string(log).unwrap())
+}
+
+impl Process {
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("the server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    async fn post(&self, body: &[u8], signature: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/webhooks/cobalt", self.address))
+            .header("cobalt-verification", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TEST_ENV: [(&str, &str); 2] = [
+    ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
+    ("COBALT_RECEIVER_API_TOKENS", TOKEN),
+];
+
+#[tokio::test]
+async fn patient_data_never_reaches_the_logs() {
+    let dir = TempDir::new().unwrap();
+    let mut env = TEST_ENV.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let mut server = start(&dir, &env, &[]);
+
+    // Every path a delivery can take, each carrying patient data.
+    let created = created_event("evt_phi_1", "500", "pn-500", "2025-10-09T10:00:00Z");
+    let mut misplaced = created_event("evt_phi_2", "501", "pn-501", "2025-10-09T10:00:00Z");
+    misplaced["data"]["emr_note_id"] = json!({ "text": NOTE_TEXT });
+    misplaced["created"] = json!(SUBJECT);
+    misplaced["job_id"] = json!([MRN]);
+    let mut unknown = created.clone();
+    unknown["id"] = json!("evt_phi_3");
+    unknown["type"] = json!("note.uploaded");
+    let truncated =
+        format!(r#"{{"id":"evt_phi_4","data":{{"note":"{NOTE_TEXT}","patient_mrn":"{MRN}""#);
+    let bodies = [
+        created.to_string(),
+        created.to_string(),
+        misplaced.to_string(),
+        unknown.to_string(),
+        failed_event("evt_phi_5", "500", "pn-500", "2025-10-09T10:01:00Z").to_string(),
+        truncated,
+    ];
+    for body in &bodies {
+        let response = server.post(body.as_bytes(), &sign(body.as_bytes())).await;
+        assert!(response.status().as_u16() < 500);
+        assert!(!response.text().await.unwrap().contains(NOTE_TEXT));
+    }
+    let unsigned = server
+        .post(created.to_string().as_bytes(), &"0".repeat(64))
+        .await;
+    assert_eq!(unsigned.status(), 401);
+    let oversized = format!(
+        r#"{{"id":"evt_phi_6","note":"{NOTE_TEXT}","pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(
+        server
+            .post(oversized.as_bytes(), &sign(oversized.as_bytes()))
+            .await
+            .status(),
+        413
+    );
+    for path in [
+        "/v1/jobs/500",
+        "/v1/jobs/500/events",
+        "/v1/patient-notes/pn-500",
+        "/v1/patient-notes?status=created",
+    ] {
+        assert_eq!(server.get(path, TOKEN).await.status(), 200, "{path}");
+    }
+
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let log = server.log();
+    // The capture is real: requests, their ids and outcomes were logged.
+    assert!(
+        log.contains("event recorded") && log.contains("request_id="),
+        "{log}"
+    );
+    assert!(log.contains("DEBUG"), "debug logging was not on");
+    for phi in [NOTE_TEXT, SUBJECT, MRN] {
+        assert!(!log.contains(phi), "the log carries patient data ({phi})");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let dir = TempDir::new().unwrap();
+    let mut server = start(&dir, &TEST_ENV, &["serve"]);
+    let body = created_event("evt_inflight", "600", "pn-600", "2025-10-09T10:00:00Z").to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+
+    let address = server.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "POST /webhooks/cobalt HTTP/1.1\r\nhost: {address}\r\ncobalt-verification: {}\r\ncontent-length: {}\r\n\r\n{head}",
+        sign(body.as_bytes()),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""status":"applied""#), "{answer}");
+
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    // The acknowledged event is in the file the server closed.
+    let server = start(&dir, &TEST_ENV, &[]);
+    assert_eq!(server.get("/v1/jobs/600", TOKEN).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_environment_configures_the_server() {
+    let dir = TempDir::new().unwrap();
+    let env = [
+        (
+            "COBALT_RECEIVER_WEBHOOK_SECRETS",
+            "whsec_test_env_one, whsec_test_env_two",
+        ),
+        ("COBALT_RECEIVER_API_TOKENS", "token-env-one,token-env-two"),
+    ];
+    let server = start(&dir, &env, &["serve"]);
+    let body = created_event("evt_env", "700", "pn-700", "2025-10-09T10:00:00Z").to_string();
+    let response = server
+        .post(
+            body.as_bytes(),
+            &sign_with("whsec_test_env_two", body.as_bytes()),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        server.get("/v1/jobs/700", "token-env-two").await.status(),
+        200
+    );
+    assert_eq!(server.get("/v1/jobs/700", TOKEN).await.status(), 401);
+    assert!(
+        db_path(&dir).exists(),
+        "the database file was created at the configured URL"
+    );
+}
+
+#[tokio::test]
+async fn the_example_config_runs_with_the_environment_on_top() {
+    let dir = TempDir::new().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let server = start(&dir, &[], &["--config", example.to_str().unwrap()]);
+    assert_eq!(server.get("/readyz", "").await.status(), 200);
+    let body = created_event("evt_example", "701", "pn-701", "2025-10-09T10:00:00Z").to_string();
+    let signature = sign_with("whsec_example_not_a_real_secret", body.as_bytes());
+    assert_eq!(server.post(body.as_bytes(), &signature).await.status(), 200);
+    assert_eq!(
+        server
+            .get("/v1/jobs/701", "example-token-change-me")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn unsigned_mode_must_be_explicit_and_is_warned_about() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, &[("COBALT_RECEIVER_ALLOW_UNSIGNED", "true")], &[]);
+    assert!(
+        server.log().contains("allow_unsigned = true"),
+        "{}",
+        server.log()
+    );
+    let body = created_event("evt_u", "702", "pn-702", "2025-10-09T10:00:00Z").to_string();
+    assert_eq!(server.post(body.as_bytes(), "").await.status(), 200);
+}
+
+#[test]
+fn a_bad_configuration_exits_2_with_one_line_naming_the_key() {
+    let dir = TempDir::new().unwrap();
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_toml,
+        "webhook_secrets = [\"whsec_test_leak\"]\nlisten = [",
+    )
+    .unwrap();
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "webhook_secrets = [\"whsec_test_leak\"]\nwebhook_secret = \"whsec_test_leak\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.toml");
+    // (environment, arguments, what the one line must name)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![], vec![], "webhook_secrets"),
+        (
+            vec![
+                ("COBALT_RECEIVER_WEBHOOK_SECRETS", "whsec_test_leak"),
+                ("COBALT_RECEIVER_LISTEN", "nowhere"),
+            ],
+            vec![],
+            "listen",
+        ),
+        (
+            vec![
+                ("COBALT_RECEIVER_WEBHOOK_SECRETS", "whsec_test_leak"),
+                ("COBALT_RECEIVER_DATABASE_URL", "postgres://x"),
+            ],
+            vec![],
+            "database_url",
+        ),
+        (
+            vec![
+                ("COBALT_RECEIVER_WEBHOOK_SECRETS", "whsec_test_leak"),
+                ("COBALT_RECEIVER_BODY_LIMIT_BYTES", "lots"),
+            ],
+            vec![],
+            "body_limit_bytes",
+        ),
+        (
+            vec![],
+            vec!["--config", typo.to_str().unwrap()],
+            "webhook_secret",
+        ),
+        (
+            vec![],
+            vec!["--config", bad_toml.to_str().unwrap()],
+            "bad.toml",
+        ),
+        (
+            vec![],
+            vec!["--config", missing.to_str().unwrap()],
+            "does not exist",
+        ),
+        (
+            vec![
+                ("COBALT_RECEIVER_WEBHOOK_SECRETS", "whsec_test_leak"),
+                ("COBALT_RECEIVER_LOG_FILTER", "[="),
+            ],
+            vec![],
+            "log_filter",
+        ),
+    ];
+    for (env, args, names) in cases {
+        let (status, output) = run(&dir, &env, &args);
+        assert_eq!(status.code(), Some(2), "{names}: {output}");
+        assert_eq!(
+            output.trim().lines().count(),
+            1,
+            "{names}: one line, got {output}"
+        );
+        assert!(output.contains(names), "{names}: {output}");
+        assert!(
+            !output.contains("whsec_test_leak"),
+            "{names}: the secret leaked: {output}"
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts the real server on a loopback port with
+//! its own SQLite file and talks HTTP to it.
+
+mod helpers;
+mod job_state;
+mod lifecycle;
+mod status_api;
+mod storage;
+mod webhooks;
