@@ -441,3 +441,29 @@ async fn a_wrong_method_is_answered_in_json_too() {
     assert_eq!(status, 405);
     assert_eq!(body["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_stalled_delivery_is_answered_503_within_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|config| config.request_timeout_ms = 300).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Headers promise 100 bytes; only 10 come.
+    let request = format!(
+        "POST /webhooks/cobalt HTTP/1.1\r\nhost: {address}\r\ncobalt-verification: {}\r\ncontent-length: 100\r\n\r\n{{\"id\":\"ev",
+        "0".repeat(64)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered before the client gave up")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("application/json") && answer.contains(r#""code":"timeout""#), "{answer}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(app.count("events").await, 0);
+}
