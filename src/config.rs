@@ -89,7 +89,12 @@ impl Config {
         }
         let options = SqliteConnectOptions::from_str(&self.database_url).map_err(|_| bad_url())?;
         let filename = options.get_filename().to_string_lossy();
-        if filename.is_empty() || filename == ":memory:" || self.database_url.contains("memory") {
+        if filename.is_empty()
+            || filename == ":memory:"
+            // sqlx's name for `sqlite::memory:`
+            || filename.starts_with("file:sqlx-in-memory")
+            || self.database_url.contains("mode=memory")
+        {
             return Err(ConfigError::key(
                 "database_url",
                 "must name a file: an in-memory database would lose acknowledged events",
@@ -308,6 +313,11 @@ mod tests {
             ),
             (
                 r#"webhook_secrets = ["s"]
+                database_url = "sqlite://x.db?mode=memory""#,
+                "`database_url`",
+            ),
+            (
+                r#"webhook_secrets = ["s"]
                 write_timeout_ms = 0"#,
                 "`write_timeout_ms`",
             ),
@@ -317,6 +327,15 @@ mod tests {
             assert!(error.contains(key), "{key}: {error}");
             assert!(!error.contains("whsec_leak"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_file_named_for_memory_is_still_a_file() {
+        let config = from_toml(
+            r#"webhook_secrets = ["s"]
+            database_url = "sqlite:///data/memory-care.db""#,
+        );
+        assert!(config.is_ok());
     }
 
     #[test]

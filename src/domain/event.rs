@@ -65,12 +65,16 @@ pub enum Meaning {
     Invalid(FieldError),
 }
 
+/// Checks that a body is UTF-8 text, the form the event log keeps.
+pub fn text(body: &[u8]) -> Result<&str, BodyError> {
+    std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)
+}
+
 /// Reads a verified body. `header_id` is the `webhook-id` header, used when
 /// the body has no `id`.
-pub fn parse(body: &[u8], header_id: Option<&str>) -> Result<Envelope, BodyError> {
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+pub fn parse(body: &str, header_id: Option<&str>) -> Result<Envelope, BodyError> {
     // serde_json's parse errors name a position and a kind, never content.
-    let value: Value = serde_json::from_str(text).map_err(|e| BodyError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
     let Value::Object(object) = value else {
         return Err(BodyError::NotObject);
     };
@@ -225,7 +229,7 @@ mod tests {
     }
 
     fn parse_value(value: &Value) -> Envelope {
-        parse(value.to_string().as_bytes(), None).unwrap()
+        parse(&value.to_string(), None).unwrap()
     }
 
     fn invalid_field(value: &Value) -> &'static str {
@@ -322,32 +326,32 @@ mod tests {
 
     #[test]
     fn the_id_comes_from_the_body_then_the_header() {
-        let body = br#"{"type":"x"}"#;
+        let body = r#"{"type":"x"}"#;
         assert_eq!(parse(body, Some("evt_h")).unwrap().event_id, "evt_h");
         assert_eq!(parse(body, None).unwrap_err(), BodyError::NoId);
         assert_eq!(
-            parse(br#"{"id":"evt_b"}"#, Some("evt_h")).unwrap().event_id,
+            parse(r#"{"id":"evt_b"}"#, Some("evt_h")).unwrap().event_id,
             "evt_b"
         );
         assert_eq!(
-            parse(br#"{"id":3}"#, Some("evt_h")).unwrap_err(),
+            parse(r#"{"id":3}"#, Some("evt_h")).unwrap_err(),
             BodyError::BadId
         );
         let long = format!(r#"{{"id":"{}"}}"#, "e".repeat(256));
-        assert_eq!(parse(long.as_bytes(), None).unwrap_err(), BodyError::BadId);
+        assert_eq!(parse(&long, None).unwrap_err(), BodyError::BadId);
     }
 
     #[test]
     fn unreadable_bodies_say_what_is_wrong() {
-        assert_eq!(parse(b"\xff\xfe", None).unwrap_err(), BodyError::NotUtf8);
+        assert_eq!(text(b"\xff\xfe").unwrap_err(), BodyError::NotUtf8);
         assert!(matches!(
-            parse(b"{", None).unwrap_err(),
+            parse("{", None).unwrap_err(),
             BodyError::NotJson(_)
         ));
-        assert_eq!(parse(b"[1]", None).unwrap_err(), BodyError::NotObject);
+        assert_eq!(parse("[1]", None).unwrap_err(), BodyError::NotObject);
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(matches!(
-            parse(deep.as_bytes(), None).unwrap_err(),
+            parse(&deep, None).unwrap_err(),
             BodyError::NotJson(_)
         ));
     }

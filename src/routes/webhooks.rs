@@ -57,14 +57,15 @@ async fn receive_webhook(
     }
 
     let header_id = header(&headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
-    let envelope = event::parse(&body, header_id)?;
+    let payload = event::text(&body)?;
+    let envelope = event::parse(payload, header_id)?;
     let span = tracing::Span::current();
     span.record("event_id", envelope.event_id.as_str());
     span.record("event_type", envelope.event_type.as_deref().unwrap_or(""));
 
     let delivery = Delivery {
         envelope: &envelope,
-        payload: std::str::from_utf8(&body).expect("parse accepted only UTF-8"),
+        payload,
         attempt: header(&headers, "webhook-attempt")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok()),

@@ -463,7 +463,10 @@ async fn a_stalled_delivery_is_answered_503_within_the_request_timeout() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..read]);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("application/json") && answer.contains(r#""code":"timeout""#), "{answer}");
+    assert!(
+        answer.contains("application/json") && answer.contains(r#""code":"timeout""#),
+        "{answer}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(app.count("events").await, 0);
 }
