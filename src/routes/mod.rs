@@ -124,6 +124,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let (mut parts, _) = response.into_parts();
     let detail = match status {
         StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method",
+        StatusCode::PAYLOAD_TOO_LARGE => "the body is larger than the configured limit",
         StatusCode::SERVICE_UNAVAILABLE => "the request took too long; retry later",
         StatusCode::INTERNAL_SERVER_ERROR => "internal error",
         _ => status.canonical_reason().unwrap_or("error"),
@@ -145,6 +146,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
 fn error_code(status: StatusCode) -> &'static str {
     match status {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
         StatusCode::SERVICE_UNAVAILABLE => "timeout",
         StatusCode::INTERNAL_SERVER_ERROR => "internal_error",
         s if s.is_client_error() => "bad_request",

@@ -13,6 +13,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use time::OffsetDateTime;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use super::AppState;
 use crate::domain::{Meaning, event};
@@ -21,10 +22,13 @@ use crate::signature;
 use crate::store::{Delivery, Outcome, Recorded};
 
 pub fn router(body_limit: usize) -> Router<AppState> {
-    Router::new().route(
-        "/webhooks/cobalt",
-        post(receive_webhook).layer(DefaultBodyLimit::max(body_limit)),
-    )
+    // tower-http's limit refuses a too-large Content-Length before reading
+    // and cuts off a chunked body at the limit; axum's own 2 MiB default
+    // would otherwise cap a larger configured limit.
+    Router::new()
+        .route("/webhooks/cobalt", post(receive_webhook))
+        .route_layer(RequestBodyLimitLayer::new(body_limit))
+        .route_layer(DefaultBodyLimit::disable())
 }
 
 /// The answer to an accepted delivery.

@@ -470,3 +470,35 @@ async fn a_stalled_delivery_is_answered_503_within_the_request_timeout() {
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     assert_eq!(app.count("events").await, 0);
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|config| config.body_limit_bytes = 1024).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut request = format!(
+        "POST /webhooks/cobalt HTTP/1.1\r\nhost: {address}\r\ncobalt-verification: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        "0".repeat(64)
+    );
+    for _ in 0..4 {
+        request.push_str(&format!("200\r\n{}\r\n", "x".repeat(0x200)));
+    }
+    request.push_str("0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""code":"body_too_large""#), "{answer}");
+    assert_eq!(app.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn a_configured_limit_above_two_mebibytes_is_honoured() {
+    let app = spawn_app_with(|config| config.body_limit_bytes = 4 << 20).await;
+    let mut event = created_event("evt_large_ok", "10", "pn-large", "2025-10-09T10:30:00Z");
+    event["data"]["note"] = json!("x".repeat(3 << 20));
+    let (status, answer) = json_of(app.post_webhook(&event.to_string()).await).await;
+    assert_eq!(status, 200, "{answer}");
+}
