@@ -13,6 +13,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 use sqlx::sqlite::SqliteConnectOptions;
 
+use crate::store::StoreOptions;
+
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "COBALT_RECEIVER_";
 
@@ -37,8 +39,19 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Longest a webhook waits to commit before it is answered 503, in milliseconds.
     pub write_timeout_ms: u64,
-    /// Connections that serve status queries.
+    /// Connections (threads) that serve status queries.
     pub read_pool_size: u32,
+    /// Most deliveries committed in one transaction (group commit).
+    pub write_batch_size: usize,
+    /// Deliveries that may wait for the writer before new ones wait to queue.
+    pub write_queue_capacity: usize,
+    /// SQLite page cache of each connection, in KiB.
+    pub sqlite_cache_kib: u32,
+    /// Bytes of the database file each connection may memory-map (0: none).
+    pub sqlite_mmap_bytes: u64,
+    /// Refuse writes (503) once the database file would exceed this many
+    /// bytes, so it cannot fill the disk (0: no limit).
+    pub max_database_bytes: u64,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
 }
@@ -55,6 +68,11 @@ impl Default for Config {
             request_timeout_ms: 4_000,
             write_timeout_ms: 2_000,
             read_pool_size: 4,
+            write_batch_size: 256,
+            write_queue_capacity: 4096,
+            sqlite_cache_kib: 4096,
+            sqlite_mmap_bytes: 0,
+            max_database_bytes: 0,
             log_filter: "info".into(),
         }
     }
@@ -67,6 +85,20 @@ impl Config {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// The storage settings.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            database_url: self.database_url.clone(),
+            read_pool_size: self.read_pool_size,
+            write_timeout: self.write_timeout(),
+            write_batch_size: self.write_batch_size,
+            write_queue_capacity: self.write_queue_capacity,
+            cache_kib: self.sqlite_cache_kib,
+            mmap_bytes: self.sqlite_mmap_bytes,
+            max_database_bytes: self.max_database_bytes,
+        }
     }
 
     /// Checks the rules that span keys or that types cannot express.
@@ -105,6 +137,8 @@ impl Config {
             ("request_timeout_ms", self.request_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("read_pool_size", u64::from(self.read_pool_size)),
+            ("write_batch_size", self.write_batch_size as u64),
+            ("write_queue_capacity", self.write_queue_capacity as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));

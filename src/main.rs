@@ -4,6 +4,9 @@ use clap::Parser;
 use cobalt_receiver::cli::{Cli, Command};
 use cobalt_receiver::{config, startup::Application, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a configuration that cannot be used.
 const BAD_CONFIG: u8 = 2;
 

@@ -11,7 +11,7 @@ use crate::auth::ApiTokens;
 use crate::config::Config;
 use crate::routes::{self, AppState};
 use crate::signature::Verifier;
-use crate::store::{Store, StoreOptions};
+use crate::store::Store;
 
 /// A server with its database open and migrated and its socket bound.
 pub struct Application {
@@ -24,12 +24,7 @@ impl Application {
     /// Opens the database, applies migrations and binds the listener (port 0
     /// picks a free port; [`Application::local_addr`] tells which).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let store = Store::open(&StoreOptions {
-            database_url: &config.database_url,
-            read_pool_size: config.read_pool_size,
-            write_timeout: config.write_timeout(),
-        })
-        .await?;
+        let store = Store::open(&config.store_options()).await?;
 
         let verifier = if config.allow_unsigned {
             tracing::warn!("allow_unsigned = true: deliveries are NOT authenticated");

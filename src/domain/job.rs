@@ -55,6 +55,14 @@ pub struct Rank {
     pub event_id: String,
 }
 
+impl Rank {
+    /// The `created` instant as Unix nanoseconds, the form the store keeps.
+    pub fn created_ns(&self) -> i64 {
+        i64::try_from(self.created_at.unix_timestamp_nanos())
+            .expect("created is range-checked when an event is parsed")
+    }
+}
+
 impl Ord for Rank {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.status, self.created_at, self.event_id.as_bytes()).cmp(&(

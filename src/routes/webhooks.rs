@@ -67,22 +67,25 @@ async fn receive_webhook(
     span.record("event_id", envelope.event_id.as_str());
     span.record("event_type", envelope.event_type.as_deref().unwrap_or(""));
 
+    let event_id = envelope.event_id.clone();
+    let invalid = match &envelope.meaning {
+        Meaning::Invalid(error) => Some(error.clone()),
+        _ => None,
+    };
     let delivery = Delivery {
-        envelope: &envelope,
-        payload,
+        envelope,
+        payload: payload.to_owned(),
         attempt: header(&headers, "webhook-attempt")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok()),
         received_at: OffsetDateTime::now_utc(),
     };
-    let recorded = state.store.record(&delivery).await?;
+    let recorded = state.store.record(delivery).await?;
     tracing::info!(?recorded, "event recorded");
 
     let (status, original_outcome) = match recorded {
         Recorded::New(Outcome::Rejected) => {
-            let Meaning::Invalid(error) = envelope.meaning else {
-                unreachable!("only an invalid event is rejected");
-            };
+            let error = invalid.expect("only an invalid event is rejected");
             return Err(AppError::InvalidEvent(error));
         }
         Recorded::New(outcome) => (outcome.as_str(), None),
@@ -91,7 +94,7 @@ async fn receive_webhook(
     Ok((
         StatusCode::OK,
         Json(Receipt {
-            event_id: envelope.event_id,
+            event_id,
             status,
             original_outcome,
         }),

@@ -1,0 +1,247 @@
+//! Status queries, on reader threads with read-only connections.
+//!
+//! Each thread owns one connection with its prepared statements cached, and
+//! takes queries from a shared channel; WAL lets them read while the writer
+//! commits.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{Outcome, StoreError, StoreOptions, connect, decode_error};
+use crate::domain::JobStatus;
+
+/// A query for a reader thread; `None` stops the thread that takes it.
+type Query = Option<Box<dyn FnOnce(&Connection) + Send>>;
+
+#[derive(Clone)]
+pub(super) struct Readers {
+    queries: flume::Sender<Query>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Readers {
+    pub(super) fn start(path: &Path, options: &StoreOptions) -> anyhow::Result<Self> {
+        let (queries, incoming) = flume::bounded::<Query>(1024);
+        let mut threads = Vec::new();
+        for n in 0..options.read_pool_size.max(1) {
+            let db = connect(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                options,
+            )?;
+            db.pragma_update(None, "query_only", true)?;
+            let incoming = incoming.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("db-reader-{n}"))
+                    .spawn(move || {
+                        while let Ok(Some(query)) = incoming.recv() {
+                            query(&db);
+                        }
+                    })?,
+            );
+        }
+        Ok(Self {
+            queries,
+            threads: Arc::new(Mutex::new(threads)),
+        })
+    }
+
+    /// Runs `query` on a reader thread.
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Query = Some(Box::new(move |db| {
+            let _ = reply.send(query(db));
+        }));
+        self.queries
+            .send_async(job)
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        Ok(answer.await.map_err(|_| StoreError::Stopped)??)
+    }
+
+    /// Stops every reader thread and waits for their connections to close.
+    pub(super) async fn stop(&self) {
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock().expect("not poisoned"));
+        for _ in &threads {
+            let _ = self.queries.send_async(None).await;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Filters and position of one page of `list_jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    /// Only jobs decided by an event created at or after this instant.
+    pub since_ns: Option<i64>,
+    /// Start after this job (the last one of the previous page).
+    pub after: Option<JobKey>,
+    pub limit: u32,
+}
+
+/// The sort key of a job in listings: newest decision first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobKey {
+    pub created_ns: i64,
+    pub patient_note_id: String,
+    pub job_id: String,
+}
+
+/// A job's state as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobState {
+    pub patient_note_id: String,
+    pub job_id: String,
+    pub status: String,
+    pub emr_note_id: Option<String>,
+    pub failure_reason: Option<String>,
+    pub reasons: Option<serde_json::Value>,
+    pub patient_mrn: Option<String>,
+    pub location_id: Option<String>,
+    pub access_token_reference_id: Option<String>,
+    pub deciding_event_id: String,
+    pub deciding_event_created: String,
+    pub first_received_at: String,
+    pub last_received_at: String,
+    #[serde(skip)]
+    pub key: JobKey,
+}
+
+const JOB_COLUMNS: &str = "patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
+    patient_mrn, location_id, access_token_reference_id, deciding_event_id,
+    deciding_event_created, deciding_event_created_ns, first_received_at, last_received_at";
+
+/// Reads a row selected with [`JOB_COLUMNS`].
+fn job_state(row: &Row<'_>) -> rusqlite::Result<JobState> {
+    let patient_note_id: String = row.get(0)?;
+    let job_id: String = row.get(1)?;
+    let reasons = row
+        .get::<_, Option<String>>(5)?
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| decode_error(e.to_string()))?;
+    Ok(JobState {
+        key: JobKey {
+            created_ns: row.get(11)?,
+            patient_note_id: patient_note_id.clone(),
+            job_id: job_id.clone(),
+        },
+        patient_note_id,
+        job_id,
+        status: row.get(2)?,
+        emr_note_id: row.get(3)?,
+        failure_reason: row.get(4)?,
+        reasons,
+        patient_mrn: row.get(6)?,
+        location_id: row.get(7)?,
+        access_token_reference_id: row.get(8)?,
+        deciding_event_id: row.get(9)?,
+        deciding_event_created: row.get(10)?,
+        first_received_at: row.get(12)?,
+        last_received_at: row.get(13)?,
+    })
+}
+
+pub(super) fn jobs_by_job_id(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<JobState>> {
+    db.prepare_cached(&format!(
+        "select {JOB_COLUMNS} from jobs where job_id = ? order by patient_note_id"
+    ))?
+    .query_map([job_id], job_state)?
+    .collect()
+}
+
+pub(super) fn jobs_by_note(
+    db: &Connection,
+    patient_note_id: &str,
+) -> rusqlite::Result<Vec<JobState>> {
+    db.prepare_cached(&format!(
+        "select {JOB_COLUMNS} from jobs where patient_note_id = ?
+         order by deciding_event_created_ns desc, job_id desc"
+    ))?
+    .query_map([patient_note_id], job_state)?
+    .collect()
+}
+
+pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<Vec<JobState>> {
+    let mut sql = format!("select {JOB_COLUMNS} from jobs where 1 = 1");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(status) = query.status {
+        sql.push_str(" and status = ?");
+        values.push(status.as_str().to_owned().into());
+    }
+    if let Some(since) = query.since_ns {
+        sql.push_str(" and deciding_event_created_ns >= ?");
+        values.push(since.into());
+    }
+    if let Some(after) = &query.after {
+        sql.push_str(" and (deciding_event_created_ns, patient_note_id, job_id) < (?, ?, ?)");
+        values.push(after.created_ns.into());
+        values.push(after.patient_note_id.clone().into());
+        values.push(after.job_id.clone().into());
+    }
+    sql.push_str(
+        " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ?",
+    );
+    values.push(i64::from(query.limit).into());
+    db.prepare_cached(&sql)?
+        .query_map(params_from_iter(values), job_state)?
+        .collect()
+}
+
+/// An entry of the event log, without its payload (patient data).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventSummary {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub job_id: Option<String>,
+    pub patient_note_id: Option<String>,
+    pub created: Option<String>,
+    pub received_at: String,
+    pub attempt: Option<i64>,
+    pub outcome: Outcome,
+    pub reject_reason: Option<String>,
+}
+
+pub(super) fn job_events(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<EventSummary>> {
+    db.prepare_cached(
+        "select event_id, event_type, job_id, patient_note_id, created, received_at,
+                attempt, outcome, reject_reason
+         from events where job_id = ? order by seq",
+    )?
+    .query_map([job_id], |row| {
+        Ok(EventSummary {
+            event_id: row.get(0)?,
+            event_type: row.get(1)?,
+            job_id: row.get(2)?,
+            patient_note_id: row.get(3)?,
+            created: row.get(4)?,
+            received_at: row.get(5)?,
+            attempt: row.get(6)?,
+            outcome: Outcome::from_column(&row.get::<_, String>(7)?)?,
+            reject_reason: row.get(8)?,
+        })
+    })?
+    .collect()
+}
+
+/// The newest migration applied successfully.
+pub(super) fn latest_migration(db: &Connection) -> rusqlite::Result<Option<i64>> {
+    db.prepare_cached("select max(version) from _sqlx_migrations where success = 1")?
+        .query_row([], |row| row.get(0))
+}

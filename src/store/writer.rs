@@ -1,0 +1,277 @@
+//! The single writer: group commit behind durable acknowledgements.
+//!
+//! Deliveries queue in a bounded channel. The writer thread takes all that
+//! are waiting (up to the batch size), applies them in order in one
+//! transaction, commits, and only then replies to each. One fsync thus
+//! covers a whole batch. Dedupe and ranking work inside a batch as across
+//! batches, because each delivery's statements see the ones before it in
+//! the same transaction. If any statement or the commit fails, the
+//! transaction rolls back and every delivery of the batch gets the error.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Delivery, Outcome, Recorded, StoreError, StoreOptions, connect, decode_error};
+use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
+
+pub(super) enum Command {
+    Write(Write),
+    /// Finish what is queued before this, close the connection, then answer.
+    Stop(oneshot::Sender<()>),
+}
+
+pub(super) struct Write {
+    pub delivery: Delivery,
+    pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    /// When the delivery's handler stops waiting for this write.
+    pub deadline: Instant,
+}
+
+/// Opens the write connection and starts the writer thread.
+pub(super) fn start(path: &Path, options: &StoreOptions) -> anyhow::Result<mpsc::Sender<Command>> {
+    let db = connect(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        options,
+    )?;
+    let mode: String = db.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "the database refused WAL mode ({mode})"
+    );
+    db.pragma_update(None, "synchronous", "FULL")?;
+    if options.max_database_bytes > 0 {
+        let page_size: u64 = db.pragma_query_value(None, "page_size", |row| row.get(0))?;
+        db.pragma_update(
+            None,
+            "max_page_count",
+            (options.max_database_bytes / page_size).max(1),
+        )?;
+    }
+
+    let (sender, receiver) = mpsc::channel(options.write_queue_capacity);
+    let (batch_size, timeout) = (options.write_batch_size, options.write_timeout);
+    std::thread::Builder::new()
+        .name("db-writer".into())
+        .spawn(move || run(db, receiver, batch_size, timeout))?;
+    Ok(sender)
+}
+
+fn run(
+    mut db: rusqlite::Connection,
+    mut commands: mpsc::Receiver<Command>,
+    batch_size: usize,
+    timeout: Duration,
+) {
+    let mut batch: Vec<Write> = Vec::with_capacity(batch_size);
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = commands.blocking_recv() else {
+            break;
+        };
+        match first {
+            Command::Write(write) => batch.push(write),
+            Command::Stop(done) => stop = Some(done),
+        }
+        drain(&mut commands, &mut batch, batch_size, &mut stop);
+        commit_batch(&mut db, &mut batch, timeout);
+    }
+    drop(db);
+    tracing::debug!("db: writer stopped");
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+/// Takes what else is waiting, up to the batch size; no waiting for more:
+/// whatever arrives during a commit forms the next batch.
+fn drain(
+    commands: &mut mpsc::Receiver<Command>,
+    batch: &mut Vec<Write>,
+    batch_size: usize,
+    stop: &mut Option<oneshot::Sender<()>>,
+) {
+    while stop.is_none() && batch.len() < batch_size {
+        match commands.try_recv() {
+            Ok(Command::Write(write)) => batch.push(write),
+            Ok(Command::Stop(done)) => *stop = Some(done),
+            Err(_) => break,
+        }
+    }
+}
+
+fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: Duration) {
+    // A delivery whose handler has stopped waiting was answered 503 already:
+    // storing it now would only hold up the others (the sender retries).
+    let now = Instant::now();
+    batch.retain_mut(|write| {
+        let expired = write.deadline <= now;
+        if expired {
+            let (reply, _) = oneshot::channel();
+            let reply = std::mem::replace(&mut write.reply, reply);
+            let _ = reply.send(Err(StoreError::Timeout(timeout)));
+        }
+        !expired
+    });
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    match apply_batch(db, batch) {
+        Ok(outcomes) => {
+            tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
+            for (write, outcome) in batch.drain(..).zip(outcomes) {
+                let _ = write.reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            let error = StoreError::from(error);
+            tracing::error!(size = batch.len(), error = %error, "batch rolled back");
+            for write in batch.drain(..) {
+                let _ = write.reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn apply_batch(db: &mut rusqlite::Connection, batch: &[Write]) -> rusqlite::Result<Vec<Recorded>> {
+    // IMMEDIATE takes the write lock up front, so the reads below see the
+    // state the writes will change. Dropping the transaction on an error
+    // rolls it back.
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcomes = batch
+        .iter()
+        .map(|write| apply(&tx, &write.delivery))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// One delivery's statements: rank against the job's deciding event, insert
+/// into the event log (the unique event id is the dedupe), update the job.
+fn apply(tx: &Transaction<'_>, delivery: &Delivery) -> rusqlite::Result<Recorded> {
+    let envelope = &delivery.envelope;
+    let received_at = delivery
+        .received_at
+        .format(&Rfc3339)
+        .map_err(|e| decode_error(e.to_string()))?;
+    let (outcome, reject_reason) = match &envelope.meaning {
+        Meaning::Outcome(job) => (decide(tx, job)?, None),
+        Meaning::Other => (Outcome::Ignored, None),
+        Meaning::Invalid(error) => (Outcome::Rejected, Some(error.to_string())),
+    };
+
+    let inserted = tx
+        .prepare_cached(
+            "insert into events (event_id, event_type, job_id, patient_note_id, created,
+                                 received_at, attempt, outcome, reject_reason, payload)
+             values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             on conflict (event_id) do nothing",
+        )?
+        .execute(params![
+            envelope.event_id,
+            envelope.event_type,
+            envelope.job_id,
+            envelope.patient_note_id,
+            envelope.created,
+            received_at,
+            delivery.attempt,
+            outcome.as_str(),
+            reject_reason,
+            delivery.payload,
+        ])?;
+    if inserted == 0 {
+        let original: String = tx
+            .prepare_cached("select outcome from events where event_id = ?")?
+            .query_row([&envelope.event_id], |row| row.get(0))?;
+        return Ok(Recorded::Duplicate(Outcome::from_column(&original)?));
+    }
+
+    if let Meaning::Outcome(job) = &envelope.meaning {
+        match outcome {
+            Outcome::Applied => upsert_job(tx, job, &received_at)?,
+            _ => touch_job(tx, job, &received_at)?,
+        }
+    }
+    Ok(Recorded::New(outcome))
+}
+
+/// Whether `job` outranks the event that now decides its job.
+fn decide(tx: &Transaction<'_>, job: &JobOutcome) -> rusqlite::Result<Outcome> {
+    let current: Option<(String, i64, String)> = tx
+        .prepare_cached(
+            "select status, deciding_event_created_ns, deciding_event_id
+             from jobs where patient_note_id = ? and job_id = ?",
+        )?
+        .query_row([&job.patient_note_id, &job.job_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    let Some((status, created_ns, event_id)) = current else {
+        return Ok(Outcome::Applied);
+    };
+    let current = Rank {
+        status: status
+            .parse::<JobStatus>()
+            .map_err(|()| decode_error(format!("unknown status {status}")))?,
+        created_at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_ns))
+            .map_err(|e| decode_error(e.to_string()))?,
+        event_id,
+    };
+    Ok(if job.rank > current {
+        Outcome::Applied
+    } else {
+        Outcome::Superseded
+    })
+}
+
+fn upsert_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
+                           patient_mrn, location_id, access_token_reference_id,
+                           deciding_event_id, deciding_event_created, deciding_event_created_ns,
+                           first_received_at, last_received_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+         on conflict (patient_note_id, job_id) do update set
+             status = excluded.status,
+             emr_note_id = excluded.emr_note_id,
+             failure_reason = excluded.failure_reason,
+             reasons = excluded.reasons,
+             patient_mrn = excluded.patient_mrn,
+             location_id = excluded.location_id,
+             access_token_reference_id = excluded.access_token_reference_id,
+             deciding_event_id = excluded.deciding_event_id,
+             deciding_event_created = excluded.deciding_event_created,
+             deciding_event_created_ns = excluded.deciding_event_created_ns,
+             last_received_at = excluded.last_received_at",
+    )?
+    .execute(params![
+        job.patient_note_id,
+        job.job_id,
+        job.rank.status.as_str(),
+        job.emr_note_id,
+        job.failure_reason,
+        job.reasons,
+        job.patient_mrn,
+        job.location_id,
+        job.access_token_reference_id,
+        job.rank.event_id,
+        job.created,
+        job.rank.created_ns(),
+        received_at,
+    ])?;
+    Ok(())
+}
+
+/// A superseded event changes nothing but the job's last-received time.
+fn touch_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
+    )?
+    .execute(params![received_at, job.patient_note_id, job.job_id])?;
+    Ok(())
+}
