@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Delivery, Outcome, Recorded, StoreError, StoreOptions, connect, decode_error};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 
+// `Stop` is sent once; boxing every `Write` to shrink it would cost an
+// allocation per delivery.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     Write(Write),
     /// Finish what is queued before this, close the connection, then answer.
