@@ -1,0 +1,178 @@
+//! Group commit: many deliveries in one transaction keep every rule of a
+//! single one, and a batch fails as a whole.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+
+use crate::helpers::*;
+
+/// Holds SQLite's write lock from another connection, so the deliveries
+/// sent meanwhile queue up and reach the writer as one batch.
+async fn hold_write_lock(app: &TestApp) -> SqliteConnection {
+    let url = format!("sqlite://{}", db_path(&app.dir).display());
+    let mut holder = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("begin immediate")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+async fn release(mut holder: SqliteConnection) {
+    sqlx::query("rollback").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+}
+
+/// Posts every body at once; answers (status, body) in the same order.
+async fn post_all(app: &TestApp, bodies: Vec<String>) -> tokio::task::JoinSet<(usize, u16, Value)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, body) in bodies.into_iter().enumerate() {
+        let (client, url) = (
+            app.client.clone(),
+            format!("{}/webhooks/cobalt", app.address),
+        );
+        tasks.spawn(async move {
+            let response = client
+                .post(url)
+                .header("cobalt-verification", sign(body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (n, status, response.json().await.unwrap())
+        });
+    }
+    tasks
+}
+
+#[tokio::test]
+async fn a_batch_with_duplicates_and_several_events_of_one_job_applies_each_once() {
+    let app = spawn_app_with(|config| config.write_timeout_ms = 5_000).await;
+    let holder = hold_write_lock(&app).await;
+
+    // Six events of one job, each delivered three times, and one event each
+    // for ten other jobs; all queued behind the lock.
+    let job_events = [
+        failed_event("evt_g1", "g", "pn-g", "2025-10-09T10:00:00Z"),
+        created_event("evt_g2", "g", "pn-g", "2025-10-09T10:01:00Z"),
+        failed_event("evt_g3", "g", "pn-g", "2025-10-09T10:09:00Z"),
+        created_event("evt_g4", "g", "pn-g", "2025-10-09T10:03:00Z"),
+        created_event("evt_g5", "g", "pn-g", "2025-10-09T10:03:00Z"),
+        failed_event("evt_g6", "g", "pn-g", "2025-10-09T10:02:00Z"),
+    ];
+    let mut bodies: Vec<String> = Vec::new();
+    for round in 0..3 {
+        for event in &job_events {
+            bodies.push(event.to_string());
+        }
+        for other in 0..10 / 3 + round {
+            let id = format!("evt_o{round}{other}");
+            bodies.push(
+                created_event(
+                    &id,
+                    &format!("o{round}{other}"),
+                    "pn-o",
+                    "2025-10-09T10:00:00Z",
+                )
+                .to_string(),
+            );
+        }
+    }
+    let total = bodies.len();
+    let answers = post_all(&app, bodies).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    release(holder).await;
+    let answers = answers.join_all().await;
+
+    assert_eq!(answers.len(), total);
+    let mut firsts: HashMap<String, usize> = HashMap::new();
+    for (_, status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        if body["status"] != "duplicate" {
+            *firsts
+                .entry(body["event_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    // Each event id was taken exactly once, however its copies were batched.
+    assert!(firsts.values().all(|&n| n == 1), "{firsts:?}");
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(_, _, b)| b["status"] == "duplicate")
+            .count(),
+        12
+    );
+    assert_eq!(app.count("events").await, firsts.len() as i64);
+
+    // The job's state is its highest-ranked event's: created beats failed,
+    // and of the two created at 10:03 the greater id wins.
+    let (_, job) = json_of(app.get("/v1/jobs/g").await).await;
+    assert_eq!(job["status"], "created");
+    assert_eq!(job["deciding_event_id"], "evt_g5");
+    assert_eq!(job["emr_note_id"], "emr-evt_g5");
+}
+
+#[tokio::test]
+async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
+    // Room for a few dozen events: a batch of a hundred fills it part-way.
+    let app = spawn_app_with(|config| {
+        config.max_database_bytes = 256 * 1024;
+        config.write_timeout_ms = 5_000;
+    })
+    .await;
+    let holder = hold_write_lock(&app).await;
+    let bodies: Vec<String> = (0..120)
+        .map(|n| {
+            let mut event = created_event(
+                &format!("evt_f{n:03}"),
+                &format!("f{n:03}"),
+                &format!("pn-f{n:03}"),
+                "2025-10-09T10:00:00Z",
+            );
+            event["data"]["note"] = Value::String("padding ".repeat(300));
+            event.to_string()
+        })
+        .collect();
+    let answers = post_all(&app, bodies).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    release(holder).await;
+    let answers = answers.join_all().await;
+
+    let refused = answers
+        .iter()
+        .filter(|(_, status, _)| *status == 503)
+        .count();
+    assert!(refused > 0, "the database never filled up");
+    let db = app.db().await;
+    for (n, status, body) in &answers {
+        let event_id = format!("evt_f{n:03}");
+        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = ?")
+            .bind(&event_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let job: i64 = sqlx::query_scalar("select count(*) from jobs where job_id = ?")
+            .bind(format!("f{n:03}"))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        match status {
+            // A 2xx is committed, event and job state alike.
+            200 => assert_eq!((stored, job), (1, 1), "{event_id} was acknowledged: {body}"),
+            // A 503 left nothing behind, not even part of its batch.
+            503 => {
+                assert_eq!(body["code"], "storage_unavailable");
+                assert_eq!((stored, job), (0, 0), "{event_id} was refused but stored");
+            }
+            other => panic!("{event_id}: unexpected {other}: {body}"),
+        }
+    }
+    // The service stays up and readable.
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
