@@ -71,6 +71,7 @@ impl AppError {
             Self::InvalidEvent(_) => "invalid_event",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::Store(StoreError::Overloaded) => "overloaded",
             Self::Store(_) => "storage_unavailable",
         }
     }
@@ -80,6 +81,10 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         let detail = match &self {
+            Self::Store(StoreError::Overloaded) => {
+                tracing::warn!("write queue full; shedding a delivery with 503");
+                "too many deliveries are waiting; retry later".to_owned()
+            }
             Self::Store(error) => {
                 tracing::error!(error = %error, "storage failed; answering 503");
                 "the event could not be stored; retry later".to_owned()

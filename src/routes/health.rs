@@ -19,14 +19,23 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and has every migration this build knows.
+/// The database answers, has every migration this build knows, and takes
+/// a durable write now (not locked past the write timeout, not full, not
+/// read-only).
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.is_ready().await {
-        Ok(true) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Ok(false) => not_ready("the database is missing migrations"),
+        Ok(true) => {}
+        Ok(false) => return not_ready("the database is missing migrations"),
         Err(error) => {
-            tracing::warn!(error = %error, "readiness check failed");
-            not_ready("the database does not answer")
+            tracing::warn!(error = %error, "readiness check: reads failed");
+            return not_ready("the database does not answer");
+        }
+    }
+    match state.store.can_write().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check: the database cannot take writes");
+            not_ready(&format!("the database cannot take writes: {error}"))
         }
     }
 }

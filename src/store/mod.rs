@@ -97,6 +97,8 @@ pub enum StoreError {
     Database(String),
     #[error("the storage threads have stopped")]
     Stopped,
+    #[error("too many deliveries are waiting for the database")]
+    Overloaded,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -202,11 +204,12 @@ impl Store {
             reply,
             deadline,
         });
-        let queued = tokio::time::timeout_at(deadline.into(), self.writes.send(command)).await;
-        match queued {
-            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => return Err(StoreError::Stopped),
-            Ok(Ok(())) => {}
+        // A full queue means the writer is far behind: waiting would only
+        // run into the sender's timeout, which it never retries. Answer now.
+        match self.writes.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Stopped),
         }
         // Past the deadline a commit may still land; the sender's retry then
         // finds a duplicate, so a 503 here never loses an event.
@@ -254,6 +257,24 @@ impl Store {
         let known = MIGRATOR.iter().map(|m| m.version).max();
         let applied = self.readers.run(reader::latest_migration).await?;
         Ok(applied >= known)
+    }
+
+    /// Commits one tiny write through the writer, after what is queued:
+    /// whether a delivery arriving now could be stored.
+    pub async fn can_write(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let command = writer::Command::Probe(reply);
+        match tokio::time::timeout_at(deadline, self.writes.send(command)).await {
+            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
+            Ok(Err(_)) => return Err(StoreError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Ok(Ok(result)) => result,
+        }
     }
 }
 

@@ -23,6 +23,8 @@ use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     Write(Write),
+    /// Commit one tiny write on its own: can the database take writes now?
+    Probe(oneshot::Sender<Result<(), StoreError>>),
     /// Finish what is queued before this, close the connection, then answer.
     Stop(oneshot::Sender<()>),
 }
@@ -76,12 +78,19 @@ fn run(
         let Some(first) = commands.blocking_recv() else {
             break;
         };
+        let mut probe = None;
         match first {
             Command::Write(write) => batch.push(write),
+            Command::Probe(reply) => probe = Some(reply),
             Command::Stop(done) => stop = Some(done),
         }
-        drain(&mut commands, &mut batch, batch_size, &mut stop);
+        if probe.is_none() {
+            drain(&mut commands, &mut batch, batch_size, &mut stop, &mut probe);
+        }
         commit_batch(&mut db, &mut batch, timeout);
+        if let Some(reply) = probe {
+            let _ = reply.send(write_probe(&mut db).map_err(StoreError::from));
+        }
     }
     drop(db);
     tracing::debug!("db: writer stopped");
@@ -97,14 +106,34 @@ fn drain(
     batch: &mut Vec<Write>,
     batch_size: usize,
     stop: &mut Option<oneshot::Sender<()>>,
+    probe: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
 ) {
-    while stop.is_none() && batch.len() < batch_size {
+    while stop.is_none() && probe.is_none() && batch.len() < batch_size {
         match commands.try_recv() {
             Ok(Command::Write(write)) => batch.push(write),
+            Ok(Command::Probe(reply)) => *probe = Some(reply),
             Ok(Command::Stop(done)) => *stop = Some(done),
             Err(_) => break,
         }
     }
+}
+
+/// The readiness probe's write, in a transaction of its own.
+fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .map_err(|e| decode_error(e.to_string()))?;
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Room for a large delivery, not just for rewriting a row in place.
+    tx.prepare_cached(
+        "insert into writer_probe (id, written_at, padding) values (2, ?, zeroblob(65536))",
+    )?
+    .execute([&now])?;
+    tx.prepare_cached("delete from writer_probe where id = 2")?
+        .execute([])?;
+    tx.prepare_cached("insert or replace into writer_probe (id, written_at) values (1, ?)")?
+        .execute([&now])?;
+    tx.commit()
 }
 
 fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: Duration) {

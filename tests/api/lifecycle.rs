@@ -1,136 +1,15 @@
 //! The binary itself: configuration, logs, and shutdown. These start the
 //! compiled `cobalt-receiver` as a child process.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::*;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_cobalt-receiver");
-
-struct Process {
-    child: Child,
-    address: String,
-    log: PathBuf,
-}
-
-fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
-    let log = dir
-        .path()
-        .join(format!("server-{}.log", std::process::id()));
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("COBALT_RECEIVER_CONFIG")
-        .env("COBALT_RECEIVER_LISTEN", "127.0.0.1:0")
-        .env(
-            "COBALT_RECEIVER_DATABASE_URL",
-            format!("sqlite://{}", db_path(dir).display()),
-        )
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
-    (command, log)
-}
-
-/// Starts the binary and waits until it says where it listens.
-fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
-    let (mut command, log) = command(dir, env, args);
-    let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("listening address=").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_owned();
-            return Process {
-                child,
-                address: format!("http://{address}"),
-                log,
-            };
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the server exited with {status} before listening:\n{text}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not start:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs the binary to completion (for configurations it must refuse).
-fn run(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
-    let (mut command, log) = command(dir, env, args);
-    let status = command.status().unwrap();
-    (status, std::fs::read_to_string(log).unwrap())
-}
-
-impl Process {
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().unwrap();
-                panic!("the server did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap()
-    }
-
-    async fn post(&self, body: &[u8], signature: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!("{}/webhooks/cobalt", self.address))
-            .header("cobalt-verification", signature)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const TEST_ENV: [(&str, &str); 2] = [
-    ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
-    ("COBALT_RECEIVER_API_TOKENS", TOKEN),
-];
+use crate::process::*;
 
 #[tokio::test]
 async fn patient_data_never_reaches_the_logs() {

@@ -1,10 +1,12 @@
 //! End-to-end tests: each starts the real server on a loopback port with
 //! its own SQLite file and talks HTTP to it.
 
+mod crash;
 mod group_commit;
 mod helpers;
 mod job_state;
 mod lifecycle;
+mod process;
 mod status_api;
 mod storage;
 mod webhooks;

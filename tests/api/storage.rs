@@ -30,12 +30,22 @@ async fn a_locked_database_is_a_prompt_503_and_the_service_recovers() {
     assert_eq!(body["code"], "storage_unavailable");
     assert!(waited < Duration::from_secs(2), "answered after {waited:?}");
 
-    // Reads do not wait for the writer.
-    assert_eq!(app.get("/readyz").await.status(), 200);
+    // Readiness reports it; status reads do not wait for the writer.
+    let (status, body) = json_of(app.get("/readyz").await).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot take writes"),
+        "{body}"
+    );
+    assert_eq!(app.get("/v1/jobs/95").await.status(), 404);
 
     sqlx::query("rollback").execute(&mut holder).await.unwrap();
     holder.close().await.unwrap();
     // Cobalt's retry succeeds once the lock is gone, without a restart.
+    assert_eq!(app.get("/readyz").await.status(), 200);
     let (status, body) = json_of(app.post_webhook(&event).await).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "applied");
@@ -68,4 +78,127 @@ async fn state_survives_a_restart_on_the_same_database_file() {
         "duplicate"
     );
     assert_eq!(app.count("events").await, 2);
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns() {
+    let app = spawn_app_with(|config| config.max_database_bytes = 192 * 1024).await;
+    let padded = |n: usize| {
+        let mut event = created_event(
+            &format!("evt_d{n:03}"),
+            &format!("d{n:03}"),
+            "pn-d",
+            "2025-10-09T10:00:00Z",
+        );
+        event["data"]["note"] = serde_json::Value::String("padding ".repeat(250));
+        event.to_string()
+    };
+    // Fill the database one event at a time until it refuses.
+    let mut n = 0;
+    let refused_in = loop {
+        let started = Instant::now();
+        let response = app.post_webhook(&padded(n)).await;
+        if response.status() == 503 {
+            break started.elapsed();
+        }
+        assert_eq!(response.status(), 200);
+        n += 1;
+        assert!(n < 500, "the database never filled up");
+    };
+    assert!(
+        refused_in < Duration::from_secs(1),
+        "refused after {refused_in:?}"
+    );
+    let stored = app.count("events").await;
+    assert_eq!(stored, n as i64, "the refused event left nothing behind");
+    let (status, body) = json_of(app.get("/readyz").await).await;
+    assert_eq!(status, 503);
+    assert!(body["detail"].as_str().unwrap().contains("full"), "{body}");
+
+    // Space returns (here: an operator frees pages); no restart needed.
+    let url = format!("sqlite://{}", db_path(&app.dir).display());
+    let mut operator = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("delete from events where event_id < 'evt_d040'")
+        .execute(&mut operator)
+        .await
+        .unwrap();
+    operator.close().await.unwrap();
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let (status, body) = json_of(app.post_webhook(&padded(n)).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
+    // A stalled writer (the lock stands in for a slow disk), a short queue
+    // and deadline, and far more deliveries than fit.
+    let app = spawn_app_with(|config| {
+        config.write_timeout_ms = 400;
+        config.write_queue_capacity = 16;
+        config.write_batch_size = 8;
+    })
+    .await;
+    let url = format!("sqlite://{}", db_path(&app.dir).display());
+    let mut holder = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("begin immediate")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sqlx::query("rollback").execute(&mut holder).await.unwrap();
+        holder.close().await.unwrap();
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..300 {
+        let (client, address) = (app.client.clone(), app.address.clone());
+        tasks.spawn(async move {
+            // Spread over a second: some arrive while stalled, some after.
+            tokio::time::sleep(Duration::from_millis(n * 3)).await;
+            let body = created_event(
+                &format!("evt_flood{n}"),
+                &format!("fl{n}"),
+                "pn-fl",
+                "2025-10-09T10:00:00Z",
+            )
+            .to_string();
+            let started = Instant::now();
+            let response = client
+                .post(format!("{address}/webhooks/cobalt"))
+                .header("cobalt-verification", sign(body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let code = response.json::<serde_json::Value>().await.unwrap()["code"].clone();
+            (format!("evt_flood{n}"), status, code, started.elapsed())
+        });
+    }
+    let answers = tasks.join_all().await;
+    release.await.unwrap();
+
+    let overloaded = answers.iter().filter(|a| a.2 == "overloaded").count();
+    let accepted: Vec<_> = answers.iter().filter(|a| a.1 == 200).collect();
+    assert!(overloaded > 0, "nothing was shed");
+    assert!(!accepted.is_empty(), "nothing got through after the stall");
+    for (id, status, code, took) in &answers {
+        assert!([200, 503].contains(status), "{id}: {status} {code}");
+        // Every answer comes within the deadline (plus scheduling slack),
+        // far inside Cobalt's 5 s.
+        assert!(
+            *took < Duration::from_millis(1_400),
+            "{id} answered after {took:?}"
+        );
+    }
+    let db = app.db().await;
+    for (id, ..) in accepted {
+        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = ?")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(stored, 1, "{id} was acknowledged but is not stored");
+    }
 }

@@ -1,0 +1,147 @@
+//! The compiled binary as a child process, for tests of what only a real
+//! process shows: exit codes, logs, signals, crashes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::helpers::*;
+
+/// The environment of a server with the test secret and token.
+pub const TEST_ENV: [(&str, &str); 2] = [
+    ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
+    ("COBALT_RECEIVER_API_TOKENS", TOKEN),
+];
+
+const BINARY: &str = env!("CARGO_BIN_EXE_cobalt-receiver");
+
+pub struct Process {
+    pub child: Child,
+    pub address: String,
+    log: PathBuf,
+}
+
+fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
+    // Several servers may run on one directory, one after another.
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = dir.path().join(format!("server-{n}.log"));
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("COBALT_RECEIVER_CONFIG")
+        .env("COBALT_RECEIVER_LISTEN", "127.0.0.1:0")
+        .env(
+            "COBALT_RECEIVER_DATABASE_URL",
+            format!("sqlite://{}", db_path(dir).display()),
+        )
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    (command, log)
+}
+
+/// Starts the binary and waits until it says where it listens.
+pub fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
+    let (mut command, log) = command(dir, env, args);
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(rest) = text.split("listening address=").nth(1) {
+            let address = rest.split_whitespace().next().unwrap().to_owned();
+            return Process {
+                child,
+                address: format!("http://{address}"),
+                log,
+            };
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited with {status} before listening:\n{text}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion (for configurations it must refuse).
+pub fn run(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+    let (mut command, log) = command(dir, env, args);
+    let status = command.status().unwrap();
+    (status, std::fs::read_to_string(log).unwrap())
+}
+
+impl Process {
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.child.kill().unwrap();
+                panic!("the server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    pub async fn post(&self, body: &[u8], signature: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/webhooks/cobalt", self.address))
+            .header("cobalt-verification", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How many events the database in `dir` holds.
+pub async fn count_events(dir: &TempDir) -> i64 {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db_path(dir))
+        .read_only(true);
+    let db = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    let count = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    count
+}
