@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{HASHED_TOKEN_PREFIX, Secret};
 
 #[derive(Clone)]
 pub struct ApiTokens {
@@ -15,10 +15,24 @@ pub struct ApiTokens {
 }
 
 impl ApiTokens {
+    /// Plain tokens are hashed here; `sha256:<hex>` entries are digests
+    /// already (validated with the configuration).
     pub fn new(tokens: &[Secret]) -> Self {
-        Self {
-            digests: tokens.iter().map(|t| digest(t.expose())).collect(),
-        }
+        let digests = tokens
+            .iter()
+            .map(|token| {
+                let token = token.expose();
+                token
+                    .strip_prefix(HASHED_TOKEN_PREFIX)
+                    .and_then(|hex_digest| {
+                        let mut digest = [0u8; 32];
+                        hex::decode_to_slice(hex_digest, &mut digest).ok()?;
+                        Some(digest)
+                    })
+                    .unwrap_or_else(|| digest(token))
+            })
+            .collect();
+        Self { digests }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -77,5 +91,13 @@ mod tests {
         }
         assert!(!tokens.allows(None));
         assert!(!ApiTokens::new(&[]).allows(Some(b"Bearer anything")));
+    }
+
+    #[test]
+    fn a_hashed_token_allows_the_token_it_was_made_from() {
+        let hashed = format!("sha256:{}", hex::encode(digest("tok_plain")));
+        let tokens = ApiTokens::new(&[Secret::new(hashed.clone())]);
+        assert!(tokens.allows(Some(b"Bearer tok_plain")));
+        assert!(!tokens.allows(Some(format!("Bearer {hashed}").as_bytes())));
     }
 }

@@ -28,7 +28,8 @@ pub struct Config {
     /// Active webhook secrets; a delivery signed with any one is accepted.
     #[serde(deserialize_with = "secret_list")]
     pub webhook_secrets: Vec<Secret>,
-    /// Bearer tokens that may read the status API.
+    /// Bearer tokens that may read the status API, each as plain text or as
+    /// `sha256:<hex digest of the token>`.
     #[serde(deserialize_with = "secret_list")]
     pub api_tokens: Vec<Secret>,
     /// Accept unsigned deliveries. Only for local experiments.
@@ -115,6 +116,16 @@ impl Config {
         if self.api_tokens.iter().any(|t| t.expose().is_empty()) {
             return Err(ConfigError::key("api_tokens", "a token is empty"));
         }
+        for token in &self.api_tokens {
+            if let Some(digest) = token.expose().strip_prefix(HASHED_TOKEN_PREFIX) {
+                if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ConfigError::key(
+                        "api_tokens",
+                        "a sha256: token must be followed by 64 hexadecimal characters",
+                    ));
+                }
+            }
+        }
         let bad_url = || ConfigError::key("database_url", "expected sqlite://path/to/file.db");
         if !self.database_url.starts_with("sqlite:") {
             return Err(bad_url());
@@ -148,6 +159,13 @@ impl Config {
     }
 }
 
+/// An `api_tokens` entry that gives the token's SHA-256 digest, not the token.
+pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
+
+/// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
+/// (container secret stores mount secrets as files).
+const FILE_KEYS: [&str; 2] = ["webhook_secrets", "api_tokens"];
+
 /// Loads the configuration: defaults, then `file` if given, then environment.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
@@ -160,9 +178,25 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    // COBALT_RECEIVER_CONFIG names the file; it is not a key.
-    let env = Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]);
-    from_figment(figment.merge(env))
+    // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
+    // files of secrets; they are not keys.
+    let env =
+        Env::prefixed(ENV_PREFIX).ignore(&["CONFIG", "WEBHOOK_SECRETS_FILE", "API_TOKENS_FILE"]);
+    figment = figment.merge(env);
+    for key in FILE_KEYS {
+        let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
+        if let Some(path) = std::env::var_os(&variable) {
+            let contents = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::File(format!(
+                    "{variable}: cannot read {}: {e}",
+                    Path::new(&path).display()
+                ))
+            })?;
+            // One secret a line, or comma-separated; the file wins over both.
+            figment = figment.merge((key, contents.replace('\n', ",")));
+        }
+    }
+    from_figment(figment)
 }
 
 /// Extracts and validates a configuration from any set of providers.
@@ -370,6 +404,27 @@ mod tests {
             database_url = "sqlite:///data/memory-care.db""#,
         );
         assert!(config.is_ok());
+    }
+
+    #[test]
+    fn a_token_may_be_given_as_its_sha256_digest() {
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let config = from_toml(&format!(
+            "webhook_secrets = [\"s\"]\napi_tokens = [\"{digest}\"]"
+        ));
+        assert!(config.is_ok());
+        for bad in [
+            "sha256:abc",
+            "sha256:zz00000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let error = from_toml(&format!(
+                "webhook_secrets = [\"s\"]\napi_tokens = [\"{bad}\"]"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("`api_tokens`"), "{error}");
+            assert!(!error.contains(bad), "{error}");
+        }
     }
 
     #[test]

@@ -78,6 +78,9 @@ async fn patient_data_never_reaches_the_logs() {
     for phi in [NOTE_TEXT, SUBJECT, MRN] {
         assert!(!log.contains(phi), "the log carries patient data ({phi})");
     }
+    for secret in [SECRET, TOKEN] {
+        assert!(!log.contains(secret), "the log carries a secret");
+    }
 }
 
 #[tokio::test]
@@ -254,4 +257,59 @@ fn a_bad_configuration_exits_2_with_one_line_naming_the_key() {
             "{names}: the secret leaked: {output}"
         );
     }
+}
+
+#[tokio::test]
+async fn secrets_and_tokens_come_from_files_and_tokens_as_digests() {
+    use sha2::Digest;
+
+    let dir = TempDir::new().unwrap();
+    let secrets = dir.path().join("webhook-secrets");
+    std::fs::write(&secrets, "whsec_test_file_one\nwhsec_test_file_two\n").unwrap();
+    let tokens = dir.path().join("api-tokens");
+    let digest = hex::encode(sha2::Sha256::digest(b"token-from-file"));
+    std::fs::write(&tokens, format!("sha256:{digest}\n")).unwrap();
+    let env = [
+        (
+            "COBALT_RECEIVER_WEBHOOK_SECRETS_FILE",
+            secrets.to_str().unwrap(),
+        ),
+        ("COBALT_RECEIVER_API_TOKENS_FILE", tokens.to_str().unwrap()),
+    ];
+    let server = start(&dir, &env, &[]);
+    let body = created_event("evt_files", "710", "pn-710", "2025-10-09T10:00:00Z").to_string();
+    let signature = sign_with("whsec_test_file_two", body.as_bytes());
+    assert_eq!(server.post(body.as_bytes(), &signature).await.status(), 200);
+    assert_eq!(
+        server.get("/v1/jobs/710", "token-from-file").await.status(),
+        200
+    );
+    assert_eq!(
+        server
+            .get("/v1/jobs/710", &format!("sha256:{digest}"))
+            .await
+            .status(),
+        401
+    );
+    let log = server.log();
+    assert!(
+        !log.contains("whsec_test_file") && !log.contains("token-from-file"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unreadable_secrets_file_exits_2_naming_the_variable() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("no-such-file");
+    let env = [(
+        "COBALT_RECEIVER_WEBHOOK_SECRETS_FILE",
+        missing.to_str().unwrap(),
+    )];
+    let (status, output) = run(&dir, &env, &[]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("COBALT_RECEIVER_WEBHOOK_SECRETS_FILE"),
+        "{output}"
+    );
 }
