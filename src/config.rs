@@ -53,6 +53,11 @@ pub struct Config {
     /// Refuse writes (503) once the database file would exceed this many
     /// bytes, so it cannot fill the disk (0: no limit).
     pub max_database_bytes: u64,
+    /// Days a raw payload (patient data) is kept; the event's id, outcome
+    /// and job state are kept forever. 0 keeps payloads forever.
+    pub payload_retention_days: u32,
+    /// Seconds between two purges of expired payloads.
+    pub purge_interval_secs: u64,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
 }
@@ -74,6 +79,8 @@ impl Default for Config {
             sqlite_cache_kib: 4096,
             sqlite_mmap_bytes: 0,
             max_database_bytes: 0,
+            payload_retention_days: 30,
+            purge_interval_secs: 600,
             log_filter: "info".into(),
         }
     }
@@ -150,6 +157,7 @@ impl Config {
             ("read_pool_size", u64::from(self.read_pool_size)),
             ("write_batch_size", self.write_batch_size as u64),
             ("write_queue_capacity", self.write_queue_capacity as u64),
+            ("purge_interval_secs", self.purge_interval_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));

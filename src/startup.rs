@@ -3,12 +3,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::ApiTokens;
 use crate::config::Config;
+use crate::retention;
 use crate::routes::{self, AppState};
 use crate::signature::Verifier;
 use crate::store::Store;
@@ -25,6 +27,14 @@ impl Application {
     /// picks a free port; [`Application::local_addr`] tells which).
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let store = Store::open(&config.store_options()).await?;
+        if config.payload_retention_days > 0 {
+            let days = u64::from(config.payload_retention_days);
+            retention::spawn(
+                store.clone(),
+                Duration::from_secs(days * 24 * 60 * 60),
+                Duration::from_secs(config.purge_interval_secs),
+            );
+        }
 
         let verifier = if config.allow_unsigned {
             tracing::warn!("allow_unsigned = true: deliveries are NOT authenticated");

@@ -259,12 +259,43 @@ impl Store {
         Ok(applied >= known)
     }
 
-    /// Commits one tiny write through the writer, after what is queued:
-    /// whether a delivery arriving now could be stored.
+    /// Commits a write the size of a large delivery through the writer,
+    /// after what is queued: whether a delivery arriving now could be stored.
     pub async fn can_write(&self) -> Result<(), StoreError> {
+        self.on_writer(writer::write_probe).await
+    }
+
+    /// Empties, in small transactions between deliveries, the payloads of
+    /// events received before `cutoff`. Returns how many it emptied.
+    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
+        const BATCH: usize = 500;
+        let cutoff = cutoff
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut total = 0;
+        loop {
+            let cutoff = cutoff.clone();
+            let purged = self
+                .on_writer(move |db| writer::purge_payloads(db, &cutoff, BATCH))
+                .await?;
+            total += purged;
+            if purged < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs `work` on the write connection once the batch in hand is done,
+    /// within the write timeout.
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.write_timeout;
-        let command = writer::Command::Probe(reply);
+        let command = writer::Command::Task(Box::new(move |db| {
+            let _ = reply.send(work(db).map_err(StoreError::from));
+        }));
         match tokio::time::timeout_at(deadline, self.writes.send(command)).await {
             Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
             Ok(Err(_)) => return Err(StoreError::Stopped),

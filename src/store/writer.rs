@@ -23,11 +23,14 @@ use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     Write(Write),
-    /// Commit one tiny write on its own: can the database take writes now?
-    Probe(oneshot::Sender<Result<(), StoreError>>),
+    /// Work of its own on the write connection (readiness probe, purge),
+    /// run after the batch in hand; it sends its own reply.
+    Task(Task),
     /// Finish what is queued before this, close the connection, then answer.
     Stop(oneshot::Sender<()>),
 }
+
+pub(super) type Task = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 
 pub(super) struct Write {
     pub delivery: Delivery,
@@ -78,18 +81,18 @@ fn run(
         let Some(first) = commands.blocking_recv() else {
             break;
         };
-        let mut probe = None;
+        let mut task = None;
         match first {
             Command::Write(write) => batch.push(write),
-            Command::Probe(reply) => probe = Some(reply),
+            Command::Task(work) => task = Some(work),
             Command::Stop(done) => stop = Some(done),
         }
-        if probe.is_none() {
-            drain(&mut commands, &mut batch, batch_size, &mut stop, &mut probe);
+        if task.is_none() {
+            drain(&mut commands, &mut batch, batch_size, &mut stop, &mut task);
         }
         commit_batch(&mut db, &mut batch, timeout);
-        if let Some(reply) = probe {
-            let _ = reply.send(write_probe(&mut db).map_err(StoreError::from));
+        if let Some(work) = task {
+            work(&mut db);
         }
     }
     drop(db);
@@ -106,12 +109,12 @@ fn drain(
     batch: &mut Vec<Write>,
     batch_size: usize,
     stop: &mut Option<oneshot::Sender<()>>,
-    probe: &mut Option<oneshot::Sender<Result<(), StoreError>>>,
+    task: &mut Option<Task>,
 ) {
-    while stop.is_none() && probe.is_none() && batch.len() < batch_size {
+    while stop.is_none() && task.is_none() && batch.len() < batch_size {
         match commands.try_recv() {
             Ok(Command::Write(write)) => batch.push(write),
-            Ok(Command::Probe(reply)) => *probe = Some(reply),
+            Ok(Command::Task(work)) => *task = Some(work),
             Ok(Command::Stop(done)) => *stop = Some(done),
             Err(_) => break,
         }
@@ -119,7 +122,7 @@ fn drain(
 }
 
 /// The readiness probe's write, in a transaction of its own.
-fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+pub(super) fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()> {
     let now = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .map_err(|e| decode_error(e.to_string()))?;
@@ -306,4 +309,23 @@ fn touch_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusql
     )?
     .execute(params![received_at, job.patient_note_id, job.job_id])?;
     Ok(())
+}
+
+/// Empties up to `limit` payloads of events received before `cutoff`
+/// (RFC 3339), in one short transaction; the rest of each event stays.
+/// Returns how many it emptied.
+pub(super) fn purge_payloads(
+    db: &mut rusqlite::Connection,
+    cutoff: &str,
+    limit: usize,
+) -> rusqlite::Result<usize> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let purged = tx
+        .prepare_cached(
+            "update events set payload = '' where seq in (
+                 select seq from events where payload <> '' and received_at < ? limit ?)",
+        )?
+        .execute(params![cutoff, limit as i64])?;
+    tx.commit()?;
+    Ok(purged)
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod job_state;
 mod lifecycle;
 mod process;
+mod retention;
 mod status_api;
 mod storage;
 mod webhooks;
