@@ -36,6 +36,9 @@ pub struct Config {
     pub allow_unsigned: bool,
     /// Largest webhook body accepted, in bytes.
     pub body_limit_bytes: usize,
+    /// Longest a client may take to send a request's headers, in
+    /// milliseconds; a slower connection is closed (slow-loris clients).
+    pub header_read_timeout_ms: u64,
     /// Longest a request may take before it is answered 503, in milliseconds.
     pub request_timeout_ms: u64,
     /// Longest a webhook waits to commit before it is answered 503, in milliseconds.
@@ -71,6 +74,7 @@ impl Default for Config {
             api_tokens: Vec::new(),
             allow_unsigned: false,
             body_limit_bytes: 1024 * 1024,
+            header_read_timeout_ms: 5_000,
             request_timeout_ms: 4_000,
             write_timeout_ms: 2_000,
             read_pool_size: 4,
@@ -152,6 +156,7 @@ impl Config {
         }
         for (key, value) in [
             ("body_limit_bytes", self.body_limit_bytes as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
             ("write_timeout_ms", self.write_timeout_ms),
             ("read_pool_size", u64::from(self.read_pool_size)),

@@ -18,3 +18,6 @@ pub mod signature;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod properties;

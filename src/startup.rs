@@ -6,6 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::auth::ApiTokens;
@@ -15,11 +19,18 @@ use crate::routes::{self, AppState};
 use crate::signature::Verifier;
 use crate::store::Store;
 
+/// Largest request head (request line and headers) a client may send; a
+/// larger one is answered 431. Cobalt's are well under 2 KiB.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// A server with its database open and migrated and its socket bound.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    header_read_timeout: Duration,
+    /// Longest shutdown waits for requests in flight.
+    drain_timeout: Duration,
 }
 
 impl Application {
@@ -61,6 +72,8 @@ impl Application {
             listener,
             router,
             store,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            drain_timeout: config.request_timeout() + Duration::from_secs(1),
         })
     }
 
@@ -75,19 +88,55 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` completes, then lets requests in flight finish
-    /// and closes the database.
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// requests in flight finish (within the request timeout) and closes the
+    /// database.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "listening");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = TowerToHyperService::new(self.router.clone());
+                        let connection =
+                            graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(error = %error, "connection ended with an error");
+                            }
+                        });
+                    }
+                    // Out of file descriptors, say: keep serving the
+                    // connections there are, and try again shortly.
+                    Err(error) => {
+                        tracing::warn!(error = %error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(self.listener);
+        if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight at shutdown were cut off");
+        }
         self.store.close().await;
         tracing::info!("stopped; database closed");
-        served.context("serving HTTP")
+        Ok(())
     }
 }
 

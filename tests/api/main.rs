@@ -4,6 +4,7 @@
 mod crash;
 mod group_commit;
 mod helpers;
+mod hostile;
 mod job_state;
 mod lifecycle;
 mod process;
