@@ -219,11 +219,7 @@ async fn hostile_requests_get_their_status_and_only_valid_signed_events_are_stor
         ),
         (
             "an object nested 200 deep",
-            with_body(&format!(
-                "{}{}",
-                "{\"a\":".repeat(200),
-                format!("1{}", "}".repeat(200))
-            )),
+            with_body(&format!("{}1{}", "{\"a\":".repeat(200), "}".repeat(200))),
             400,
             None,
         ),
