@@ -202,3 +202,78 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
         assert_eq!(stored, 1, "{id} was acknowledged but is not stored");
     }
 }
+
+/// Makes files immutable (`chattr +i`: even root cannot write them) until
+/// dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: Vec<std::path::PathBuf>) -> Self {
+        for path in &paths {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chattr +i {} failed: this test needs root and a filesystem with immutable files (ext4)",
+                path.display()
+            );
+        }
+        Self(paths)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_is_a_503_and_the_service_recovers_when_writable() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        == b"0\n";
+    if !root {
+        eprintln!("skipped: making a file read-only for root needs root (chattr +i)");
+        return;
+    }
+    let app = spawn_app().await;
+    let event = |n: u32| {
+        created_event(
+            &format!("evt_ro{n}"),
+            &format!("ro{n}"),
+            "pn-ro",
+            "2025-10-09T10:00:00Z",
+        )
+        .to_string()
+    };
+    assert_eq!(app.post_webhook(&event(0)).await.status(), 200);
+
+    let db = db_path(&app.dir);
+    let wal = db.with_extension("db-wal");
+    let read_only = Immutable::set(vec![db, wal]);
+    let started = Instant::now();
+    let (status, body) = json_of(app.post_webhook(&event(1)).await).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "storage_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    // What was stored before is still served.
+    assert_eq!(app.get("/v1/jobs/ro0").await.status(), 200);
+
+    drop(read_only);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let (status, body) = json_of(app.post_webhook(&event(1)).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count("events").await, 2);
+}
