@@ -1,4 +1,4 @@
-//! The command line.
+//! The command line: the server and the operator's tools.
 
 use std::path::PathBuf;
 
@@ -28,4 +28,33 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Load and validate the configuration, print it with secrets redacted.
+    CheckConfig,
+    /// Print the signature Cobalt would send for a body.
+    Sign {
+        /// Environment variable that holds the webhook secret.
+        #[arg(long, value_name = "VAR")]
+        secret_env: String,
+        /// File with the body (`-` for standard input).
+        file: PathBuf,
+    },
+    /// Post a signed sample `patient_note.created` and `patient_note.failed`,
+    /// with fresh ids, to a running receiver and report what it answered.
+    SendTestEvent {
+        /// The receiver's webhook URL, e.g. https://host/webhooks/cobalt.
+        #[arg(long)]
+        url: String,
+        /// Environment variable that holds the secret to sign with (default:
+        /// the first of the configuration's webhook secrets).
+        #[arg(long, value_name = "VAR")]
+        secret_env: Option<String>,
+    },
+    /// Exit 0 when the receiver's readiness route answers 200 (for container
+    /// health checks without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
 }

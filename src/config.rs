@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::store::StoreOptions;
@@ -18,7 +18,7 @@ use crate::store::StoreOptions;
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "COBALT_RECEIVER_";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (`host:port`).
@@ -280,6 +280,14 @@ impl Secret {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Printed configurations (check-config) show that a secret is set, never
+/// what it is.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
     }
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real server on a loopback port with
 //! its own SQLite file and talks HTTP to it.
 
+mod cli;
 mod crash;
 mod group_commit;
 mod helpers;
