@@ -63,6 +63,8 @@ pub struct Config {
     pub purge_interval_secs: u64,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
+    /// `text` for people, `json` for one object a line for a log collector.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             payload_retention_days: 30,
             purge_interval_secs: 600,
             log_filter: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -178,6 +181,13 @@ pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
 /// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
 /// (container secret stores mount secrets as files).
 const FILE_KEYS: [&str; 2] = ["webhook_secrets", "api_tokens"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Loads the configuration: defaults, then `file` if given, then environment.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {

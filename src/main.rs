@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
             ))),
         },
         Command::Migrate | Command::Serve => {
-            if let Err(error) = telemetry::init(&config.log_filter) {
+            if let Err(error) = telemetry::init(&config.log_filter, config.log_format) {
                 eprintln!("error: {error}");
                 return ExitCode::from(BAD_CONFIG);
             }

@@ -12,10 +12,46 @@ use crate::helpers::*;
 use crate::process::*;
 
 #[tokio::test]
-async fn patient_data_never_reaches_the_logs() {
+async fn patient_data_never_reaches_the_text_logs() {
+    let log = log_of_every_kind_of_delivery("text").await;
+    assert!(log.contains("DEBUG"), "debug logging was not on");
+}
+
+#[tokio::test]
+async fn patient_data_never_reaches_the_json_logs() {
+    let log = log_of_every_kind_of_delivery("json").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    // Each request's completion carries its id, route, status and latency.
+    let finished = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "finished processing request"
+                && l["span"]["route"] == "/webhooks/cobalt"
+        })
+        .expect("a finished request is logged");
+    assert!(
+        finished["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{finished}"
+    );
+    assert!(
+        finished["fields"]["status"].is_number() && finished["fields"]["latency"].is_string(),
+        "{finished}"
+    );
+}
+
+/// Runs every kind of delivery past a server logging at debug level in
+/// `format`, and returns its log after checking that it holds no patient
+/// data and no secret.
+async fn log_of_every_kind_of_delivery(format: &str) -> String {
     let dir = TempDir::new().unwrap();
     let mut env = TEST_ENV.to_vec();
     env.push(("RUST_LOG", "debug"));
+    env.push(("COBALT_RECEIVER_LOG_FORMAT", format));
     let mut server = start(&dir, &env, &[]);
 
     // Every path a delivery can take, each carrying patient data.
@@ -71,16 +107,20 @@ async fn patient_data_never_reaches_the_logs() {
     let log = server.log();
     // The capture is real: requests, their ids and outcomes were logged.
     assert!(
-        log.contains("event recorded") && log.contains("request_id="),
+        log.contains("event recorded") && log.contains("request_id"),
         "{log}"
     );
-    assert!(log.contains("DEBUG"), "debug logging was not on");
+    assert!(
+        log.to_lowercase().contains("debug"),
+        "debug logging was not on"
+    );
     for phi in [NOTE_TEXT, SUBJECT, MRN] {
         assert!(!log.contains(phi), "the log carries patient data ({phi})");
     }
     for secret in [SECRET, TOKEN] {
         assert!(!log.contains(secret), "the log carries a secret");
     }
+    log
 }
 
 #[tokio::test]

@@ -52,8 +52,7 @@ pub fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(rest) = text.split("listening address=").nth(1) {
-            let address = rest.split_whitespace().next().unwrap().to_owned();
+        if let Some(address) = listening_address(&text) {
             return Process {
                 child,
                 address: format!("http://{address}"),
@@ -144,4 +143,15 @@ pub async fn count_events(dir: &TempDir) -> i64 {
         .unwrap();
     db.close().await;
     count
+}
+
+/// Where the server said it listens, in the text or the JSON log format.
+fn listening_address(log: &str) -> Option<String> {
+    if let Some(rest) = log.split("listening address=").nth(1) {
+        return rest.split_whitespace().next().map(str::to_owned);
+    }
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "listening")
+        .and_then(|line| line["fields"]["address"].as_str().map(str::to_owned))
 }
