@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod monitoring;
 pub mod operator;
 pub mod retention;
 pub mod routes;

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::ApiTokens;
 use crate::config::Config;
+use crate::monitoring;
 use crate::retention;
 use crate::routes::{self, AppState};
 use crate::signature::Verifier;
@@ -62,6 +63,7 @@ impl Application {
             verifier,
             api_tokens: Arc::new(api_tokens),
             body_limit: config.body_limit_bytes,
+            metrics: monitoring::install(),
         };
         let router = routes::router(state, config.request_timeout());
 

@@ -2,6 +2,8 @@
 //! jobs failed and why, and what Cobalt sent for a job.
 
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use super::AppState;
 use crate::domain::JobStatus;
 use crate::error::{AppError, Result};
+use crate::monitoring;
 use crate::store::{EventSummary, JobKey, JobQuery, JobState};
 
 const DEFAULT_PAGE: u32 = 50;
@@ -22,6 +25,22 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{job_id}/events", get(list_job_events))
         .route("/v1/patient-notes", get(list_patient_notes))
         .route("/v1/patient-notes/{patient_note_id}", get(get_patient_note))
+        .route("/metrics", get(metrics))
+}
+
+/// `GET /metrics`: Prometheus text format, behind the same tokens.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match state.store.jobs_by_status().await {
+        Ok(by_status) => monitoring::jobs(&by_status),
+        Err(error) => tracing::warn!(error = %error, "counting jobs for /metrics failed"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        monitoring::render(&state.metrics),
+    )
 }
 
 /// `GET /v1/jobs/{job_id}`: the job's state.

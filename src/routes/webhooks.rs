@@ -18,8 +18,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::AppState;
 use crate::domain::{Meaning, event};
 use crate::error::{AppError, Result};
+use crate::monitoring;
 use crate::signature;
-use crate::store::{Delivery, Outcome, Recorded};
+use crate::store::{Delivery, Outcome, Recorded, StoreError};
 
 pub fn router(body_limit: usize) -> Router<AppState> {
     // tower-http's limit refuses a too-large Content-Length before reading
@@ -52,17 +53,43 @@ async fn receive_webhook(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Receipt>)> {
+    let mut event_type = None;
+    let answer = receive(&state, &headers, body, &mut event_type).await;
+    let outcome = match &answer {
+        Ok((_, receipt)) => receipt.status,
+        Err(AppError::InvalidEvent(error)) => {
+            monitoring::rejected(error.field);
+            "rejected"
+        }
+        Err(AppError::Signature(_)) => "unauthorized",
+        Err(AppError::TooLarge(_)) => "too_large",
+        Err(AppError::Store(StoreError::Overloaded)) => "overloaded",
+        Err(AppError::Store(_)) => "storage_unavailable",
+        Err(_) => "invalid_body",
+    };
+    monitoring::delivery(event_type.as_deref(), outcome);
+    answer
+}
+
+/// The delivery itself; `event_type` is filled in once the body is read.
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+    event_type: &mut Option<String>,
+) -> Result<(StatusCode, Json<Receipt>)> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(state.body_limit),
         _ => AppError::BadRequest("the body could not be read".into()),
     })?;
     if let Some(verifier) = &state.verifier {
-        verifier.verify(header(&headers, signature::HEADER), &body)?;
+        verifier.verify(header(headers, signature::HEADER), &body)?;
     }
 
-    let header_id = header(&headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
+    let header_id = header(headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
     let payload = event::text(&body)?;
     let envelope = event::parse(payload, header_id)?;
+    event_type.clone_from(&envelope.event_type);
     let span = tracing::Span::current();
     span.record("event_id", envelope.event_id.as_str());
     span.record("event_type", envelope.event_type.as_deref().unwrap_or(""));
@@ -75,7 +102,7 @@ async fn receive_webhook(
     let delivery = Delivery {
         envelope,
         payload: payload.to_owned(),
-        attempt: header(&headers, "webhook-attempt")
+        attempt: header(headers, "webhook-attempt")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok()),
         received_at: OffsetDateTime::now_utc(),

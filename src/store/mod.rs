@@ -252,6 +252,11 @@ impl Store {
             .await
     }
 
+    /// How many jobs are in each final state.
+    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.readers.run(reader::jobs_by_status).await
+    }
+
     /// True when the database answers and has every migration this build knows.
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         let known = MIGRATOR.iter().map(|m| m.version).max();
@@ -304,7 +309,7 @@ impl Store {
         match tokio::time::timeout_at(deadline, answer).await {
             Err(_) => Err(StoreError::Timeout(self.write_timeout)),
             Ok(Err(_)) => Err(StoreError::Stopped),
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
         }
     }
 }

@@ -245,3 +245,9 @@ pub(super) fn latest_migration(db: &Connection) -> rusqlite::Result<Option<i64>>
     db.prepare_cached("select max(version) from _sqlx_migrations where success = 1")?
         .query_row([], |row| row.get(0))
 }
+
+pub(super) fn jobs_by_status(db: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    db.prepare_cached("select status, count(*) from jobs group by status")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Delivery, Outcome, Recorded, StoreError, StoreOptions, connect, decode_error};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
+use crate::monitoring;
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -159,6 +160,7 @@ fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: 
     match apply_batch(db, batch) {
         Ok(outcomes) => {
             tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
+            monitoring::batch_committed(batch.len(), started.elapsed().as_secs_f64());
             for (write, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = write.reply.send(Ok(outcome));
             }
@@ -166,6 +168,7 @@ fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: 
         Err(error) => {
             let error = StoreError::from(error);
             tracing::error!(size = batch.len(), error = %error, "batch rolled back");
+            monitoring::database_error();
             for write in batch.drain(..) {
                 let _ = write.reply.send(Err(error.clone()));
             }

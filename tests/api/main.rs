@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod job_state;
 mod lifecycle;
+mod metrics;
 mod process;
 mod retention;
 mod status_api;

@@ -1,0 +1,106 @@
+//! Prometheus metrics: every name, label and bucket in one place.
+//!
+//! Labels take values from small fixed sets (routes, outcomes, field names,
+//! the two patient-note types), so no sender can grow the series count.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::event::{CREATED, FAILED};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the process-wide recorder once; later calls get the same handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("cobalt_receiver_writer_batch_size".into()),
+                        BATCH_BUCKETS,
+                    )
+                })
+                .and_then(PrometheusBuilder::install_recorder)
+                .expect("the metrics recorder installs once, with valid buckets");
+            // Histograms are folded into their buckets by upkeep; keep it
+            // running even when nobody scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("starting the metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+/// A delivery to the webhook route and what became of it.
+pub fn delivery(event_type: Option<&str>, outcome: &'static str) {
+    let event_type: &'static str = match event_type {
+        Some(CREATED) => CREATED,
+        Some(FAILED) => FAILED,
+        Some(_) => "other",
+        None => "unknown",
+    };
+    counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome)
+        .increment(1);
+}
+
+/// A patient-note event rejected for the named field.
+pub fn rejected(field: &'static str) {
+    counter!("cobalt_receiver_rejected_events_total", "field" => field).increment(1);
+}
+
+/// One HTTP request, by route template, method and status.
+pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
+    histogram!(
+        "cobalt_receiver_http_request_duration_seconds",
+        "route" => route.to_owned(),
+        "method" => method.to_owned(),
+        "status" => status.to_string()
+    )
+    .record(seconds);
+}
+
+/// One group commit: how many deliveries it held and how long it took.
+pub fn batch_committed(size: usize, seconds: f64) {
+    histogram!("cobalt_receiver_writer_batch_size").record(size as f64);
+    histogram!("cobalt_receiver_writer_commit_seconds").record(seconds);
+}
+
+/// A database operation that failed (a batch, a probe, a purge).
+pub fn database_error() {
+    counter!("cobalt_receiver_database_errors_total").increment(1);
+}
+
+/// The number of jobs in each final state, read at scrape time.
+pub fn jobs(by_status: &[(String, i64)]) {
+    for status in ["created", "failed"] {
+        let count = by_status
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        gauge!("cobalt_receiver_jobs", "status" => status).set(count as f64);
+    }
+}
+
+/// The Prometheus text exposition of everything recorded.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}

@@ -1,0 +1,123 @@
+//! `GET /metrics`: Prometheus text, behind the API tokens, and the counters
+//! move with the traffic. Run against the binary, so its recorder holds
+//! this test's traffic alone.
+
+use tempfile::TempDir;
+
+use crate::helpers::*;
+use crate::process::*;
+
+/// The value of the first sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find(|line| {
+            line.split(['{', ' ']).next() == Some(name)
+                && labels.iter().all(|label| line.contains(label))
+        })
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_and_count_what_happened() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, &TEST_ENV, &[]);
+    assert_eq!(server.get("/metrics", "wrong-token").await.status(), 401);
+
+    let created = created_event("evt_m1", "m1", "pn-m", "2025-10-09T10:00:00Z").to_string();
+    let mut incomplete = created_event("evt_m2", "m2", "pn-m", "2025-10-09T10:00:00Z");
+    incomplete["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("emr_note_id");
+    let incomplete = incomplete.to_string();
+    let failed = failed_event("evt_m3", "m3", "pn-m", "2025-10-09T10:00:00Z").to_string();
+    for body in [&created, &created, &incomplete, &failed] {
+        assert!(
+            server
+                .post(body.as_bytes(), &sign(body.as_bytes()))
+                .await
+                .status()
+                .as_u16()
+                < 500
+        );
+    }
+    assert_eq!(
+        server
+            .post(created.as_bytes(), &"0".repeat(64))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(server.get("/v1/jobs/m1", TOKEN).await.status(), 200);
+
+    let response = server.get("/metrics", TOKEN).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+
+    let deliveries = "cobalt_receiver_deliveries_total";
+    let created_type = r#"type="patient_note.created""#;
+    assert_eq!(
+        sample(&text, deliveries, &[created_type, r#"outcome="applied""#]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, deliveries, &[created_type, r#"outcome="duplicate""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, deliveries, &[created_type, r#"outcome="rejected""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            deliveries,
+            &[r#"type="patient_note.failed""#, r#"outcome="applied""#]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            deliveries,
+            &[r#"type="unknown""#, r#"outcome="unauthorized""#]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cobalt_receiver_rejected_events_total",
+            &[r#"field="data.emr_note_id""#]
+        ),
+        Some(1.0)
+    );
+    let webhook_requests = sample(
+        &text,
+        "cobalt_receiver_http_request_duration_seconds_count",
+        &[r#"route="/webhooks/cobalt""#, r#"status="200""#],
+    );
+    assert_eq!(webhook_requests, Some(3.0), "{text}");
+    assert!(sample(&text, "cobalt_receiver_writer_batch_size_count", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(
+        sample(&text, "cobalt_receiver_writer_commit_seconds_count", &[]).unwrap_or(0.0) >= 1.0
+    );
+    assert_eq!(
+        sample(&text, "cobalt_receiver_jobs", &[r#"status="created""#]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "cobalt_receiver_jobs", &[r#"status="failed""#]),
+        Some(1.0)
+    );
+    // Patient data never becomes a label.
+    assert!(!text.contains(MRN) && !text.contains(NOTE_TEXT));
+}
