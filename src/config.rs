@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -61,6 +61,13 @@ pub struct Config {
     pub payload_retention_days: u32,
     /// Seconds between two purges of expired payloads.
     pub purge_interval_secs: u64,
+    /// PEM certificate chain for HTTPS; with `tls_key_path`, the server
+    /// speaks HTTPS only. Reloaded on SIGHUP or when the file changes.
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key_path: Option<PathBuf>,
+    /// Seconds between two checks of the TLS files for a renewal.
+    pub tls_reload_check_secs: u64,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
@@ -87,6 +94,9 @@ impl Default for Config {
             max_database_bytes: 0,
             payload_retention_days: 30,
             purge_interval_secs: 600,
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_reload_check_secs: 10,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -140,6 +150,21 @@ impl Config {
                 }
             }
         }
+        match (&self.tls_cert_path, &self.tls_key_path) {
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    "tls_key_path",
+                    "is needed with tls_cert_path",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    "tls_cert_path",
+                    "is needed with tls_key_path",
+                ));
+            }
+            _ => {}
+        }
         let bad_url = || ConfigError::key("database_url", "expected sqlite://path/to/file.db");
         if !self.database_url.starts_with("sqlite:") {
             return Err(bad_url());
@@ -166,6 +191,7 @@ impl Config {
             ("write_batch_size", self.write_batch_size as u64),
             ("write_queue_capacity", self.write_queue_capacity as u64),
             ("purge_interval_secs", self.purge_interval_secs),
+            ("tls_reload_check_secs", self.tls_reload_check_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));

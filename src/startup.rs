@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::ApiTokens;
 use crate::config::Config;
@@ -19,6 +20,7 @@ use crate::retention;
 use crate::routes::{self, AppState};
 use crate::signature::Verifier;
 use crate::store::Store;
+use crate::tls;
 
 /// Largest request head (request line and headers) a client may send; a
 /// larger one is answered 431. Cobalt's are well under 2 KiB.
@@ -32,6 +34,8 @@ pub struct Application {
     header_read_timeout: Duration,
     /// Longest shutdown waits for requests in flight.
     drain_timeout: Duration,
+    /// Present when the server speaks HTTPS.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Application {
@@ -70,7 +74,15 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+            (Some(cert), Some(key)) => Some(
+                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
+                    .context("loading the TLS certificate")?,
+            ),
+            _ => None,
+        };
         Ok(Self {
+            tls,
             listener,
             router,
             store,
@@ -111,13 +123,26 @@ impl Application {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         let service = TowerToHyperService::new(self.router.clone());
-                        let connection =
-                            graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(error = %error, "connection ended with an error");
+                        let (http, watcher) = (http.clone(), graceful.watcher());
+                        match self.tls.clone() {
+                            None => {
+                                tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher));
                             }
-                        });
+                            // The handshake runs in the connection's own task,
+                            // held to the same deadline as a request head.
+                            Some(acceptor) => {
+                                let deadline = self.header_read_timeout;
+                                tokio::spawn(async move {
+                                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                                        Ok(Ok(stream)) => {
+                                            serve_connection(http, TokioIo::new(stream), service, watcher).await;
+                                        }
+                                        Ok(Err(error)) => tracing::debug!(error = %error, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                                    }
+                                });
+                            }
+                        }
                     }
                     // Out of file descriptors, say: keep serving the
                     // connections there are, and try again shortly.
@@ -139,6 +164,21 @@ impl Application {
         self.store.close().await;
         tracing::info!("stopped; database closed");
         Ok(())
+    }
+}
+
+/// Serves one connection until it closes, or until shutdown once its
+/// request in flight is answered.
+async fn serve_connection<I>(
+    http: http1::Builder,
+    io: I,
+    service: TowerToHyperService<axum::Router>,
+    watcher: Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if let Err(error) = watcher.watch(http.serve_connection(io, service)).await {
+        tracing::debug!(error = %error, "connection ended with an error");
     }
 }
 

@@ -6,6 +6,7 @@ mod crash;
 mod group_commit;
 mod helpers;
 mod hostile;
+mod https;
 mod job_state;
 mod lifecycle;
 mod metrics;

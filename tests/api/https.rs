@@ -1,0 +1,86 @@
+//! HTTPS in the server: a self-signed certificate made at test time, and
+//! its renewal served without a restart.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+/// Writes a new self-signed certificate for 127.0.0.1 and its key; returns
+/// the certificate's PEM.
+fn new_certificate(dir: &Path) -> String {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let pem = certified.cert.pem();
+    // Write the key first: the server reloads once both have changed.
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), &pem).unwrap();
+    pem
+}
+
+/// A client that trusts only `pem`.
+fn client_trusting(pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_server_speaks_https_and_serves_a_renewed_certificate_without_restart() {
+    let certs = tempfile::TempDir::new().unwrap();
+    let first = new_certificate(certs.path());
+    let app = spawn_app_with(|config| {
+        config.tls_cert_path = Some(certs.path().join("cert.pem"));
+        config.tls_key_path = Some(certs.path().join("key.pem"));
+        config.tls_reload_check_secs = 1;
+    })
+    .await;
+    let https = app.address.replace("http://", "https://");
+
+    let client = client_trusting(&first);
+    let response = client.get(format!("{https}/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = created_event("evt_tls", "tls1", "pn-tls", "2025-10-09T10:00:00Z").to_string();
+    let response = client
+        .post(format!("{https}/webhooks/cobalt"))
+        .header("cobalt-verification", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Plain HTTP is not served on an HTTPS port.
+    assert!(
+        reqwest::get(format!("{}/healthz", app.address))
+            .await
+            .is_err()
+    );
+
+    // A renewal lands on disk; the server picks it up by itself.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = new_certificate(certs.path());
+    let renewed = client_trusting(&second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(response) = renewed.get(format!("{https}/healthz")).send().await {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the old one is no longer offered.
+    assert!(
+        client_trusting(&first)
+            .get(format!("{https}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+}
