@@ -56,5 +56,9 @@ pub enum Command {
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
         url: String,
+        /// Skip certificate checks, for probing an HTTPS receiver on its
+        /// local address (its certificate names the public host).
+        #[arg(long)]
+        insecure: bool,
     },
 }

@@ -20,8 +20,8 @@ async fn main() -> ExitCode {
         Command::Sign { secret_env, file } => {
             return report(operator::sign_file(secret_env, file).map(|s| println!("{s}")));
         }
-        Command::Healthcheck { url } => {
-            return if operator::healthcheck(url).await {
+        Command::Healthcheck { url, insecure } => {
+            return if operator::healthcheck(url, *insecure).await {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

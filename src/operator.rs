@@ -115,8 +115,12 @@ pub async fn send_test_event(url: &str, secret: &Secret) -> anyhow::Result<bool>
 }
 
 /// Whether `url` answers 200.
-pub async fn healthcheck(url: &str) -> bool {
-    let Ok(client) = http_client() else {
+pub async fn healthcheck(url: &str, insecure: bool) -> bool {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .danger_accept_invalid_certs(insecure)
+        .build();
+    let Ok(client) = client else {
         return false;
     };
     match client.get(url).send().await {

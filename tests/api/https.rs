@@ -59,6 +59,23 @@ async fn the_server_speaks_https_and_serves_a_renewed_certificate_without_restar
             .is_err()
     );
 
+    // The container health probe reaches it on its local address.
+    let probe = https.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cobalt-receiver"))
+            .args([
+                "healthcheck",
+                "--insecure",
+                "--url",
+                &format!("{probe}/readyz"),
+            ])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success());
+
     // A renewal lands on disk; the server picks it up by itself.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = new_certificate(certs.path());
