@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod monitoring;
+pub mod openapi;
 pub mod operator;
 pub mod retention;
 pub mod routes;

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::error::ErrorBody;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -14,15 +15,37 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(ready))
 }
 
+/// The answer of the health routes when all is well.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HealthStatus {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
 /// The process answers.
-async fn health() -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operation",
+    responses((status = 200, description = "The process answers", body = HealthStatus))
+)]
+pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The database answers, has every migration this build knows, and takes
 /// a durable write now (not locked past the write timeout, not full, not
 /// read-only).
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operation",
+    responses(
+        (status = 200, description = "Ready to store deliveries", body = HealthStatus),
+        (status = 503, description = "Not ready, with the reason", body = ErrorBody),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.is_ready().await {
         Ok(true) => {}
         Ok(false) => return not_ready("the database is missing migrations"),

@@ -54,6 +54,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .merge(webhooks::router(state.body_limit))
         .merge(status_api)
         .merge(health::router())
+        .route("/openapi.json", axum::routing::get(openapi_document))
         .fallback(no_route)
         .with_state(state)
         .layer(
@@ -125,6 +126,12 @@ async fn require_token(
         AppError::Unauthorized("a valid `Authorization: Bearer <token>` header is required")
             .into_response()
     }
+}
+
+/// `GET /openapi.json`: the OpenAPI document, open to all (it holds no secret).
+async fn openapi_document() -> axum::Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    axum::Json(crate::openapi::ApiDoc::openapi())
 }
 
 async fn no_route() -> AppError {

@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
 use crate::domain::JobStatus;
-use crate::error::{AppError, Result};
+use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
 use crate::store::{EventSummary, JobKey, JobQuery, JobState};
 
@@ -29,7 +29,17 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `GET /metrics`: Prometheus text format, behind the same tokens.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operation",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match state.store.jobs_by_status().await {
         Ok(by_status) => monitoring::jobs(&by_status),
         Err(error) => tracing::warn!(error = %error, "counting jobs for /metrics failed"),
@@ -44,7 +54,22 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /v1/jobs/{job_id}`: the job's state.
-async fn get_job(
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "status",
+    params(("job_id" = String, Path, description = "Cobalt's job id (decimal string)")),
+    responses(
+        (status = 200, description = "The job's final state", body = JobState),
+        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 404, description = "No outcome received for this job", body = ErrorBody),
+        (status = 409, description = "Two patient notes claim this job id", body = ErrorBody),
+        (status = 503, description = "The database did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobState>> {
@@ -67,14 +92,28 @@ async fn get_job(
     }
 }
 
-#[derive(Serialize)]
-struct JobEvents {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobEvents {
     job_id: String,
     events: Vec<EventSummary>,
 }
 
 /// `GET /v1/jobs/{job_id}/events`: the job's events, oldest first.
-async fn list_job_events(
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}/events",
+    tag = "status",
+    params(("job_id" = String, Path, description = "Cobalt's job id (decimal string)")),
+    responses(
+        (status = 200, description = "Every event recorded with this job id, without payloads", body = JobEvents),
+        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 404, description = "No event received for this job", body = ErrorBody),
+        (status = 503, description = "The database did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_job_events(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobEvents>> {
@@ -87,14 +126,28 @@ async fn list_job_events(
     Ok(Json(JobEvents { job_id, events }))
 }
 
-#[derive(Serialize)]
-struct PatientNote {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PatientNote {
     patient_note_id: String,
     jobs: Vec<JobState>,
 }
 
 /// `GET /v1/patient-notes/{patient_note_id}`: the note and all its jobs.
-async fn get_patient_note(
+#[utoipa::path(
+    get,
+    path = "/v1/patient-notes/{patient_note_id}",
+    tag = "status",
+    params(("patient_note_id" = String, Path, description = "Cobalt's patient note id")),
+    responses(
+        (status = 200, description = "The note's jobs, newest decision first", body = PatientNote),
+        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 404, description = "No outcome received for this note", body = ErrorBody),
+        (status = 503, description = "The database did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_patient_note(
     State(state): State<AppState>,
     Path(patient_note_id): Path<String>,
 ) -> Result<Json<PatientNote>> {
@@ -110,17 +163,26 @@ async fn get_patient_note(
     }))
 }
 
+/// The states a listing can be filtered by (documentation of `status`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    Created,
+    Failed,
+}
+
 /// Query parameters of the listing, read as text so each gets a clear error.
 #[derive(Deserialize)]
-struct ListParams {
+pub struct ListParams {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
     since: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Page {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Page {
     items: Vec<JobState>,
     /// Pass as `cursor` for the next page; null on the last page.
     next_cursor: Option<String>,
@@ -128,7 +190,25 @@ struct Page {
 
 /// `GET /v1/patient-notes?status=&since=&limit=&cursor=`: job states, newest
 /// decision first, one page at a time.
-async fn list_patient_notes(
+#[utoipa::path(
+    get,
+    path = "/v1/patient-notes",
+    tag = "status",
+    params(
+        ("status" = Option<StatusFilter>, Query, description = "Only jobs in this state"),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only jobs decided by an event created at or after this"),
+        ("limit" = Option<u32>, Query, description = "1 to 500 (default 50)", minimum = 1, maximum = 500),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as given (opaque; any other value is refused with 400)"),
+    ),
+    responses(
+        (status = 200, description = "One page of job states", body = Page),
+        (status = 400, description = "A parameter out of its range, or a cursor not issued here", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 503, description = "The database did not answer in time", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_patient_notes(
     State(state): State<AppState>,
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page>> {
@@ -152,11 +232,15 @@ async fn list_patient_notes(
             .since
             .as_deref()
             .map(|s| {
+                // A bound before 1678 or after 2261 (beyond i64 nanoseconds)
+                // is as good as the first or the last instant there is.
                 OffsetDateTime::parse(s, &Rfc3339)
-                    .ok()
-                    .and_then(|t| i64::try_from(t.unix_timestamp_nanos()).ok())
+                    .map(|t| {
+                        t.unix_timestamp_nanos()
+                            .clamp(i64::MIN.into(), i64::MAX.into()) as i64
+                    })
+                    .map_err(|_| bad("since must be an RFC 3339 timestamp"))
             })
-            .map(|t| t.ok_or_else(|| bad("since must be an RFC 3339 timestamp")))
             .transpose()?,
         after: params.cursor.as_deref().map(decode_cursor).transpose()?,
         // One more than asked shows whether another page follows.

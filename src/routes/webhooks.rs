@@ -17,7 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use super::AppState;
 use crate::domain::{Meaning, event};
-use crate::error::{AppError, Result};
+use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
 use crate::signature;
 use crate::store::{Delivery, Outcome, Recorded, StoreError};
@@ -33,22 +33,68 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 }
 
 /// The answer to an accepted delivery.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub event_id: String,
     /// `applied`, `superseded`, `ignored` or `duplicate`.
+    #[schema(value_type = String, example = "applied")]
     pub status: &'static str,
     /// For a duplicate: what became of the first delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_outcome: Option<Outcome>,
 }
 
+/// A Cobalt event as it arrives. The route reads the raw bytes (they are
+/// what is signed); this schema documents them. Other event types have other
+/// `data` and may lack `job_id`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookEvent {
+    /// The event id (else the `webhook-id` header); the dedupe key.
+    #[schema(example = "evt_1J9X2q2eZvKYlo2CluR9g9gV")]
+    id: String,
+    #[schema(rename = "type", example = "patient_note.created")]
+    event_type: String,
+    /// ISO 8601 (RFC 3339) time the event was created.
+    #[schema(example = "2025-10-09T10:30:00Z")]
+    created: String,
+    /// A string or an integer; kept as its decimal string.
+    #[schema(value_type = Object, example = "12345")]
+    job_id: serde_json::Value,
+    object: Option<String>,
+    access_token_reference_id: Option<String>,
+    /// `patient_note_id` and `emr_note_id` (created) or `failure_reason` and
+    /// optional `reasons` (failed), among others.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// Receives one Cobalt delivery.
+#[utoipa::path(
+    post,
+    path = "/webhooks/cobalt",
+    tag = "webhooks",
+    request_body(content = WebhookEvent, content_type = "application/json"),
+    params(
+        ("webhook-id" = Option<String>, Header, description = "The event id, when the body has none"),
+        ("webhook-attempt" = Option<String>, Header, description = "Delivery attempt, from 1"),
+    ),
+    responses(
+        (status = 200, description = "Stored (or already stored): `applied`, `superseded`, `ignored`, `duplicate`", body = Receipt),
+        (status = 400, description = "A signed body that is not a readable JSON object with an event id", body = ErrorBody),
+        (status = 401, description = "Missing, malformed or wrong signature", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 422, description = "A patient-note event missing a field; kept as rejected", body = ErrorBody),
+        (status = 503, description = "Storage could not commit in time, or the queue is full; retry", body = ErrorBody),
+    ),
+    security(("cobalt_signature" = []))
+)]
 #[tracing::instrument(
     name = "webhook",
     skip_all,
     fields(event_id = tracing::field::Empty, event_type = tracing::field::Empty)
 )]
-async fn receive_webhook(
+pub async fn receive_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,

@@ -37,7 +37,7 @@ pub use reader::{EventSummary, JobKey, JobQuery, JobState};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 /// What became of a delivery, as kept in the event log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The event now decides its job's state.

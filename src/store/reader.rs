@@ -103,13 +103,15 @@ pub struct JobKey {
 }
 
 /// A job's state as the status API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobState {
     pub patient_note_id: String,
     pub job_id: String,
     pub status: String,
     pub emr_note_id: Option<String>,
     pub failure_reason: Option<String>,
+    /// `data.reasons` of the deciding failure, as sent: `[{"code", "description"}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
     pub reasons: Option<serde_json::Value>,
     pub patient_mrn: Option<String>,
     pub location_id: Option<String>,
@@ -119,6 +121,7 @@ pub struct JobState {
     pub first_received_at: String,
     pub last_received_at: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub key: JobKey,
 }
 
@@ -204,7 +207,7 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
 }
 
 /// An entry of the event log, without its payload (patient data).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
     pub event_id: String,
     #[serde(rename = "type")]

@@ -10,6 +10,7 @@ mod https;
 mod job_state;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod process;
 mod retention;
 mod status_api;
