@@ -63,4 +63,33 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
         doc["paths"].as_object().map(|p| p.len()),
         Some(operations.len())
     );
+
+    // Every reference resolves.
+    let mut references = Vec::new();
+    collect_references(&doc, &mut references);
+    assert!(!references.is_empty());
+    for reference in references {
+        let pointer = reference.trim_start_matches('#');
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "{reference} does not resolve"
+        );
+    }
+}
+
+fn collect_references(value: &serde_json::Value, into: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("$ref", serde_json::Value::String(reference)) => into.push(reference.clone()),
+                    _ => collect_references(value, into),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|item| collect_references(item, into))
+        }
+        _ => {}
+    }
 }
