@@ -101,3 +101,59 @@ async fn the_server_speaks_https_and_serves_a_renewed_certificate_without_restar
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate() {
+    use crate::process::{TEST_ENV, start};
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let first = new_certificate(dir.path());
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let mut env = TEST_ENV.to_vec();
+    env.extend([
+        ("COBALT_RECEIVER_TLS_CERT_PATH", cert.to_str().unwrap()),
+        ("COBALT_RECEIVER_TLS_KEY_PATH", key.to_str().unwrap()),
+        // No periodic check within this test: only the signal can reload.
+        ("COBALT_RECEIVER_TLS_RELOAD_CHECK_SECS", "3600"),
+    ]);
+    let server = start(&dir, &env, &[]);
+    let https = server.address.replace("http://", "https://");
+    assert_eq!(
+        client_trusting(&first)
+            .get(format!("{https}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let second = new_certificate(dir.path());
+    let renewed = client_trusting(&second);
+    assert!(
+        renewed
+            .get(format!("{https}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "reloaded before the signal"
+    );
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(response) = renewed.get(format!("{https}/healthz")).send().await {
+            assert_eq!(response.status(), 200);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
