@@ -27,6 +27,9 @@ ENV COBALT_RECEIVER_LISTEN=0.0.0.0:8080 \
 USER 65532:65532
 VOLUME ["/data"]
 EXPOSE 8080
+# The binary probes its own readiness route: the image has no shell or curl.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/cobalt-receiver", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/cobalt-receiver"]
 CMD ["serve"]
