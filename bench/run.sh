@@ -12,6 +12,8 @@
 # "after preload" rows. The secret and token are test values.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=ci/receiver.sh
+. ci/receiver.sh
 
 N=${N:-100000}
 N1=${N1:-5000}
@@ -22,29 +24,14 @@ TOKEN=bench-token-not-a-secret
 
 cargo build --release --locked --quiet --bin cobalt-receiver --example loadgen
 work=$(mktemp -d)
-server_pid=
 cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  stop_receiver
   rm -rf "$work"
 }
 trap cleanup EXIT
-
 # Per-request log lines are off (warn): at these rates they would be
 # hundreds of megabytes.
-COBALT_RECEIVER_LISTEN=127.0.0.1:0 \
-COBALT_RECEIVER_DATABASE_URL="sqlite://$work/bench.db" \
-COBALT_RECEIVER_WEBHOOK_SECRETS=$SECRET \
-COBALT_RECEIVER_API_TOKENS=$TOKEN \
-RUST_LOG=warn,cobalt_receiver::startup=info \
-  target/release/cobalt-receiver >"$work/server.log" 2>&1 &
-server_pid=$!
-address=
-for _ in $(seq 100); do
-  address=$(grep -o 'listening address=[0-9.:]*' "$work/server.log" | cut -d= -f2 || true)
-  [ -n "$address" ] && break
-  sleep 0.1
-done
-[ -n "$address" ] || { cat "$work/server.log"; echo "the server did not start" >&2; exit 1; }
+start_receiver target/release/cobalt-receiver
 
 loadgen() {
   target/release/examples/loadgen --url "http://$address" --secret "$SECRET" --token "$TOKEN" "$@"
@@ -99,7 +86,7 @@ ingest "ingest, concurrency 64, after preload" 64 "$N" after-
 read_jobs "read job, concurrency 64, after preload" preload "$PRELOAD"
 
 rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status")
-events=$(find "$work" -name 'bench.db*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }')
+events=$(find "$work" -name 'receiver.db*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }')
 
 echo
 echo "cobalt-receiver benchmark: $(nproc) cores, $(date -u +%Y-%m-%d), N=$N N1=$N1 REPEAT=$REPEAT PRELOAD=$PRELOAD"

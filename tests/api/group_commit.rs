@@ -5,27 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
 
 use crate::helpers::*;
-
-/// Holds SQLite's write lock from another connection, so the deliveries
-/// sent meanwhile queue up and reach the writer as one batch.
-async fn hold_write_lock(app: &TestApp) -> SqliteConnection {
-    let url = format!("sqlite://{}", db_path(&app.dir).display());
-    let mut holder = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("begin immediate")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    holder
-}
-
-async fn release(mut holder: SqliteConnection) {
-    sqlx::query("rollback").execute(&mut holder).await.unwrap();
-    holder.close().await.unwrap();
-}
 
 /// Posts every body at once; answers (status, body) in the same order.
 async fn post_all(app: &TestApp, bodies: Vec<String>) -> tokio::task::JoinSet<(usize, u16, Value)> {
@@ -53,7 +34,9 @@ async fn post_all(app: &TestApp, bodies: Vec<String>) -> tokio::task::JoinSet<(u
 #[tokio::test]
 async fn a_batch_with_duplicates_and_several_events_of_one_job_applies_each_once() {
     let app = spawn_app_with(|config| config.write_timeout_ms = 5_000).await;
-    let holder = hold_write_lock(&app).await;
+    // The lock makes the deliveries sent meanwhile queue up and reach the
+    // writer as one batch.
+    let lock = app.hold_write_lock().await;
 
     // Six events of one job, each delivered three times, and one event each
     // for ten other jobs; all queued behind the lock.
@@ -86,7 +69,7 @@ async fn a_batch_with_duplicates_and_several_events_of_one_job_applies_each_once
     let total = bodies.len();
     let answers = post_all(&app, bodies).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    release(holder).await;
+    lock.release().await;
     let answers = answers.join_all().await;
 
     assert_eq!(answers.len(), total);
@@ -126,7 +109,9 @@ async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
         config.write_timeout_ms = 5_000;
     })
     .await;
-    let holder = hold_write_lock(&app).await;
+    // The lock makes the deliveries sent meanwhile queue up and reach the
+    // writer as one batch.
+    let lock = app.hold_write_lock().await;
     let bodies: Vec<String> = (0..120)
         .map(|n| {
             let mut event = created_event(
@@ -141,7 +126,7 @@ async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
         .collect();
     let answers = post_all(&app, bodies).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    release(holder).await;
+    lock.release().await;
     let answers = answers.join_all().await;
 
     let refused = answers

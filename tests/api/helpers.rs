@@ -10,8 +10,8 @@ use cobalt_receiver::signature;
 use cobalt_receiver::startup::Application;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Connection, SqlitePool};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -127,6 +127,23 @@ impl TestApp {
         SqlitePool::connect_with(options).await.unwrap()
     }
 
+    /// A connection of another process to the database (an operator, a
+    /// second writer).
+    pub async fn operator(&self) -> SqliteConnection {
+        let url = format!("sqlite://{}", db_path(&self.dir).display());
+        SqliteConnection::connect(&url).await.unwrap()
+    }
+
+    /// Holds SQLite's write lock from another connection until released.
+    pub async fn hold_write_lock(&self) -> WriteLock {
+        let mut holder = self.operator().await;
+        sqlx::query("begin immediate")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        WriteLock(holder)
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let db = self.db().await;
         let count = sqlx::query_scalar(&format!("select count(*) from {table}"))
@@ -135,6 +152,16 @@ impl TestApp {
             .unwrap();
         db.close().await;
         count
+    }
+}
+
+/// SQLite's write lock, held by another connection.
+pub struct WriteLock(SqliteConnection);
+
+impl WriteLock {
+    pub async fn release(mut self) {
+        sqlx::query("rollback").execute(&mut self.0).await.unwrap();
+        self.0.close().await.unwrap();
     }
 }
 

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
 
 use crate::helpers::*;
 
@@ -25,8 +24,7 @@ async fn payloads_past_retention_are_emptied_and_state_stays() {
         assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
     }
     // Three events were received 40 days ago.
-    let url = format!("sqlite://{}", db_path(&app.dir).display());
-    let mut operator = SqliteConnection::connect(&url).await.unwrap();
+    let mut operator = app.operator().await;
     let backdated = sqlx::query(
         "update events set received_at = '2020-01-01T00:00:00Z' where event_id < 'evt_ret3'",
     )

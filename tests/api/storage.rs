@@ -4,21 +4,14 @@
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
 
 use crate::helpers::*;
 
 #[tokio::test]
 async fn a_locked_database_is_a_prompt_503_and_the_service_recovers() {
     let app = spawn_app_with(|config| config.write_timeout_ms = 300).await;
-    let url = format!("sqlite://{}", db_path(&app.dir).display());
-
     // Another process holds the write lock past the write timeout.
-    let mut holder = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("begin immediate")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let lock = app.hold_write_lock().await;
 
     let event = created_event("evt_locked", "95", "pn-95", "2025-10-09T10:00:00Z").to_string();
     let started = Instant::now();
@@ -42,8 +35,7 @@ async fn a_locked_database_is_a_prompt_503_and_the_service_recovers() {
     );
     assert_eq!(app.get("/v1/jobs/95").await.status(), 404);
 
-    sqlx::query("rollback").execute(&mut holder).await.unwrap();
-    holder.close().await.unwrap();
+    lock.release().await;
     // Cobalt's retry succeeds once the lock is gone, without a restart.
     assert_eq!(app.get("/readyz").await.status(), 200);
     let (status, body) = json_of(app.post_webhook(&event).await).await;
@@ -116,8 +108,7 @@ async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns
     assert!(body["detail"].as_str().unwrap().contains("full"), "{body}");
 
     // Space returns (here: an operator frees pages); no restart needed.
-    let url = format!("sqlite://{}", db_path(&app.dir).display());
-    let mut operator = SqliteConnection::connect(&url).await.unwrap();
+    let mut operator = app.operator().await;
     sqlx::query("delete from events where event_id < 'evt_d040'")
         .execute(&mut operator)
         .await
@@ -138,16 +129,10 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
         config.write_batch_size = 8;
     })
     .await;
-    let url = format!("sqlite://{}", db_path(&app.dir).display());
-    let mut holder = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("begin immediate")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let lock = app.hold_write_lock().await;
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(600)).await;
-        sqlx::query("rollback").execute(&mut holder).await.unwrap();
-        holder.close().await.unwrap();
+        lock.release().await;
     });
 
     let mut tasks = tokio::task::JoinSet::new();
