@@ -17,13 +17,7 @@ async fn post_all(app: &TestApp, bodies: Vec<String>) -> tokio::task::JoinSet<(u
             format!("{}/webhooks/cobalt", app.address),
         );
         tasks.spawn(async move {
-            let response = client
-                .post(url)
-                .header("cobalt-verification", sign(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_signed(&client, &url, body).await;
             let status = response.status().as_u16();
             (n, status, response.json().await.unwrap())
         });

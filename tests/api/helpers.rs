@@ -180,6 +180,18 @@ fn checked(response: Response) -> Response {
     response
 }
 
+/// POSTs `body`, signed with the test secret, to `url`; for tasks that
+/// cannot borrow the `TestApp`.
+pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> Response {
+    client
+        .post(url)
+        .header("cobalt-verification", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
 pub fn sign(body: &[u8]) -> String {
     signature::sign(&Secret::new(SECRET), body)
 }

@@ -58,13 +58,7 @@ async fn the_server_speaks_https_and_serves_a_renewed_certificate_without_restar
     let response = client.get(format!("{https}/healthz")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body = created_event("evt_tls", "tls1", "pn-tls", "2025-10-09T10:00:00Z").to_string();
-    let response = client
-        .post(format!("{https}/webhooks/cobalt"))
-        .header("cobalt-verification", sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_signed(&client, &format!("{https}/webhooks/cobalt"), body).await;
     assert_eq!(response.status(), 200);
     // Plain HTTP is not served on an HTTPS port.
     assert!(

@@ -149,13 +149,7 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
             )
             .to_string();
             let started = Instant::now();
-            let response = client
-                .post(format!("{address}/webhooks/cobalt"))
-                .header("cobalt-verification", sign(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_signed(&client, &format!("{address}/webhooks/cobalt"), body).await;
             let status = response.status().as_u16();
             let code = response.json::<serde_json::Value>().await.unwrap()["code"].clone();
             (format!("evt_flood{n}"), status, code, started.elapsed())

@@ -373,13 +373,7 @@ async fn concurrent_deliveries_of_one_event_apply_it_once() {
             body.clone(),
         );
         tasks.spawn(async move {
-            let response = client
-                .post(url)
-                .header("cobalt-verification", sign(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let response = post_signed(&client, &url, body).await;
             assert_eq!(response.status(), 200);
             response.json::<Value>().await.unwrap()["status"]
                 .as_str()
