@@ -49,14 +49,18 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// A delivery to the webhook route and what became of it.
-pub fn delivery(event_type: Option<&str>, outcome: &'static str) {
-    let event_type: &'static str = match event_type {
+/// The `type` label of a delivery: one of a fixed few, whatever was sent.
+pub fn type_label(event_type: Option<&str>) -> &'static str {
+    match event_type {
         Some(CREATED) => CREATED,
         Some(FAILED) => FAILED,
         Some(_) => "other",
         None => "unknown",
-    };
+    }
+}
+
+/// A delivery to the webhook route (`type_label`) and what became of it.
+pub fn delivery(event_type: &'static str, outcome: &'static str) {
     counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome)
         .increment(1);
 }

@@ -99,7 +99,7 @@ pub async fn receive_webhook(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Receipt>)> {
-    let mut event_type = None;
+    let mut event_type = monitoring::type_label(None);
     let answer = receive(&state, &headers, body, &mut event_type).await;
     let outcome = match &answer {
         Ok((_, receipt)) => receipt.status,
@@ -113,16 +113,17 @@ pub async fn receive_webhook(
         Err(AppError::Store(_)) => "storage_unavailable",
         Err(_) => "invalid_body",
     };
-    monitoring::delivery(event_type.as_deref(), outcome);
+    monitoring::delivery(event_type, outcome);
     answer
 }
 
-/// The delivery itself; `event_type` is filled in once the body is read.
+/// The delivery itself; `event_type` (a metrics label) is set once the body
+/// is read.
 async fn receive(
     state: &AppState,
     headers: &HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
-    event_type: &mut Option<String>,
+    event_type: &mut &'static str,
 ) -> Result<(StatusCode, Json<Receipt>)> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(state.body_limit),
@@ -135,7 +136,7 @@ async fn receive(
     let header_id = header(headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
     let payload = event::text(&body)?;
     let envelope = event::parse(payload, header_id)?;
-    event_type.clone_from(&envelope.event_type);
+    *event_type = monitoring::type_label(envelope.event_type.as_deref());
     let span = tracing::Span::current();
     span.record("event_id", envelope.event_id.as_str());
     span.record("event_type", envelope.event_type.as_deref().unwrap_or(""));
