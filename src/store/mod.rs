@@ -271,7 +271,8 @@ impl Store {
     }
 
     /// Empties, in small transactions between deliveries, the payloads of
-    /// events received before `cutoff`. Returns how many it emptied.
+    /// events received before `cutoff`, sweeping the event log in arrival
+    /// order. Returns how many it emptied.
     pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
         const BATCH: usize = 500;
         let cutoff = cutoff
@@ -280,11 +281,11 @@ impl Store {
         let mut total = 0;
         loop {
             let cutoff = cutoff.clone();
-            let purged = self
+            let sweep = self
                 .on_writer(move |db| writer::purge_payloads(db, &cutoff, BATCH))
                 .await?;
-            total += purged;
-            if purged < BATCH {
+            total += sweep.purged;
+            if sweep.swept < BATCH {
                 return Ok(total);
             }
         }

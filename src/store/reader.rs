@@ -181,26 +181,38 @@ pub(super) fn jobs_by_note(
 }
 
 pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<Vec<JobState>> {
-    let mut sql = format!("select {JOB_COLUMNS} from jobs where 1 = 1");
+    const NEWEST_FIRST: &str =
+        " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ?";
+    // Each status is one range of jobs_by_status_newest, already in listing
+    // order; without a status filter, the newest of both ranges are merged.
+    // (A single index over all jobs would cost every delivery a write.)
+    let statuses = match query.status {
+        Some(status) => vec![status],
+        None => vec![JobStatus::Created, JobStatus::Failed],
+    };
+    let limit = i64::from(query.limit);
+    let mut ranges = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(status) = query.status {
-        sql.push_str(" and status = ?");
+    for status in statuses {
+        let mut range = format!("select * from (select {JOB_COLUMNS} from jobs where status = ?");
         values.push(status.as_str().to_owned().into());
+        if let Some(since) = query.since_ns {
+            range.push_str(" and deciding_event_created_ns >= ?");
+            values.push(since.into());
+        }
+        if let Some(after) = &query.after {
+            range.push_str(" and (deciding_event_created_ns, patient_note_id, job_id) < (?, ?, ?)");
+            values.push(after.created_ns.into());
+            values.push(after.patient_note_id.clone().into());
+            values.push(after.job_id.clone().into());
+        }
+        range.push_str(NEWEST_FIRST);
+        range.push(')');
+        values.push(limit.into());
+        ranges.push(range);
     }
-    if let Some(since) = query.since_ns {
-        sql.push_str(" and deciding_event_created_ns >= ?");
-        values.push(since.into());
-    }
-    if let Some(after) = &query.after {
-        sql.push_str(" and (deciding_event_created_ns, patient_note_id, job_id) < (?, ?, ?)");
-        values.push(after.created_ns.into());
-        values.push(after.patient_note_id.clone().into());
-        values.push(after.job_id.clone().into());
-    }
-    sql.push_str(
-        " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ?",
-    );
-    values.push(i64::from(query.limit).into());
+    let sql = ranges.join(" union all ") + NEWEST_FIRST;
+    values.push(limit.into());
     db.prepare_cached(&sql)?
         .query_map(params_from_iter(values), job_state)?
         .collect()

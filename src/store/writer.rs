@@ -314,21 +314,49 @@ fn touch_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusql
     Ok(())
 }
 
-/// Empties up to `limit` payloads of events received before `cutoff`
-/// (RFC 3339), in one short transaction; the rest of each event stays.
-/// Returns how many it emptied.
+/// How far one purge transaction got.
+pub(super) struct Sweep {
+    /// Events the sweep passed, all received before the cutoff.
+    pub swept: usize,
+    /// Of those, payloads emptied now.
+    pub purged: usize,
+}
+
+/// Sweeps the event log in arrival order from where the last sweep stopped,
+/// emptying the payloads of up to `limit` events received before `cutoff`
+/// (RFC 3339), in one short transaction. It stops at the first event still
+/// within retention, so a payload is never emptied early. The rest of each
+/// event stays.
 pub(super) fn purge_payloads(
     db: &mut rusqlite::Connection,
     cutoff: &str,
     limit: usize,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<Sweep> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from: i64 = tx
+        .prepare_cached("select swept_through_seq from payload_purge where id = 1")?
+        .query_row([], |row| row.get(0))?;
+    let (mut through, mut swept) = (from, 0);
+    {
+        let mut next = tx.prepare_cached(
+            "select seq, received_at < ? from events where seq > ? order by seq limit ?",
+        )?;
+        let mut rows = next.query(params![cutoff, from, limit as i64])?;
+        while let Some(row) = rows.next()? {
+            if !row.get::<_, bool>(1)? {
+                break;
+            }
+            through = row.get(0)?;
+            swept += 1;
+        }
+    }
     let purged = tx
         .prepare_cached(
-            "update events set payload = '' where seq in (
-                 select seq from events where payload <> '' and received_at < ? limit ?)",
+            "update events set payload = '' where seq > ? and seq <= ? and payload <> ''",
         )?
-        .execute(params![cutoff, limit as i64])?;
+        .execute(params![from, through])?;
+    tx.prepare_cached("update payload_purge set swept_through_seq = ? where id = 1")?
+        .execute([through])?;
     tx.commit()?;
-    Ok(purged)
+    Ok(Sweep { swept, purged })
 }

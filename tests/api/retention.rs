@@ -63,3 +63,75 @@ async fn payloads_past_retention_are_emptied_and_state_stays() {
         "duplicate"
     );
 }
+
+/// The purge sweeps the log in arrival order and stops at the first event
+/// still within retention: nothing after it is emptied early, and the next
+/// sweep carries on from where this one stopped.
+#[tokio::test]
+async fn the_purge_sweeps_in_arrival_order_and_resumes_where_it_stopped() {
+    let app = spawn_app_with(|config| {
+        config.payload_retention_days = 30;
+        config.purge_interval_secs = 1;
+    })
+    .await;
+    for n in 0..5 {
+        let event = created_event(
+            &format!("evt_sw{n}"),
+            &format!("sw{n}"),
+            "pn-sw",
+            "2025-10-09T10:00:00Z",
+        );
+        assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
+    }
+    let backdate = |ids: &'static str| {
+        let app = &app;
+        async move {
+            let mut operator = app.operator().await;
+            sqlx::query(&format!(
+                "update events set received_at = '2020-01-01T00:00:00Z' where event_id in ({ids})"
+            ))
+            .execute(&mut operator)
+            .await
+            .unwrap();
+            operator.close().await.unwrap();
+        }
+    };
+    let kept = |expected: [bool; 5]| {
+        let app = &app;
+        async move {
+            let db = app.db().await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let rows: Vec<(bool,)> =
+                    sqlx::query_as("select payload <> '' from events order by seq")
+                        .fetch_all(&db)
+                        .await
+                        .unwrap();
+                let rows: Vec<bool> = rows.into_iter().map(|(kept,)| kept).collect();
+                if rows == expected || Instant::now() > deadline {
+                    return rows;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // The third event is recent, so the fourth waits for it.
+    backdate("'evt_sw0', 'evt_sw1', 'evt_sw3'").await;
+    assert_eq!(
+        kept([false, false, true, true, true]).await,
+        [false, false, true, true, true]
+    );
+    // Two more purge intervals change nothing while the third is recent.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        kept([false, false, true, true, true]).await,
+        [false, false, true, true, true]
+    );
+
+    backdate("'evt_sw2'").await;
+    assert_eq!(
+        kept([false, false, false, false, true]).await,
+        [false, false, false, false, true]
+    );
+}
