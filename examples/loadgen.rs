@@ -125,14 +125,13 @@ fn share_to_period(share: f64) -> Option<usize> {
     (share > 0.0).then(|| (1.0 / share).round().max(1.0) as usize)
 }
 
-/// A realistic event: ids, a subject and a few hundred bytes of note.
+/// A realistic event: ids, a subject and a few hundred bytes of note, and
+/// `created` the moment the body is made, as Cobalt's is the moment the
+/// event happened (so a later run's events are newer, as in production).
 fn event(prefix: &str, n: usize, failed: bool) -> String {
-    let created = format!(
-        "2025-10-09T{:02}:{:02}:{:02}Z",
-        (n / 3600) % 24,
-        (n / 60) % 60,
-        n % 60
-    );
+    let created = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("the current time formats as RFC 3339");
     let data = if failed {
         serde_json::json!({
             "patient_note_id": format!("pn_{prefix}_{n}"),
