@@ -126,22 +126,6 @@ pub struct StoreOptions {
     pub max_database_bytes: u64,
 }
 
-impl StoreOptions {
-    /// Settings for a database file, with the defaults of the configuration.
-    pub fn new(database_url: impl Into<String>) -> Self {
-        Self {
-            database_url: database_url.into(),
-            read_pool_size: 4,
-            write_timeout: Duration::from_secs(2),
-            write_batch_size: 256,
-            write_queue_capacity: 4096,
-            cache_kib: 4096,
-            mmap_bytes: 0,
-            max_database_bytes: 0,
-        }
-    }
-}
-
 #[derive(Clone)]
 pub struct Store {
     writes: mpsc::Sender<writer::Command>,
