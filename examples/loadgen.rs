@@ -19,6 +19,7 @@ use cobalt_receiver::signature;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Bytes;
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 
 // The generator shares the cores with the server; keep its own cost low.
@@ -65,17 +66,15 @@ struct Args {
     /// `read`: ask this path every time instead of the prefix's jobs.
     #[arg(long)]
     path: Option<String>,
-    /// Threads of the generator's own runtime.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
 }
 
-/// One prepared request: path, body, and the extra header it needs.
+/// One prepared request: path, body, and the extra header it needs, all
+/// parsed and validated before the clock starts.
 struct Prepared {
     method: hyper::Method,
-    path: String,
+    path: hyper::Uri,
     body: Bytes,
-    header: (&'static str, String),
+    header: (HeaderName, HeaderValue),
 }
 
 fn prepare(args: &Args) -> Vec<Prepared> {
@@ -103,18 +102,28 @@ fn prepare(args: &Args) -> Vec<Prepared> {
                 let signature = signature::sign(&secret, body.as_bytes());
                 prepared.push(Prepared {
                     method: hyper::Method::POST,
-                    path: "/webhooks/cobalt".into(),
+                    path: hyper::Uri::from_static("/webhooks/cobalt"),
                     body: Bytes::from(body),
-                    header: ("cobalt-verification", signature),
+                    header: (
+                        HeaderName::from_static("cobalt-verification"),
+                        HeaderValue::try_from(signature).expect("a hex signature"),
+                    ),
                 });
             }
             Mode::Read => prepared.push(Prepared {
                 method: hyper::Method::GET,
-                path: args.path.clone().unwrap_or_else(|| {
-                    format!("/v1/jobs/{}-{}", args.prefix, n % args.jobs.max(1))
-                }),
+                path: args
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| format!("/v1/jobs/{}-{}", args.prefix, n % args.jobs.max(1)))
+                    .parse()
+                    .expect("--path and --prefix make a valid path"),
                 body: Bytes::new(),
-                header: ("authorization", format!("Bearer {}", args.token)),
+                header: (
+                    header::AUTHORIZATION,
+                    HeaderValue::try_from(format!("Bearer {}", args.token))
+                        .expect("--token fits in a header"),
+                ),
             }),
         }
     }
@@ -175,20 +184,21 @@ async fn worker(
         .await
         .expect("handshake");
     tokio::spawn(connection);
+    let host = HeaderValue::try_from(authority).expect("--url has a valid host");
+    let json = HeaderValue::from_static("application/json");
     let (mut latencies_us, mut non_2xx) = (Vec::new(), 0usize);
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let Some(request) = prepared.get(n) else {
             break;
         };
-        let http = Request::builder()
-            .method(request.method.clone())
-            .uri(&request.path)
-            .header("host", &authority)
-            .header("content-type", "application/json")
-            .header(request.header.0, &request.header.1)
-            .body(Full::new(request.body.clone()))
-            .unwrap();
+        let mut http = Request::new(Full::new(request.body.clone()));
+        *http.method_mut() = request.method.clone();
+        *http.uri_mut() = request.path.clone();
+        let headers = http.headers_mut();
+        headers.insert(header::HOST, host.clone());
+        headers.insert(header::CONTENT_TYPE, json.clone());
+        headers.insert(request.header.0.clone(), request.header.1.clone());
         let started = Instant::now();
         let response = sender.send_request(http).await.expect("send");
         let status = response.status();
@@ -209,8 +219,9 @@ fn main() {
         .trim_end_matches('/')
         .to_owned();
     let prepared = Arc::new(prepare(&args));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    // One thread: the generator shares the cores with the server, and a
+    // single-threaded scheduler costs it the least per request.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
