@@ -11,7 +11,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    CachedStatement, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
@@ -181,36 +183,82 @@ fn apply_batch(db: &mut rusqlite::Connection, batch: &[Write]) -> rusqlite::Resu
     // state the writes will change. Dropping the transaction on an error
     // rolls it back.
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let outcomes = batch
-        .iter()
-        .map(|write| apply(&tx, &write.delivery))
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let outcomes = {
+        let mut statements = Statements::prepare(&tx)?;
+        batch
+            .iter()
+            .map(|write| statements.apply(&write.delivery))
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    };
     tx.commit()?;
     Ok(outcomes)
 }
 
-/// One delivery's statements: rank against the job's deciding event, insert
-/// into the event log (the unique event id is the dedupe), update the job.
-fn apply(tx: &Transaction<'_>, delivery: &Delivery) -> rusqlite::Result<Recorded> {
-    let envelope = &delivery.envelope;
-    let received_at = delivery
-        .received_at
-        .format(&Rfc3339)
-        .map_err(|e| decode_error(e.to_string()))?;
-    let (outcome, reject_reason) = match &envelope.meaning {
-        Meaning::Outcome(job) => (decide(tx, job)?, None),
-        Meaning::Other => (Outcome::Ignored, None),
-        Meaning::Invalid(error) => (Outcome::Rejected, Some(error.to_string())),
-    };
+/// The statements a delivery runs, looked up in the statement cache once
+/// per batch rather than once per use.
+struct Statements<'tx> {
+    deciding_rank: CachedStatement<'tx>,
+    insert_event: CachedStatement<'tx>,
+    original_outcome: CachedStatement<'tx>,
+    upsert_job: CachedStatement<'tx>,
+    touch_job: CachedStatement<'tx>,
+}
 
-    let inserted = tx
-        .prepare_cached(
-            "insert into events (event_id, event_type, job_id, patient_note_id, created,
-                                 received_at, attempt, outcome, reject_reason, payload)
-             values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             on conflict (event_id) do nothing",
-        )?
-        .execute(params![
+impl<'tx> Statements<'tx> {
+    fn prepare(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            deciding_rank: tx.prepare_cached(
+                "select status, deciding_event_created_ns, deciding_event_id
+                 from jobs where patient_note_id = ? and job_id = ?",
+            )?,
+            insert_event: tx.prepare_cached(
+                "insert into events (event_id, event_type, job_id, patient_note_id, created,
+                                     received_at, attempt, outcome, reject_reason, payload)
+                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 on conflict (event_id) do nothing",
+            )?,
+            original_outcome: tx.prepare_cached("select outcome from events where event_id = ?")?,
+            upsert_job: tx.prepare_cached(
+                "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason,
+                                   reasons, patient_mrn, location_id, access_token_reference_id,
+                                   deciding_event_id, deciding_event_created,
+                                   deciding_event_created_ns, first_received_at, last_received_at)
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+                 on conflict (patient_note_id, job_id) do update set
+                     status = excluded.status,
+                     emr_note_id = excluded.emr_note_id,
+                     failure_reason = excluded.failure_reason,
+                     reasons = excluded.reasons,
+                     patient_mrn = excluded.patient_mrn,
+                     location_id = excluded.location_id,
+                     access_token_reference_id = excluded.access_token_reference_id,
+                     deciding_event_id = excluded.deciding_event_id,
+                     deciding_event_created = excluded.deciding_event_created,
+                     deciding_event_created_ns = excluded.deciding_event_created_ns,
+                     last_received_at = excluded.last_received_at",
+            )?,
+            // A superseded event changes nothing but the job's last-received time.
+            touch_job: tx.prepare_cached(
+                "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
+            )?,
+        })
+    }
+
+    /// One delivery: rank against the job's deciding event, insert into the
+    /// event log (the unique event id is the dedupe), update the job.
+    fn apply(&mut self, delivery: &Delivery) -> rusqlite::Result<Recorded> {
+        let envelope = &delivery.envelope;
+        let received_at = delivery
+            .received_at
+            .format(&Rfc3339)
+            .map_err(|e| decode_error(e.to_string()))?;
+        let (outcome, reject_reason) = match &envelope.meaning {
+            Meaning::Outcome(job) => (self.decide(job)?, None),
+            Meaning::Other => (Outcome::Ignored, None),
+            Meaning::Invalid(error) => (Outcome::Rejected, Some(error.to_string())),
+        };
+
+        let inserted = self.insert_event.execute(params![
             envelope.event_id,
             envelope.event_type,
             envelope.job_id,
@@ -222,96 +270,63 @@ fn apply(tx: &Transaction<'_>, delivery: &Delivery) -> rusqlite::Result<Recorded
             reject_reason,
             delivery.payload,
         ])?;
-    if inserted == 0 {
-        let original: String = tx
-            .prepare_cached("select outcome from events where event_id = ?")?
-            .query_row([&envelope.event_id], |row| row.get(0))?;
-        return Ok(Recorded::Duplicate(Outcome::from_column(&original)?));
-    }
-
-    if let Meaning::Outcome(job) = &envelope.meaning {
-        match outcome {
-            Outcome::Applied => upsert_job(tx, job, &received_at)?,
-            _ => touch_job(tx, job, &received_at)?,
+        if inserted == 0 {
+            let original: String = self
+                .original_outcome
+                .query_row([&envelope.event_id], |row| row.get(0))?;
+            return Ok(Recorded::Duplicate(Outcome::from_column(&original)?));
         }
+
+        if let Meaning::Outcome(job) = &envelope.meaning {
+            if outcome == Outcome::Applied {
+                self.upsert_job.execute(params![
+                    job.patient_note_id,
+                    job.job_id,
+                    job.rank.status.as_str(),
+                    job.emr_note_id,
+                    job.failure_reason,
+                    job.reasons,
+                    job.patient_mrn,
+                    job.location_id,
+                    job.access_token_reference_id,
+                    job.rank.event_id,
+                    job.created,
+                    job.rank.created_ns(),
+                    received_at,
+                ])?;
+            } else {
+                self.touch_job
+                    .execute(params![received_at, job.patient_note_id, job.job_id])?;
+            }
+        }
+        Ok(Recorded::New(outcome))
     }
-    Ok(Recorded::New(outcome))
-}
 
-/// Whether `job` outranks the event that now decides its job.
-fn decide(tx: &Transaction<'_>, job: &JobOutcome) -> rusqlite::Result<Outcome> {
-    let current: Option<(String, i64, String)> = tx
-        .prepare_cached(
-            "select status, deciding_event_created_ns, deciding_event_id
-             from jobs where patient_note_id = ? and job_id = ?",
-        )?
-        .query_row([&job.patient_note_id, &job.job_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    /// Whether `job` outranks the event that now decides its job.
+    fn decide(&mut self, job: &JobOutcome) -> rusqlite::Result<Outcome> {
+        let current: Option<(String, i64, String)> = self
+            .deciding_rank
+            .query_row([&job.patient_note_id, &job.job_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let Some((status, created_ns, event_id)) = current else {
+            return Ok(Outcome::Applied);
+        };
+        let current = Rank {
+            status: status
+                .parse::<JobStatus>()
+                .map_err(|()| decode_error(format!("unknown status {status}")))?,
+            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_ns))
+                .map_err(|e| decode_error(e.to_string()))?,
+            event_id,
+        };
+        Ok(if job.rank > current {
+            Outcome::Applied
+        } else {
+            Outcome::Superseded
         })
-        .optional()?;
-    let Some((status, created_ns, event_id)) = current else {
-        return Ok(Outcome::Applied);
-    };
-    let current = Rank {
-        status: status
-            .parse::<JobStatus>()
-            .map_err(|()| decode_error(format!("unknown status {status}")))?,
-        created_at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_ns))
-            .map_err(|e| decode_error(e.to_string()))?,
-        event_id,
-    };
-    Ok(if job.rank > current {
-        Outcome::Applied
-    } else {
-        Outcome::Superseded
-    })
-}
-
-fn upsert_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-                           patient_mrn, location_id, access_token_reference_id,
-                           deciding_event_id, deciding_event_created, deciding_event_created_ns,
-                           first_received_at, last_received_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
-         on conflict (patient_note_id, job_id) do update set
-             status = excluded.status,
-             emr_note_id = excluded.emr_note_id,
-             failure_reason = excluded.failure_reason,
-             reasons = excluded.reasons,
-             patient_mrn = excluded.patient_mrn,
-             location_id = excluded.location_id,
-             access_token_reference_id = excluded.access_token_reference_id,
-             deciding_event_id = excluded.deciding_event_id,
-             deciding_event_created = excluded.deciding_event_created,
-             deciding_event_created_ns = excluded.deciding_event_created_ns,
-             last_received_at = excluded.last_received_at",
-    )?
-    .execute(params![
-        job.patient_note_id,
-        job.job_id,
-        job.rank.status.as_str(),
-        job.emr_note_id,
-        job.failure_reason,
-        job.reasons,
-        job.patient_mrn,
-        job.location_id,
-        job.access_token_reference_id,
-        job.rank.event_id,
-        job.created,
-        job.rank.created_ns(),
-        received_at,
-    ])?;
-    Ok(())
-}
-
-/// A superseded event changes nothing but the job's last-received time.
-fn touch_job(tx: &Transaction<'_>, job: &JobOutcome, received_at: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
-    )?
-    .execute(params![received_at, job.patient_note_id, job.job_id])?;
-    Ok(())
+    }
 }
 
 /// How far one purge transaction got.
