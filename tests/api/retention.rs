@@ -7,22 +7,29 @@ use sqlx::Connection;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn payloads_past_retention_are_emptied_and_state_stays() {
+/// A server with 30-day retention that purges every second, holding
+/// `count` created events `evt_{tag}{n}` (job `{tag}{n}`, note `pn-{tag}`).
+async fn purging_app_with_events(tag: &str, count: usize) -> TestApp {
     let app = spawn_app_with(|config| {
         config.payload_retention_days = 30;
         config.purge_interval_secs = 1;
     })
     .await;
-    for n in 0..6 {
+    for n in 0..count {
         let event = created_event(
-            &format!("evt_ret{n}"),
-            &format!("ret{n}"),
-            "pn-ret",
+            &format!("evt_{tag}{n}"),
+            &format!("{tag}{n}"),
+            &format!("pn-{tag}"),
             "2025-10-09T10:00:00Z",
         );
         assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
     }
+    app
+}
+
+#[tokio::test]
+async fn payloads_past_retention_are_emptied_and_state_stays() {
+    let app = purging_app_with_events("ret", 6).await;
     // Three events were received 40 days ago.
     let mut operator = app.operator().await;
     let backdated = sqlx::query(
@@ -69,20 +76,7 @@ async fn payloads_past_retention_are_emptied_and_state_stays() {
 /// sweep carries on from where this one stopped.
 #[tokio::test]
 async fn the_purge_sweeps_in_arrival_order_and_resumes_where_it_stopped() {
-    let app = spawn_app_with(|config| {
-        config.payload_retention_days = 30;
-        config.purge_interval_secs = 1;
-    })
-    .await;
-    for n in 0..5 {
-        let event = created_event(
-            &format!("evt_sw{n}"),
-            &format!("sw{n}"),
-            "pn-sw",
-            "2025-10-09T10:00:00Z",
-        );
-        assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
-    }
+    let app = purging_app_with_events("sw", 5).await;
     let backdate = |ids: &'static str| {
         let app = &app;
         async move {
