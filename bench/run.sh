@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Ingest and read benchmark. Builds release, starts the server on a
-# temporary database, drives it with examples/loadgen over loopback, and
-# prints one table of medians.
+# Ingest and read benchmark. Builds release, starts two servers on
+# temporary databases (one fresh, one preloaded), drives them with
+# examples/loadgen over loopback, and prints one table of medians.
 #
 #   bash bench/run.sh                                    # the full run
 #   N=300 N1=50 REPEAT=1 PRELOAD=500 bash bench/run.sh   # a smoke run
@@ -23,17 +23,34 @@ SECRET=whsec_bench_not_a_secret
 TOKEN=bench-token-not-a-secret
 
 cargo build --release --locked --quiet --bin cobalt-receiver --example loadgen
-work=$(mktemp -d)
+# Two servers, each on its own temporary database: "fresh" and "preloaded"
+# (PRELOAD events stored first). Their runs alternate, so a before/after
+# pair is measured within seconds: this machine's speed drifts by a third
+# over minutes, which a before-then-after sequence would report as a
+# difference between the databases.
+root=$(mktemp -d)
+fresh_pid='' preloaded_pid=''
 cleanup() {
-  stop_receiver
-  rm -rf "$work"
+  for pid in $fresh_pid $preloaded_pid; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$root"
 }
 trap cleanup EXIT
 # Per-request log lines are off (warn): at these rates they would be
 # hundreds of megabytes.
+work=$root/fresh && mkdir "$work"
 start_receiver target/release/cobalt-receiver
+fresh_pid=$server_pid fresh=$address
+work=$root/preloaded && mkdir "$work"
+start_receiver target/release/cobalt-receiver
+preloaded_pid=$server_pid preloaded=$address
 
+# loadgen ADDRESS ARGS...
 loadgen() {
+  local address=$1
+  shift
   target/release/examples/loadgen --url "http://$address" --secret "$SECRET" --token "$TOKEN" "$@"
 }
 
@@ -54,45 +71,44 @@ summarise() {
           median("p50_ms"), median("p99_ms"), median("max_ms"), median("non_2xx") }'
 }
 
-rows=()
-# ingest LABEL CONCURRENCY REQUESTS PREFIX: fresh event ids for every run.
-ingest() {
-  local out=
-  for r in $(seq "$REPEAT"); do
-    out+="$(loadgen --requests "$3" --concurrency "$2" --prefix "$4$r")"$'\n'
-  done
-  rows+=("$1|$(printf '%s' "$out" | summarise)")
+# Each row gathers REPEAT runs' loadgen lines, then is summarised.
+declare -A runs
+ingest() { # ROW ADDRESS CONCURRENCY REQUESTS PREFIX: fresh event ids every time
+  runs[$1]+="$(loadgen "$2" --requests "$4" --concurrency "$3" --prefix "$5")"$'\n'
 }
-# read LABEL PREFIX JOBS: GET /v1/jobs/{id} over jobs an ingest created.
-read_jobs() {
-  local out=
-  for _ in $(seq "$REPEAT"); do
-    out+="$(loadgen --mode read --requests "$N" --concurrency 64 --prefix "$2" --jobs "$3")"$'\n'
-  done
-  rows+=("$1|$(printf '%s' "$out" | summarise)")
+read_jobs() { # ROW ADDRESS PREFIX JOBS: GET /v1/jobs/{id} over jobs an ingest created
+  runs[$1]+="$(loadgen "$2" --mode read --requests "$N" --concurrency 64 --prefix "$3" --jobs "$4")"$'\n'
 }
-
 # With 5% duplicates, an ingest of R requests creates R - R/20 jobs.
 jobs_of() { echo $(( $1 - $1 / 20 )); }
 
-ingest "ingest, concurrency 1" 1 "$N1" c1-
-ingest "ingest, concurrency 16" 16 "$N" c16-
-ingest "ingest, concurrency 64" 64 "$N" c64-
-read_jobs "read job, concurrency 64" c64-1 "$(jobs_of "$N")"
+labels=(
+  "ingest, concurrency 1"
+  "ingest, concurrency 16"
+  "ingest, concurrency 64"
+  "read job, concurrency 64"
+  "preload of $PRELOAD events, concurrency 64"
+  "ingest, concurrency 64, after preload"
+  "read job, concurrency 64, after preload"
+)
+runs[${labels[4]}]=$(loadgen "$preloaded" --requests "$PRELOAD" --concurrency 64 --prefix preload --duplicate-share 0)$'\n'
+for r in $(seq "$REPEAT"); do
+  ingest "${labels[0]}" "$fresh" 1 "$N1" "c1-$r"
+  ingest "${labels[1]}" "$fresh" 16 "$N" "c16-$r"
+  ingest "${labels[2]}" "$fresh" 64 "$N" "c64-$r"
+  ingest "${labels[5]}" "$preloaded" 64 "$N" "after-$r"
+  read_jobs "${labels[3]}" "$fresh" c64-1 "$(jobs_of "$N")"
+  read_jobs "${labels[6]}" "$preloaded" preload "$PRELOAD"
+done
 
-preload_line=$(loadgen --requests "$PRELOAD" --concurrency 64 --prefix preload --duplicate-share 0)
-rows+=("preload of $PRELOAD events, concurrency 64|$(printf '%s\n' "$preload_line" | summarise)")
-ingest "ingest, concurrency 64, after preload" 64 "$N" after-
-read_jobs "read job, concurrency 64, after preload" preload "$PRELOAD"
-
-rss_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$server_pid/status")
-events=$(find "$work" -name 'receiver.db*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }')
+hwm() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
+mib() { find "$1" -name 'receiver.db*' -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s / 1048576 }'; }
 
 echo
 echo "cobalt-receiver benchmark: $(nproc) cores, $(date -u +%Y-%m-%d), N=$N N1=$N1 REPEAT=$REPEAT PRELOAD=$PRELOAD"
 printf '%-44s %9s %9s %8s %8s %8s %8s\n' run requests "per s" "p50 ms" "p99 ms" "max ms" "non-2xx"
-for row in "${rows[@]}"; do
-  IFS='|' read -r label requests rate p50 p99 max bad <<<"$row"
+for label in "${labels[@]}"; do
+  IFS='|' read -r requests rate p50 p99 max bad <<<"$(printf '%s' "${runs[$label]}" | summarise)"
   printf '%-44s %9s %9s %8s %8s %8s %8s\n' "$label" "$requests" "$rate" "$p50" "$p99" "$max" "$bad"
 done
-echo "server peak resident memory: $((rss_kib / 1024)) MiB; database on disk: $events MiB"
+echo "server peak resident memory: $(hwm "$fresh_pid") MiB fresh, $(hwm "$preloaded_pid") MiB preloaded; database on disk: $(mib "$root/fresh") MiB fresh, $(mib "$root/preloaded") MiB preloaded"
