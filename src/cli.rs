@@ -34,9 +34,10 @@ pub enum Command {
     CheckConfig,
     /// Print the signature Cobalt would send for a body.
     Sign {
-        /// Environment variable that holds the webhook secret.
+        /// Environment variable that holds the secret to sign with (default:
+        /// the first of the configuration's webhook secrets).
         #[arg(long, value_name = "VAR")]
-        secret_env: String,
+        secret_env: Option<String>,
         /// File with the body (`-` for standard input).
         file: PathBuf,
     },
@@ -52,10 +53,14 @@ pub enum Command {
         secret_env: Option<String>,
     },
     /// Exit 0 when the receiver's readiness route answers 200 (for container
-    /// health checks without curl).
+    /// health checks without curl), 1 when it does not.
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
-        url: String,
+        /// What to probe: a readiness URL, or a base such as
+        /// http://127.0.0.1:8080, whose /readyz is probed. Default: /readyz
+        /// on the configured `listen` address (on 127.0.0.1 when it listens
+        /// on all addresses), over https when TLS is configured.
+        #[arg(long)]
+        url: Option<String>,
         /// Skip certificate checks, for probing an HTTPS receiver on its
         /// local address (its certificate names the public host).
         #[arg(long)]

@@ -47,7 +47,8 @@ pub struct Config {
     pub read_pool_size: u32,
     /// Most deliveries committed in one transaction (group commit).
     pub write_batch_size: usize,
-    /// Deliveries that may wait for the writer before new ones wait to queue.
+    /// Deliveries that may wait for the writer; when that many wait, a new
+    /// one is answered 503 at once.
     pub write_queue_capacity: usize,
     /// SQLite page cache of each connection, in KiB.
     pub sqlite_cache_kib: u32,
@@ -133,14 +134,21 @@ impl Config {
         }
     }
 
-    /// Checks the rules that span keys or that types cannot express.
-    fn validate(self) -> Result<Self, ConfigError> {
+    /// Refuses to serve unsigned deliveries unless that was asked for
+    /// explicitly. Only the commands that check signatures need a secret;
+    /// `migrate`, `check-config` and `healthcheck` do not.
+    pub fn require_webhook_secret(&self) -> Result<(), ConfigError> {
         if self.webhook_secrets.is_empty() && !self.allow_unsigned {
             return Err(ConfigError::key(
                 "webhook_secrets",
                 "no webhook secret is set; set one, or allow_unsigned = true for local experiments",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the rules that span keys or that types cannot express.
+    fn validate(self) -> Result<Self, ConfigError> {
         if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
         }
@@ -172,7 +180,8 @@ impl Config {
             }
             _ => {}
         }
-        let bad_url = || ConfigError::key("database_url", "expected sqlite://path/to/file.db");
+        let bad_url =
+            || ConfigError::key("database_url", "must look like sqlite://path/to/file.db");
         if !self.database_url.starts_with("sqlite:") {
             return Err(bad_url());
         }
@@ -206,6 +215,15 @@ impl Config {
         }
         Ok(self)
     }
+
+    /// The scheme, `http` or `https`, the server speaks on `listen`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert_path.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 /// An `api_tokens` entry that gives the token's SHA-256 digest, not the token.
@@ -226,12 +244,7 @@ pub enum LogFormat {
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
     if let Some(path) = file {
-        if !path.is_file() {
-            return Err(ConfigError::File(format!(
-                "config file {} does not exist",
-                path.display()
-            )));
-        }
+        check_syntax(path)?;
         figment = figment.merge(Toml::file_exact(path));
     }
     // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
@@ -243,73 +256,151 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
         if let Some(path) = std::env::var_os(&variable) {
             let contents = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::File(format!(
-                    "{variable}: cannot read {}: {e}",
-                    Path::new(&path).display()
+                ConfigError::Source(format!(
+                    "{variable} names {}, which cannot be read: {}",
+                    Path::new(&path).display(),
+                    crate::os_error::describe(&e)
                 ))
             })?;
             // One secret a line, or comma-separated; the file wins over both.
             figment = figment.merge((key, contents.replace('\n', ",")));
         }
     }
-    from_figment(figment)
+    extract(figment, file)
+}
+
+/// Reads the file once on its own, so a syntax error names the file as the
+/// user gave it, with the parser's reason (figment's message quotes the
+/// offending line, which may hold a secret).
+fn check_syntax(path: &Path) -> Result<(), ConfigError> {
+    let file = || format!("configuration file {}", path.display());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Source(format!("{} does not exist", file())));
+        }
+        Err(error) => {
+            return Err(ConfigError::Source(format!(
+                "{} cannot be read: {}",
+                file(),
+                crate::os_error::describe(&error)
+            )));
+        }
+    };
+    let Err(error) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(());
+    };
+    let position = error.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+        format!(", line {line}, column {column}")
+    });
+    let reason = error.message().trim().replace('\n', "; ");
+    Err(ConfigError::Source(format!(
+        "{}{position}: {reason}",
+        file()
+    )))
 }
 
 /// Extracts and validates a configuration from any set of providers.
 pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-    let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+    extract(figment, None)
+}
+
+fn extract(figment: Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
+    let config: Config = figment
+        .extract()
+        .map_err(|error| ConfigError::from_figment(&error, file))?;
     config.validate()
 }
 
 /// A configuration that cannot be used, explained in one line that names the
-/// key and never repeats the value (it may be a secret).
+/// key and where its value came from, and never repeats the value (it may
+/// be a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration key `{key}`: {message}")]
-    Key { key: String, message: String },
-    #[error("configuration: {0}")]
-    File(String),
+    #[error("configuration key `{key}`{origin}: {message}")]
+    Key {
+        key: String,
+        /// ` (in FILE)` or ` (from VARIABLE)`, when known.
+        origin: String,
+        message: String,
+    },
+    /// The file or a secrets file cannot be read.
+    #[error("{0}")]
+    Source(String),
 }
 
 impl ConfigError {
     fn key(key: &str, message: &str) -> Self {
         Self::Key {
             key: key.into(),
+            origin: String::new(),
             message: message.into(),
         }
     }
 
-    fn from_figment(error: figment::Error) -> Self {
+    fn from_figment(error: &figment::Error, file: Option<&Path>) -> Self {
         use figment::error::Kind;
-        let source = error
-            .metadata
-            .as_ref()
-            .map(|m| match &m.source {
-                Some(source) => format!(" (from {source})"),
-                None => format!(" (from {})", m.name),
-            })
-            .unwrap_or_default();
-        let message = match &error.kind {
-            Kind::InvalidType(_, expected) => format!("wrong type, expected {expected}"),
-            Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
-            Kind::UnknownField(field, _) => {
-                return Self::key(field, &format!("unknown key{source}"));
-            }
-            Kind::Message(message) => message.clone(),
-            other => other.to_string(),
-        };
-        if error.path.is_empty() {
-            // A TOML syntax error has no key. Its first line gives the
-            // position; the lines after it quote the file, which may hold a
-            // secret.
-            let position = message.lines().next().unwrap_or("unreadable");
-            return Self::File(format!("{position}{source}"));
+        let key = error.path.join(".");
+        if key.is_empty() {
+            return Self::Source("the configuration cannot be read".into());
         }
+        let origin = match &error.metadata {
+            Some(metadata) if metadata.source.is_some() => file
+                .map(|path| format!(" (in {})", path.display()))
+                .unwrap_or_default(),
+            Some(metadata) if metadata.name.contains("environment") => {
+                format!(" (from {ENV_PREFIX}{})", key.to_uppercase())
+            }
+            _ => String::new(),
+        };
+        let message = match (&error.kind, expected(&key)) {
+            (Kind::UnknownField(field, _), _) => {
+                return Self::Key {
+                    key: field.clone(),
+                    origin,
+                    message: "is not a known key (config.example.toml lists them all)".into(),
+                };
+            }
+            (_, Some(expected)) => format!("must be {expected}"),
+            // Not a key of ours: no serde wording, and never the value.
+            (_, None) => "cannot be read".into(),
+        };
         Self::Key {
-            key: error.path.join("."),
-            message: format!("{message}{source}"),
+            key,
+            origin,
+            message,
         }
     }
+}
+
+/// What each key takes, in words (not Rust's type names).
+fn expected(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "listen" => "an address and port, such as 127.0.0.1:8080 or 0.0.0.0:8080",
+        "database_url" => "a string such as sqlite://path/to/file.db",
+        "webhook_secrets" | "api_tokens" => "a list of strings, or one comma-separated string",
+        "allow_unsigned" => "true or false",
+        "body_limit_bytes"
+        | "header_read_timeout_ms"
+        | "request_timeout_ms"
+        | "write_timeout_ms"
+        | "write_batch_size"
+        | "write_queue_capacity"
+        | "sqlite_mmap_bytes"
+        | "max_database_bytes"
+        | "purge_interval_secs"
+        | "tls_reload_check_secs" => "a whole number",
+        "read_pool_size" | "sqlite_cache_kib" | "payload_retention_days" => {
+            "a whole number from 0 to 4294967295"
+        }
+        "tls_cert_path" | "tls_key_path" => "a file path",
+        "log_filter" => "a string such as \"info\"",
+        "log_format" => "\"text\" or \"json\"",
+        _ => return None,
+    })
 }
 
 /// A secret string: webhook secrets and API tokens. Never printed.
@@ -411,10 +502,101 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_is_required_unless_unsigned_is_allowed_explicitly() {
-        let error = from_toml("").unwrap_err().to_string();
+    fn a_secret_is_required_to_serve_unless_unsigned_is_allowed_explicitly() {
+        // Loading needs no secret: migrate and check-config work without one.
+        let error = from_toml("")
+            .unwrap()
+            .require_webhook_secret()
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("`webhook_secrets`"), "{error}");
-        assert!(from_toml("allow_unsigned = true").is_ok());
+        let unsigned = from_toml("allow_unsigned = true").unwrap();
+        assert!(unsigned.require_webhook_secret().is_ok());
+    }
+
+    #[test]
+    fn type_errors_say_what_the_key_takes_in_words() {
+        let cases = [
+            (
+                "body_limit_bytes = \"abc\"",
+                "`body_limit_bytes`: must be a whole number",
+            ),
+            (
+                "body_limit_bytes = -1",
+                "`body_limit_bytes`: must be a whole number",
+            ),
+            (
+                "write_batch_size = 1.5",
+                "`write_batch_size`: must be a whole number",
+            ),
+            ("read_pool_size = 5000000000", "from 0 to 4294967295"),
+            (
+                "allow_unsigned = \"maybe\"",
+                "`allow_unsigned`: must be true or false",
+            ),
+            ("listen = \"localhost\"", "must be an address and port"),
+            ("log_format = \"xml\"", "must be \"text\" or \"json\""),
+            ("tls_cert_path = 5", "must be a file path"),
+            ("webhook_secrets = 1.5", "must be a list of strings"),
+        ];
+        for (toml, expected) in cases {
+            let error = from_toml(toml).unwrap_err().to_string();
+            assert!(error.contains(expected), "{toml}: {error}");
+            // No Rust type names, no serde wording, no doubled backticks.
+            for rust in [
+                "usize",
+                "u32",
+                "u64",
+                "i64",
+                "variant",
+                "``",
+                "invalid type",
+            ] {
+                assert!(!error.contains(rust), "{toml}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_described_in_words() {
+        let config = Config {
+            tls_cert_path: Some("c.pem".into()),
+            tls_key_path: Some("k.pem".into()),
+            ..Config::default()
+        };
+        let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
+            panic!("a configuration is a table");
+        };
+        assert_eq!(keys.len(), 22, "every key, the optional ones set");
+        for key in keys.keys() {
+            assert!(expected(key).is_some(), "{key} has no description");
+        }
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file_as_given_and_the_parser_s_reason() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("receiver.toml");
+        std::fs::write(
+            &path,
+            "webhook_secrets = [\"whsec_leak\"]\nlisten = \"127.0.0.1:8080\n",
+        )
+        .unwrap();
+        let error = load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "configuration file {}, line 2, column 25: invalid basic string",
+                path.display()
+            )
+        );
+
+        let relative = Path::new("./no-such-dir/receiver.toml");
+        let error = load(Some(relative)).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "configuration file ./no-such-dir/receiver.toml does not exist"
+        );
     }
 
     #[test]

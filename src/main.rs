@@ -1,95 +1,117 @@
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use cobalt_receiver::cli::{Cli, Command};
-use cobalt_receiver::{config, operator, startup::Application, telemetry};
+use cobalt_receiver::config::{self, Config, ConfigError, Secret};
+use cobalt_receiver::{operator, startup::Application, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit code for a configuration that cannot be used.
-const BAD_CONFIG: u8 = 2;
+/// Why a command did not succeed; each kind has its own exit code.
+enum Failure {
+    /// Exit 1: the command ran and failed (a port in use, a database that
+    /// cannot be opened, a receiver that is not ready, an event refused).
+    Failed(anyhow::Error),
+    /// Exit 2: the configuration cannot be used.
+    Config(ConfigError),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(error)
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
-
-    // Commands that need no configuration.
-    match &command {
-        Command::Sign { secret_env, file } => {
-            return report(operator::sign_file(secret_env, file).map(|s| println!("{s}")));
-        }
-        Command::Healthcheck { url, insecure } => {
-            return if operator::healthcheck(url, *insecure).await {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
-        }
-        Command::SendTestEvent {
-            url,
-            secret_env: Some(variable),
-        } => {
-            let sent = match operator::secret_from_env(variable) {
-                Ok(secret) => operator::send_test_event(url, &secret).await,
-                Err(error) => Err(error),
-            };
-            return accepted(sent);
-        }
-        _ => {}
-    }
-
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(BAD_CONFIG);
-        }
-    };
-    match command {
-        Command::CheckConfig => report(operator::show_config(&config).map(|text| print!("{text}"))),
-        Command::SendTestEvent { url, .. } => match config.webhook_secrets.first() {
-            Some(secret) => accepted(operator::send_test_event(&url, secret).await),
-            None => report(Err(anyhow::anyhow!(
-                "no webhook secret to sign with; pass --secret-env"
-            ))),
-        },
-        Command::Migrate | Command::Serve => {
-            if let Err(error) = telemetry::init(&config.log_filter, config.log_format) {
-                eprintln!("error: {error}");
-                return ExitCode::from(BAD_CONFIG);
-            }
-            let done = if matches!(command, Command::Migrate) {
-                operator::migrate(&config).await
-            } else {
-                async { Application::build(&config).await?.run_until_stopped().await }.await
-            };
-            if let Err(error) = done {
-                tracing::error!("{error:#}");
-                return ExitCode::FAILURE;
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Sign { .. } | Command::Healthcheck { .. } => unreachable!("handled above"),
-    }
-}
-
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
+    // One `error:` line on stderr, never a log line: it must read well
+    // whatever the log settings.
+    match run(command, cli.config.as_deref()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        Err(Failure::Failed(error)) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+        Err(Failure::Config(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 
-/// Success when every test event was answered 2xx.
-fn accepted(sent: anyhow::Result<bool>) -> ExitCode {
-    match sent {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(error) => report(Err(error)),
+/// Runs `command`, loading only the configuration it needs.
+async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure> {
+    let load = || config::load(config_file);
+    match command {
+        Command::Serve => {
+            let config = load()?;
+            config.require_webhook_secret()?;
+            init_logs(&config)?;
+            Application::build(&config)
+                .await?
+                .run_until_stopped()
+                .await?;
+        }
+        Command::Migrate => {
+            let config = load()?;
+            init_logs(&config)?;
+            operator::migrate(&config).await?;
+        }
+        Command::CheckConfig => {
+            let config = load()?;
+            if let Err(missing) = config.require_webhook_secret() {
+                eprintln!("warning: {missing}; `serve` will refuse to start");
+            }
+            print!("{}", operator::show_config(&config)?);
+        }
+        Command::Sign { secret_env, file } => {
+            let secret = signing_secret(secret_env.as_deref(), load)?;
+            println!("{}", operator::sign_file(&secret, &file)?);
+        }
+        Command::SendTestEvent { url, secret_env } => {
+            let secret = signing_secret(secret_env.as_deref(), load)?;
+            if !operator::send_test_event(&url, &secret).await? {
+                return Err(anyhow::anyhow!("the receiver did not accept every test event").into());
+            }
+        }
+        Command::Healthcheck { url, insecure } => {
+            let url = match url {
+                Some(given) => operator::readiness_url(&given)?,
+                None => operator::local_readiness_url(&load()?),
+            };
+            operator::healthcheck(&url, insecure).await?;
+        }
     }
+    Ok(())
+}
+
+/// The secret in the environment variable `secret_env`, or else the
+/// configuration's first webhook secret.
+fn signing_secret(
+    secret_env: Option<&str>,
+    load: impl FnOnce() -> Result<Config, ConfigError>,
+) -> Result<Secret, Failure> {
+    if let Some(variable) = secret_env {
+        return Ok(operator::secret_from_env(variable)?);
+    }
+    load()?.webhook_secrets.into_iter().next().ok_or_else(|| {
+        Failure::Config(ConfigError::Source(
+            "no webhook secret to sign with: set webhook_secrets, or pass --secret-env VAR".into(),
+        ))
+    })
+}
+
+fn init_logs(config: &Config) -> Result<(), Failure> {
+    telemetry::init(&config.log_filter, config.log_format)
+        .map_err(|message| Failure::Config(ConfigError::Source(message)))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::event::{CREATED, FAILED};
+use crate::domain::event::{CREATED, FAILED, REJECTABLE_FIELDS};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -44,9 +44,42 @@ pub fn install() -> PrometheusHandle {
                     }
                 })
                 .expect("starting the metrics upkeep thread");
+            export_zeros();
             handle
         })
         .clone()
+}
+
+/// Outcomes decided before the body is read, when the type is still `unknown`.
+const UNREAD_OUTCOMES: [&str; 3] = ["unauthorized", "too_large", "invalid_body"];
+/// Outcomes of a delivery whose type is known.
+const READ_OUTCOMES: [&str; 7] = [
+    "applied",
+    "superseded",
+    "ignored",
+    "duplicate",
+    "rejected",
+    "overloaded",
+    "storage_unavailable",
+];
+
+/// Every counter an alert may watch exists from the start, at 0: a rule on
+/// `rate(...)` or `increase(...)` then works on a quiet day too.
+fn export_zeros() {
+    for outcome in UNREAD_OUTCOMES {
+        counter!("cobalt_receiver_deliveries_total", "type" => "unknown", "outcome" => outcome)
+            .increment(0);
+    }
+    for event_type in [CREATED, FAILED, "other"] {
+        for outcome in READ_OUTCOMES {
+            counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for field in REJECTABLE_FIELDS {
+        counter!("cobalt_receiver_rejected_events_total", "field" => field).increment(0);
+    }
+    counter!("cobalt_receiver_database_errors_total").increment(0);
 }
 
 /// The `type` label of a delivery: one of a fixed few, whatever was sent.

@@ -2,15 +2,17 @@
 //! returns whether it succeeded.
 
 use std::io::Read;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, Secret};
+use crate::os_error;
 use crate::signature;
 use crate::store::Store;
 
@@ -27,18 +29,16 @@ pub fn show_config(config: &Config) -> anyhow::Result<String> {
     toml::to_string(config).context("printing the configuration")
 }
 
-/// The signature of the file's bytes under the secret in `secret_env`.
-pub fn sign_file(secret_env: &str, file: &Path) -> anyhow::Result<String> {
-    let secret = secret_from_env(secret_env)?;
+/// The signature of the file's bytes under `secret`.
+pub fn sign_file(secret: &Secret, file: &Path) -> anyhow::Result<String> {
     let mut body = Vec::new();
-    if file == Path::new("-") {
-        std::io::stdin()
-            .read_to_end(&mut body)
-            .context("reading standard input")?;
+    let read = if file == Path::new("-") {
+        std::io::stdin().read_to_end(&mut body).map(drop)
     } else {
-        body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    }
-    Ok(signature::sign(&secret, &body))
+        std::fs::read(file).map(|bytes| body = bytes)
+    };
+    read.map_err(|e| anyhow!("cannot read {}: {}", file.display(), os_error::describe(&e)))?;
+    Ok(signature::sign(secret, &body))
 }
 
 pub fn secret_from_env(variable: &str) -> anyhow::Result<Secret> {
@@ -101,7 +101,7 @@ pub async fn send_test_event(url: &str, secret: &Secret) -> anyhow::Result<bool>
             .body(body)
             .send()
             .await
-            .with_context(|| format!("posting to {url}"))?;
+            .map_err(|e| unreachable(url, &e))?;
         let status = response.status();
         let answer = response.text().await.unwrap_or_default();
         println!(
@@ -114,26 +114,71 @@ pub async fn send_test_event(url: &str, secret: &Secret) -> anyhow::Result<bool>
     Ok(all_accepted)
 }
 
-/// Whether `url` answers 200.
-pub async fn healthcheck(url: &str, insecure: bool) -> bool {
+/// Probes `url`: Ok when it answers 200, else why not.
+pub async fn healthcheck(url: &str, insecure: bool) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .danger_accept_invalid_certs(insecure)
-        .build();
-    let Ok(client) = client else {
-        return false;
-    };
-    match client.get(url).send().await {
-        Ok(response) if response.status().is_success() => true,
-        Ok(response) => {
-            eprintln!("{url}: {}", response.status());
-            false
-        }
-        Err(error) => {
-            eprintln!("{url}: {error}");
-            false
-        }
+        .build()
+        .context("building the HTTP client")?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unreachable(url, &e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
     }
+    // The receiver's error answers say why in `detail`.
+    let detail = response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|body| body["detail"].as_str().map(|d| format!(": {d}")))
+        .unwrap_or_default();
+    bail!("{url} answered {status}{detail}")
+}
+
+/// The URL `healthcheck` probes for `--url`: as given, with `/readyz`
+/// added to a bare base such as `http://127.0.0.1:8080`.
+pub fn readiness_url(given: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(given).map_err(|e| anyhow!("--url {given}: {e}"))?;
+    if url.path() == "/" {
+        url.set_path("/readyz");
+    }
+    Ok(url.to_string())
+}
+
+/// The URL `healthcheck` probes by default: `/readyz` on the configured
+/// listen address, in the scheme the server speaks there.
+pub fn local_readiness_url(config: &Config) -> String {
+    let mut address = config.listen;
+    // A server on every address answers on the loopback one.
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("{}://{address}/readyz", config.scheme())
+}
+
+/// A request that got no answer, with the cause in plain words.
+fn unreachable(url: &str, error: &reqwest::Error) -> anyhow::Error {
+    let cause = if error.is_timeout() {
+        "no answer within 10 s".to_owned()
+    } else if let Some(io) = os_error::find(error) {
+        os_error::describe(io)
+    } else {
+        // The innermost cause is the specific one (a TLS or DNS failure).
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        cause.to_string()
+    };
+    anyhow!("{url}: {cause}")
 }
 
 fn http_client() -> anyhow::Result<reqwest::Client> {
@@ -141,4 +186,36 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .timeout(Duration::from_secs(10))
         .build()
         .context("building the HTTP client")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_base_url_is_probed_at_readyz() {
+        for (given, probed) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/readyz"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/readyz"),
+            ("https://host:9/readyz", "https://host:9/readyz"),
+            ("http://host/healthz", "http://host/healthz"),
+        ] {
+            assert_eq!(readiness_url(given).unwrap(), probed);
+        }
+        assert!(readiness_url("127.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn the_default_probe_follows_the_configured_listen_address_and_scheme() {
+        let mut config = Config {
+            listen: "0.0.0.0:9443".parse().unwrap(),
+            ..Config::default()
+        };
+        assert_eq!(local_readiness_url(&config), "http://127.0.0.1:9443/readyz");
+        config.listen = "[::]:80".parse().unwrap();
+        config.tls_cert_path = Some("cert.pem".into());
+        assert_eq!(local_readiness_url(&config), "https://[::1]:80/readyz");
+        config.listen = "10.1.2.3:8080".parse().unwrap();
+        assert_eq!(local_readiness_url(&config), "https://10.1.2.3:8080/readyz");
+    }
 }

@@ -25,7 +25,7 @@ pub enum SignatureError {
     Missing,
     #[error("the cobalt-verification header is not 64 hexadecimal characters")]
     Malformed,
-    #[error("the signature does not match")]
+    #[error("the signature matches no active webhook secret")]
     Mismatch,
 }
 

@@ -15,7 +15,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::ApiTokens;
 use crate::config::Config;
+use crate::linger::Linger;
 use crate::monitoring;
+use crate::pagination::Cursors;
 use crate::retention;
 use crate::routes::{self, AppState};
 use crate::signature::Verifier;
@@ -39,10 +41,33 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the database, applies migrations and binds the listener (port 0
-    /// picks a free port; [`Application::local_addr`] tells which).
+    /// Binds the listener (port 0 picks a free port;
+    /// [`Application::local_addr`] tells which), then opens and migrates the
+    /// database.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let store = Store::open(&config.store_options()).await?;
+        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {}",
+                config.listen,
+                crate::os_error::describe(&e)
+            )
+        })?;
+        let store_options = config.store_options();
+        // The first line says what runs: counts of secrets, never secrets.
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listen = %format_args!("{}://{}", config.scheme(), listener.local_addr()?),
+            database = %store_options.location(),
+            webhook_secrets = config.webhook_secrets.len(),
+            api_tokens = config.api_tokens.len(),
+            payload_retention = %match config.payload_retention_days {
+                0 => "forever".to_owned(),
+                days => format!("{days} days"),
+            },
+            "starting cobalt-receiver"
+        );
+
+        let store = Store::open(&store_options).await?;
         if config.payload_retention_days > 0 {
             let days = u64::from(config.payload_retention_days);
             retention::spawn(
@@ -68,16 +93,13 @@ impl Application {
             api_tokens: Arc::new(api_tokens),
             body_limit: config.body_limit_bytes,
             metrics: monitoring::install(),
+            cursors: Cursors::new(store.cursor_key()),
         };
         let router = routes::router(state, config.request_timeout());
-
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
         let tls = match (&config.tls_cert_path, &config.tls_key_path) {
             (Some(cert), Some(key)) => Some(
                 tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
-                    .context("loading the TLS certificate")?,
+                    .context("cannot load the TLS certificate")?,
             ),
             _ => None,
         };
@@ -122,11 +144,12 @@ impl Application {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
+                        let linger = Linger::keep(&stream);
                         let service = TowerToHyperService::new(self.router.clone());
                         let (http, watcher) = (http.clone(), graceful.watcher());
                         match self.tls.clone() {
                             None => {
-                                tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher));
+                                tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher, linger));
                             }
                             // The handshake runs in the connection's own task,
                             // held to the same deadline as a request head.
@@ -135,7 +158,7 @@ impl Application {
                                 tokio::spawn(async move {
                                     match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                                         Ok(Ok(stream)) => {
-                                            serve_connection(http, TokioIo::new(stream), service, watcher).await;
+                                            serve_connection(http, TokioIo::new(stream), service, watcher, linger).await;
                                         }
                                         Ok(Err(error)) => tracing::debug!(error = %error, "TLS handshake failed"),
                                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -168,17 +191,30 @@ impl Application {
 }
 
 /// Serves one connection until it closes, or until shutdown once its
-/// request in flight is answered.
+/// request in flight is answered; then closes it, lingering unless the
+/// client was too slow.
 async fn serve_connection<I>(
     http: http1::Builder,
     io: I,
     service: TowerToHyperService<axum::Router>,
     watcher: Watcher,
+    linger: Linger,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    if let Err(error) = watcher.watch(http.serve_connection(io, service)).await {
-        tracing::debug!(error = %error, "connection ended with an error");
+    // hyper's socket is dropped with this statement, before the linger.
+    let ended = watcher.watch(http.serve_connection(io, service)).await;
+    match ended {
+        Err(error) if error.is_timeout() => {
+            tracing::debug!(error = %error, "connection cut off: too slow");
+            // A client too slow to send its head is owed nothing more.
+            drop(linger);
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "connection ended with an error");
+            linger.close().await;
+        }
+        Ok(()) => linger.close().await,
     }
 }
 

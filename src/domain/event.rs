@@ -15,6 +15,19 @@ use super::job::{JobOutcome, JobStatus, Rank};
 pub const CREATED: &str = "patient_note.created";
 pub const FAILED: &str = "patient_note.failed";
 
+/// Every field a patient-note event can be rejected for: the `field` of a
+/// [`FieldError`], and of the metrics that count rejections.
+pub const REJECTABLE_FIELDS: [&str; 8] = [
+    "type",
+    "job_id",
+    "created",
+    "data",
+    "data.patient_note_id",
+    "data.emr_note_id",
+    "data.failure_reason",
+    "data.reasons",
+];
+
 /// Longest event id accepted; Cobalt's are a few dozen characters.
 pub const MAX_EVENT_ID_LEN: usize = 255;
 
@@ -216,6 +229,10 @@ fn field_error(object: &Map<String, Value>, field: &'static str) -> FieldError {
 }
 
 fn wrong(field: &'static str, problem: &'static str) -> FieldError {
+    debug_assert!(
+        REJECTABLE_FIELDS.contains(&field),
+        "{field} is missing from REJECTABLE_FIELDS"
+    );
     FieldError { field, problem }
 }
 

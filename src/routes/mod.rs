@@ -19,12 +19,12 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 use crate::auth::ApiTokens;
 use crate::error::{AppError, ErrorBody};
 use crate::monitoring;
+use crate::pagination::Cursors;
 use crate::signature::Verifier;
 use crate::store::Store;
 
@@ -37,6 +37,7 @@ pub struct AppState {
     pub api_tokens: Arc<ApiTokens>,
     pub body_limit: usize,
     pub metrics: PrometheusHandle,
+    pub cursors: Cursors,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,7 +64,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                        .on_response(log_response),
                 )
                 .layer(middleware::from_fn(record_request))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -91,6 +92,16 @@ fn request_span(request: &Request) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// The completion line of every request: its status, and its latency as a
+/// number of milliseconds (log collectors can then compare and sum it).
+fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "finished processing request"
+    );
 }
 
 /// Request latency by route template, method and status.

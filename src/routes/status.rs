@@ -14,7 +14,8 @@ use super::AppState;
 use crate::domain::JobStatus;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
-use crate::store::{EventSummary, JobKey, JobQuery, JobState};
+use crate::pagination::Filters;
+use crate::store::{EventSummary, JobQuery, JobState};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
@@ -198,7 +199,7 @@ pub struct Page {
         ("status" = Option<StatusFilter>, Query, description = "Only jobs in this state"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only jobs decided by an event created at or after this"),
         ("limit" = Option<u32>, Query, description = "1 to 500 (default 50)", minimum = 1, maximum = 500),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as given (opaque; any other value is refused with 400)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as given, with the same `status` and `since` (any other value is refused with 400)"),
     ),
     responses(
         (status = 200, description = "One page of job states", body = Page),
@@ -221,7 +222,7 @@ pub async fn list_patient_notes(
             .filter(|n| (1..=MAX_PAGE).contains(n))
             .ok_or_else(|| bad("limit must be a whole number from 1 to 500"))?,
     };
-    let query = JobQuery {
+    let filters = Filters {
         status: params
             .status
             .as_deref()
@@ -239,33 +240,35 @@ pub async fn list_patient_notes(
                         t.unix_timestamp_nanos()
                             .clamp(i64::MIN.into(), i64::MAX.into()) as i64
                     })
-                    .map_err(|_| bad("since must be an RFC 3339 timestamp"))
+                    .map_err(|_| {
+                        bad("since must be an RFC 3339 timestamp (write a `+` offset as %2B)")
+                    })
             })
             .transpose()?,
-        after: params.cursor.as_deref().map(decode_cursor).transpose()?,
+    };
+    let after = match params.cursor.as_deref() {
+        None => None,
+        Some(cursor) => Some(state.cursors.open(filters, cursor).ok_or_else(|| {
+            bad("cursor was not issued by this service for this listing: pass `next_cursor` as given, with the same status and since")
+        })?),
+    };
+    let query = JobQuery {
+        status: filters.status,
+        since_ns: filters.since_ns,
+        after,
         // One more than asked shows whether another page follows.
         limit: limit + 1,
     };
     let mut items = state.store.list_jobs(&query).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|last| encode_cursor(&last.key))
+        items
+            .last()
+            .map(|last| state.cursors.issue(filters, &last.key))
     } else {
         None
     };
     Ok(Json(Page { items, next_cursor }))
-}
-
-/// Cursors are opaque to clients: the hex of the last item's sort key.
-fn encode_cursor(key: &JobKey) -> String {
-    hex::encode(serde_json::to_vec(key).expect("a key always serializes"))
-}
-
-fn decode_cursor(cursor: &str) -> Result<JobKey> {
-    hex::decode(cursor)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| bad("cursor is not one this service issued"))
 }
 
 fn bad(detail: &str) -> AppError {

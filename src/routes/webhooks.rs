@@ -130,7 +130,10 @@ async fn receive(
         _ => AppError::BadRequest("the body could not be read".into()),
     })?;
     if let Some(verifier) = &state.verifier {
-        verifier.verify(header(headers, signature::HEADER), &body)?;
+        // The reason, never the header's value: a wrong secret shows up here.
+        verifier
+            .verify(header(headers, signature::HEADER), &body)
+            .inspect_err(|error| tracing::warn!(reason = %error, "delivery refused: 401"))?;
     }
 
     let header_id = header(headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
@@ -155,7 +158,14 @@ async fn receive(
         received_at: OffsetDateTime::now_utc(),
     };
     let recorded = state.store.record(delivery).await?;
-    tracing::info!(?recorded, "event recorded");
+    match recorded {
+        Recorded::New(outcome) => tracing::info!(outcome = outcome.as_str(), "event recorded"),
+        Recorded::Duplicate(original) => tracing::info!(
+            outcome = "duplicate",
+            original_outcome = original.as_str(),
+            "event recorded"
+        ),
+    }
 
     let (status, original_outcome) = match recorded {
         Recorded::New(Outcome::Rejected) => {

@@ -19,11 +19,11 @@
 mod reader;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use serde::Serialize;
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
@@ -126,11 +126,26 @@ pub struct StoreOptions {
     pub max_database_bytes: u64,
 }
 
+impl StoreOptions {
+    /// Where the data lives, for the start-up log: the database file's
+    /// absolute path. Never credentials.
+    pub fn location(&self) -> String {
+        let path = SqliteConnectOptions::from_str(&self.database_url)
+            .map(|options| options.get_filename().to_path_buf())
+            .unwrap_or_default();
+        std::path::absolute(&path)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     writes: mpsc::Sender<writer::Command>,
     readers: reader::Readers,
     write_timeout: Duration,
+    cursor_key: [u8; 32],
 }
 
 impl Store {
@@ -144,13 +159,23 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(options.write_timeout);
         let path = PathBuf::from(sqlx_options.get_filename());
+        let cannot_open =
+            |cause: String| anyhow!("cannot open the database {}: {cause}", path.display());
+        create_file(&path).map_err(cannot_open)?;
         let mut migrations = SqliteConnection::connect_with(&sqlx_options)
             .await
-            .context("opening the database")?;
+            .map_err(|e| cannot_open(sqlx_cause(&e)))?;
         MIGRATOR
             .run(&mut migrations)
             .await
-            .context("applying migrations")?;
+            .map_err(|e| anyhow!("cannot migrate the database {}: {e}", path.display()))?;
+        let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
+            .fetch_one(&mut migrations)
+            .await
+            .context("reading the cursor key")?;
+        let cursor_key = cursor_key
+            .try_into()
+            .map_err(|_| anyhow!("the cursor key is not 32 bytes"))?;
         migrations
             .close()
             .await
@@ -165,7 +190,13 @@ impl Store {
             writes,
             readers,
             write_timeout: options.write_timeout,
+            cursor_key,
         })
+    }
+
+    /// The key pagination cursors are signed with, made once per database.
+    pub fn cursor_key(&self) -> [u8; 32] {
+        self.cursor_key
     }
 
     /// Finishes the writes already queued, then stops the threads; SQLite
@@ -296,6 +327,34 @@ impl Store {
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
         }
+    }
+}
+
+/// Creates the database file if it is missing, so that a path that cannot
+/// hold it fails here with the cause in words, not as SQLite's "unable to
+/// open database file".
+fn create_file(path: &Path) -> Result<(), String> {
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !folder.is_dir() {
+            return Err(format!("the folder {} does not exist", folder.display()));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map(drop)
+        .map_err(|e| crate::os_error::describe(&e))
+}
+
+/// SQLite's own message, or the I/O error's cause in words.
+fn sqlx_cause(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(error) => error.message().to_owned(),
+        sqlx::Error::Io(error) => crate::os_error::describe(error),
+        other => other.to_string(),
     }
 }
 

@@ -20,9 +20,10 @@ async fn run_blocking(env: Vec<(&'static str, String)>, args: Vec<String>) -> (i
 }
 
 #[tokio::test]
-async fn migrate_applies_the_migrations_and_exits() {
+async fn migrate_applies_the_migrations_and_needs_nothing_but_the_database() {
     let dir = TempDir::new().unwrap();
-    let (status, output) = run(&dir, &TEST_ENV, &["migrate"]);
+    // No webhook secret, no token: migrating needs neither.
+    let (status, output) = run(&dir, &[], &["migrate"]);
     assert!(status.success(), "{output}");
     let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path(&dir).display()))
         .await
@@ -51,13 +52,28 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
     assert!(output.contains("listen = \"127.0.0.1:0\""), "{output}");
     assert!(output.contains("[redacted]"), "{output}");
     assert!(
-        !output.contains(SECRET) && !output.contains(TOKEN),
+        !output.contains(SECRET) && !output.contains(TOKEN) && !output.contains("warning"),
         "{output}"
     );
 
+    // Without a secret the configuration is still shown, with a warning
+    // that `serve` would refuse it.
     let (status, output) = run(&dir, &[], &["check-config"]);
+    assert!(status.success(), "{output}");
+    assert!(output.contains("write_batch_size = 256"), "{output}");
+    assert!(
+        output.contains("warning: configuration key `webhook_secrets`"),
+        "{output}"
+    );
+
+    // A configuration that cannot be used is exit 2.
+    let env = [("COBALT_RECEIVER_WRITE_BATCH_SIZE", "many")];
+    let (status, output) = run(&dir, &env, &["check-config"]);
     assert_eq!(status.code(), Some(2), "{output}");
-    assert!(output.contains("webhook_secrets"), "{output}");
+    assert_eq!(
+        output.trim(),
+        "error: configuration key `write_batch_size` (from COBALT_RECEIVER_WRITE_BATCH_SIZE): must be a whole number"
+    );
 }
 
 #[test]
@@ -66,34 +82,40 @@ fn sign_prints_the_signature_cobalt_would_send() {
     let vectors: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/signature-vectors.json")).unwrap();
     let vector = &vectors["vectors"][0];
+    let secret = vectors["secret"].as_str().unwrap();
+    let expected = vector["signature"].as_str().unwrap();
     let body = dir.path().join("body.json");
     std::fs::write(&body, vector["body"].as_str().unwrap()).unwrap();
-    let env = [("TEST_WEBHOOK_SECRET", vectors["secret"].as_str().unwrap())];
+    let body = body.to_str().unwrap();
+
+    let env = [("TEST_WEBHOOK_SECRET", secret)];
     let (status, output) = run(
         &dir,
         &env,
-        &[
-            "sign",
-            "--secret-env",
-            "TEST_WEBHOOK_SECRET",
-            body.to_str().unwrap(),
-        ],
+        &["sign", "--secret-env", "TEST_WEBHOOK_SECRET", body],
     );
     assert!(status.success(), "{output}");
-    assert_eq!(output.trim(), vector["signature"].as_str().unwrap());
+    assert_eq!(output.trim(), expected);
+
+    // Without --secret-env: the configuration's first webhook secret.
+    let secrets = format!("{secret},{ROTATED_SECRET}");
+    let env = [("COBALT_RECEIVER_WEBHOOK_SECRETS", secrets.as_str())];
+    let (status, output) = run(&dir, &env, &["sign", body]);
+    assert!(status.success(), "{output}");
+    assert_eq!(output.trim(), expected);
 
     let (status, output) = run(
         &dir,
         &[],
-        &[
-            "sign",
-            "--secret-env",
-            "NO_SUCH_VARIABLE",
-            body.to_str().unwrap(),
-        ],
+        &["sign", "--secret-env", "NO_SUCH_VARIABLE", body],
     );
     assert_eq!(status.code(), Some(1));
     assert!(output.contains("NO_SUCH_VARIABLE"), "{output}");
+
+    // Nothing to sign with at all: a configuration problem.
+    let (status, output) = run(&dir, &[], &["sign", body]);
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.starts_with("error: no webhook secret"), "{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,23 +168,103 @@ async fn send_test_event_posts_two_signed_events_and_reports_the_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthcheck_exits_0_only_when_the_receiver_is_ready() {
+async fn healthcheck_probes_the_configured_address_and_exits_0_only_when_ready() {
     let app = spawn_app().await;
-    let ready = format!("{}/readyz", app.address);
-    let (status, output) =
-        run_blocking(vec![], vec!["healthcheck".into(), "--url".into(), ready]).await;
+    let listen = app.address.trim_start_matches("http://").to_owned();
+    let probe = |env: Vec<(&'static str, String)>, args: &[&str]| {
+        let mut all = vec!["healthcheck".to_owned()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_blocking(env, all)
+    };
+    // No --url: /readyz on the configured listen address. No secret needed.
+    let (status, output) = probe(vec![("COBALT_RECEIVER_LISTEN", listen.clone())], &[]).await;
     assert_eq!(status, 0, "{output}");
-
-    let stopped = app.address.clone();
-    app.stop().await;
-    let (status, output) = run_blocking(
-        vec![],
-        vec![
-            "healthcheck".into(),
-            "--url".into(),
-            format!("{stopped}/readyz"),
-        ],
-    )
-    .await;
+    // A base URL is probed at its /readyz; a full one as given.
+    for url in [app.address.clone(), format!("{}/readyz", app.address)] {
+        let (status, output) = probe(vec![], &["--url", &url]).await;
+        assert_eq!(status, 0, "{url}: {output}");
+    }
+    // A route that is not 200 fails the probe.
+    let (status, output) = probe(vec![], &["--url", &format!("{}/nowhere", app.address)]).await;
     assert_eq!(status, 1, "{output}");
+    assert!(output.contains("answered 404"), "{output}");
+
+    app.stop().await;
+    let (status, output) = probe(vec![("COBALT_RECEIVER_LISTEN", listen.clone())], &[]).await;
+    assert_eq!(status, 1, "{output}");
+    assert_eq!(
+        output.trim(),
+        format!("error: http://{listen}/readyz: connection refused")
+    );
+}
+
+/// The error line of a failed command: the only line of its output that
+/// says `error`, and its last.
+fn the_error_line(output: &str) -> &str {
+    let errors: Vec<_> = output
+        .lines()
+        .filter(|line| line.to_lowercase().contains("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {output}");
+    assert_eq!(output.lines().last(), Some(errors[0]), "{output}");
+    errors[0]
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_is_one_error_line_naming_path_and_cause() {
+    let dir = TempDir::new().unwrap();
+    let folder = dir.path().join("no-such-folder");
+    let url = format!("sqlite://{}/receiver.db", folder.display());
+    let env = [("COBALT_RECEIVER_DATABASE_URL", url.as_str())];
+    for args in [&["migrate"][..], &["serve"]] {
+        let mut env = env.to_vec();
+        env.extend(TEST_ENV);
+        let (status, output) = run(&dir, &env, args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {output}");
+        assert_eq!(
+            the_error_line(&output),
+            format!(
+                "error: cannot open the database {}/receiver.db: the folder {} does not exist",
+                folder.display(),
+                folder.display()
+            )
+        );
+    }
+
+    if !running_as_root("a_database_that_cannot_be_opened_is_one_error_line_naming_path_and_cause")
+    {
+        return;
+    }
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let _immutable = Immutable::set(vec![locked.clone()]);
+    let url = format!("sqlite://{}/receiver.db", locked.display());
+    let (status, output) = run(
+        &dir,
+        &[("COBALT_RECEIVER_DATABASE_URL", &url)],
+        &["migrate"],
+    );
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert_eq!(
+        the_error_line(&output),
+        format!(
+            "error: cannot open the database {}/receiver.db: permission denied",
+            locked.display()
+        )
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_error_line_and_exit_1() {
+    let dir = TempDir::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut env = TEST_ENV.to_vec();
+    env.push(("COBALT_RECEIVER_LISTEN", &address));
+    let (status, output) = run(&dir, &env, &["serve"]);
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert_eq!(
+        output.trim(),
+        format!("error: cannot listen on {address}: the address is already in use")
+    );
 }

@@ -15,6 +15,16 @@ use crate::process::*;
 async fn patient_data_never_reaches_the_text_logs() {
     let log = log_of_every_kind_of_delivery("text").await;
     assert!(log.contains("DEBUG"), "debug logging was not on");
+    // Outcomes in the API's words, not Rust's debug forms.
+    assert!(log.contains(r#"outcome="applied""#), "{log}");
+    assert!(
+        log.contains(r#"outcome="duplicate" original_outcome="applied""#),
+        "{log}"
+    );
+    assert!(
+        !log.contains("New(") && !log.contains("Duplicate("),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -39,9 +49,40 @@ async fn patient_data_never_reaches_the_json_logs() {
         "{finished}"
     );
     assert!(
-        finished["fields"]["status"].is_number() && finished["fields"]["latency"].is_string(),
+        finished["fields"]["status"].is_number() && finished["fields"]["latency_ms"].is_f64(),
         "{finished}"
     );
+    let recorded: Vec<_> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "event recorded")
+        .map(|l| l["fields"]["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        recorded.contains(&"applied") && recorded.contains(&"duplicate"),
+        "{recorded:?}"
+    );
+
+    // The first line says what runs, with counts in place of secrets.
+    let first = &lines[0]["fields"];
+    assert_eq!(first["message"], "starting cobalt-receiver", "{first}");
+    assert_eq!(first["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        first["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"),
+        "{first}"
+    );
+    assert!(
+        first["database"]
+            .as_str()
+            .unwrap()
+            .ends_with("/receiver.db"),
+        "{first}"
+    );
+    assert_eq!(first["webhook_secrets"], 1, "{first}");
+    assert_eq!(first["api_tokens"], 1, "{first}");
+    assert_eq!(first["payload_retention"], "30 days", "{first}");
 }
 
 /// Runs every kind of delivery past a server logging at debug level in
@@ -53,6 +94,7 @@ async fn log_of_every_kind_of_delivery(format: &str) -> String {
     env.push(("RUST_LOG", "debug"));
     env.push(("COBALT_RECEIVER_LOG_FORMAT", format));
     let mut server = start(&dir, &env, &[]);
+    let mut reasons = Vec::new();
 
     // Every path a delivery can take, each carrying patient data.
     let created = created_event("evt_phi_1", "500", "pn-500", "2025-10-09T10:00:00Z");
@@ -78,10 +120,28 @@ async fn log_of_every_kind_of_delivery(format: &str) -> String {
         assert!(response.status().as_u16() < 500);
         assert!(!response.text().await.unwrap().contains(NOTE_TEXT));
     }
-    let unsigned = server
-        .post(created.to_string().as_bytes(), &"0".repeat(64))
-        .await;
-    assert_eq!(unsigned.status(), 401);
+    // A 401 is logged with its reason, never with the header's value.
+    let wrong_secret = sign_with("whsec_test_not_configured", created.to_string().as_bytes());
+    for (signature, reason) in [
+        (None, "the cobalt-verification header is missing"),
+        (
+            Some("zz-not-hex-SIGNATURE-VALUE"),
+            "is not 64 hexadecimal characters",
+        ),
+        (
+            Some(wrong_secret.as_str()),
+            "matches no active webhook secret",
+        ),
+    ] {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/cobalt", server.address))
+            .body(created.to_string());
+        if let Some(signature) = signature {
+            request = request.header("cobalt-verification", signature);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+        reasons.push(reason);
+    }
     let oversized = format!(
         r#"{{"id":"evt_phi_6","note":"{NOTE_TEXT}","pad":"{}"}}"#,
         "x".repeat(2 << 20)
@@ -105,6 +165,17 @@ async fn log_of_every_kind_of_delivery(format: &str) -> String {
     server.terminate();
     assert!(server.wait_exit(Duration::from_secs(10)).success());
     let log = server.log();
+    for reason in reasons {
+        let refused = log
+            .lines()
+            .find(|line| line.contains("delivery refused") && line.contains(reason))
+            .unwrap_or_else(|| panic!("no 401 line says {reason}: {log}"));
+        assert!(refused.contains("WARN") || refused.contains(r#""level":"WARN""#));
+    }
+    assert!(
+        !log.contains("zz-not-hex-SIGNATURE-VALUE") && !log.contains(&wrong_secret),
+        "the log carries a signature header"
+    );
     // The capture is real: requests, their ids and outcomes were logged.
     assert!(
         log.contains("event recorded") && log.contains("request_id"),
@@ -352,4 +423,53 @@ fn an_unreadable_secrets_file_exits_2_naming_the_variable() {
         output.contains("COBALT_RECEIVER_WEBHOOK_SECRETS_FILE"),
         "{output}"
     );
+}
+
+/// Two processes started on one database file by mistake: SQLite's locks
+/// let both write, every answer is right, and a duplicate across the two
+/// is still a duplicate (README, "Two processes on one database file").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_database_file_both_answer_correctly() {
+    let dir = TempDir::new().unwrap();
+    let servers = [start(&dir, &TEST_ENV, &[]), start(&dir, &TEST_ENV, &[])];
+    let client = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for n in 0..40u32 {
+        let url = format!("{}/webhooks/cobalt", servers[n as usize % 2].address);
+        let body = created_event(
+            &format!("evt_two_{n}"),
+            &format!("two-{n}"),
+            "pn-two",
+            "2025-10-09T10:00:00Z",
+        )
+        .to_string();
+        let client = client.clone();
+        sends.push(tokio::spawn(async move {
+            post_signed(&client, &url, body).await
+        }));
+    }
+    for send in sends {
+        assert_eq!(send.await.unwrap().status(), 200);
+    }
+    // The same event to each process: applied once, then a duplicate.
+    let body = created_event("evt_two_0", "two-0", "pn-two", "2025-10-09T10:00:00Z").to_string();
+    let (_, answer) = json_of(
+        servers[1]
+            .post(body.as_bytes(), &sign(body.as_bytes()))
+            .await,
+    )
+    .await;
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+
+    for server in &servers {
+        for n in [0u32, 1, 39] {
+            let (status, job) =
+                json_of(server.get(&format!("/v1/jobs/two-{n}"), TOKEN).await).await;
+            assert_eq!(
+                (status.as_u16(), job["status"].as_str()),
+                (200, Some("created"))
+            );
+        }
+    }
+    assert_eq!(count_events(&dir).await, 40);
 }

@@ -121,3 +121,52 @@ async fn metrics_need_a_token_and_count_what_happened() {
     // Patient data never becomes a label.
     assert!(!text.contains(MRN) && !text.contains(NOTE_TEXT));
 }
+
+/// An alert on `rate(...)` or `increase(...)` needs its series to exist
+/// before the first event, so every counter worth alerting on starts at 0.
+#[tokio::test]
+async fn alerting_counters_are_exported_at_zero_before_the_first_event() {
+    let dir = TempDir::new().unwrap();
+    let server = start(&dir, &TEST_ENV, &[]);
+    let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
+
+    let deliveries = "cobalt_receiver_deliveries_total";
+    for (event_type, outcome) in [
+        ("unknown", "unauthorized"),
+        ("unknown", "too_large"),
+        ("unknown", "invalid_body"),
+        ("patient_note.created", "applied"),
+        ("patient_note.created", "rejected"),
+        ("patient_note.failed", "duplicate"),
+        ("patient_note.failed", "storage_unavailable"),
+        ("other", "ignored"),
+        ("other", "overloaded"),
+    ] {
+        let labels = [
+            format!(r#"type="{event_type}""#),
+            format!(r#"outcome="{outcome}""#),
+        ];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert_eq!(
+            sample(&text, deliveries, &labels),
+            Some(0.0),
+            "{event_type} {outcome}: {text}"
+        );
+    }
+    for field in ["type", "created", "data.emr_note_id", "data.failure_reason"] {
+        assert_eq!(
+            sample(
+                &text,
+                "cobalt_receiver_rejected_events_total",
+                &[&format!(r#"field="{field}""#)]
+            ),
+            Some(0.0),
+            "{field}: {text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "cobalt_receiver_database_errors_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+}

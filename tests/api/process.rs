@@ -40,9 +40,18 @@ fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, Path
         )
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+        // Both append, so neither writes over the other's lines.
+        .stdout(append(&log))
+        .stderr(append(&log));
     (command, log)
+}
+
+fn append(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 /// Starts the binary and waits until it says where it listens.

@@ -185,6 +185,82 @@ async fn bad_listing_parameters_are_400_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_cursor_is_valid_only_as_issued_for_its_own_listing_even_after_a_restart() {
+    let app = spawn_app().await;
+    for i in 0..4u32 {
+        let created = format!("2025-10-09T11:0{i}:00Z");
+        let (job, note) = (format!("70{i}"), format!("pn-70{i}"));
+        for event in [
+            failed_event(&format!("evt_cf{i}"), &job, &note, &created),
+            created_event(&format!("evt_cc{i}"), &format!("c{job}"), &note, &created),
+        ] {
+            assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
+        }
+    }
+    let first = "/v1/patient-notes?status=failed&limit=2";
+    let (_, page) = json_of(app.get(first).await).await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+
+    // Taken to another listing, the cursor is refused, not misread.
+    for other in [
+        "status=created&limit=2",
+        "limit=2",
+        "status=failed&since=2025-10-09T11:00:00Z&limit=2",
+    ] {
+        let (status, body) = json_of(
+            app.get(&format!("/v1/patient-notes?{other}&cursor={cursor}"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{other}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("cursor"),
+            "{body}"
+        );
+    }
+    // A cursor made by hand: a valid position, in the format of the page's
+    // own cursor, without the tag this service would have given it.
+    let position = cursor.split('.').next().unwrap();
+    let forged = hex_encode(
+        br#"{"created_ns":1760007600000000000,"patient_note_id":"pn-701","job_id":"701"}"#,
+    );
+    for hand_made in [
+        position.to_owned(),
+        forged.clone(),
+        format!("{forged}.{}", "0".repeat(32)),
+    ] {
+        let path = format!("{first}&cursor={hand_made}");
+        assert_eq!(app.get(&path).await.status(), 400, "{hand_made}");
+    }
+    // The page size may change between pages.
+    let (status, _) = json_of(
+        app.get(&format!(
+            "/v1/patient-notes?status=failed&limit=1&cursor={cursor}"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // The cursor survives a restart on the same database.
+    let dir = app.stop().await;
+    let app = spawn_app_in(dir, |_| {}).await;
+    let (status, page) = json_of(app.get(&format!("{first}&cursor={cursor}")).await).await;
+    assert_eq!(status, 200, "{page}");
+    let jobs: Vec<_> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["701", "700"]);
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
 async fn a_jobs_events_come_oldest_first_without_patient_text() {
     let app = spawn_app().await;
     app.post_webhook(&failed_event("evt_e1", "90", "pn-90", "2025-10-09T10:00:00Z").to_string())

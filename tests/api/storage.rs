@@ -182,48 +182,9 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
     }
 }
 
-/// Makes files immutable (`chattr +i`: even root cannot write them) until
-/// dropped.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    fn set(paths: Vec<std::path::PathBuf>) -> Self {
-        for path in &paths {
-            let status = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "chattr +i {} failed: this test needs root and a filesystem with immutable files (ext4)",
-                path.display()
-            );
-        }
-        Self(paths)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(path)
-                .status();
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_read_only_database_is_a_503_and_the_service_recovers_when_writable() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .unwrap()
-        .stdout
-        == b"0\n";
-    if !root {
-        eprintln!("skipped: making a file read-only for root needs root (chattr +i)");
+    if !running_as_root("a_read_only_database_is_a_503_and_the_service_recovers_when_writable") {
         return;
     }
     let app = spawn_app().await;

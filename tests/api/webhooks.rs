@@ -488,6 +488,61 @@ async fn a_chunked_body_over_the_limit_is_413() {
     assert_eq!(app.count("events").await, 0);
 }
 
+/// Many HTTP clients (and perhaps Cobalt's) write the whole body before
+/// they read the answer. The server answers 413 before reading the body,
+/// then keeps reading and discarding it (a lingering close): closing with
+/// unread data would reset the connection, and the client would see a
+/// broken pipe instead of the 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_writes_a_whole_oversized_body_before_reading_gets_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await; // the default 1 MiB limit
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let body = vec![b'x'; 2 << 20];
+    let chunked: Vec<u8> = body
+        .chunks(64 << 10)
+        .flat_map(|chunk| {
+            [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk.to_vec(),
+                b"\r\n".to_vec(),
+            ]
+        })
+        .flatten()
+        .chain(b"0\r\n\r\n".iter().copied())
+        .collect();
+    for (framing, payload) in [
+        (format!("content-length: {}", body.len()), &body),
+        ("transfer-encoding: chunked".to_owned(), &chunked),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /webhooks/cobalt HTTP/1.1\r\nhost: {address}\r\ncobalt-verification: {}\r\n{framing}\r\n\r\n",
+            sign(&body)
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // In pieces, as over a real network: the server has answered and
+        // ended the connection while the client is still sending.
+        for piece in payload.chunks(64 << 10) {
+            stream
+                .write_all(piece)
+                .await
+                .unwrap_or_else(|e| panic!("{framing}: the server cut the upload short: {e}"));
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .unwrap_or_else(|e| panic!("{framing}: the answer was lost: {e}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer}");
+        assert!(answer.contains(r#""code":"body_too_large""#), "{answer}");
+    }
+    assert_eq!(app.count("events").await, 0);
+}
+
 #[tokio::test]
 async fn a_configured_limit_above_two_mebibytes_is_honoured() {
     let app = spawn_app_with(|config| config.body_limit_bytes = 4 << 20).await;

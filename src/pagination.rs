@@ -1,0 +1,138 @@
+//! Pagination cursors: opaque to clients, and valid only as issued.
+//!
+//! A cursor is the sort key of a page's last item, with an HMAC-SHA256 tag
+//! over that key and the listing's filters, under a key kept in the
+//! database. So a cursor made or altered by hand, or taken to a listing
+//! with other filters, is refused; one issued by any process serving the
+//! same database, before or after a restart, is accepted.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::domain::JobStatus;
+use crate::store::JobKey;
+
+/// Bytes of the tag a cursor carries (128 bits).
+const TAG_LEN: usize = 16;
+
+/// The filters a cursor is bound to: the listing's, except the page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filters {
+    pub status: Option<JobStatus>,
+    pub since_ns: Option<i64>,
+}
+
+/// Issues and checks cursors under one key.
+#[derive(Clone)]
+pub struct Cursors {
+    key: [u8; 32],
+}
+
+impl Cursors {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    /// The cursor that continues after `last` in the listing `filters` selects.
+    pub fn issue(&self, filters: Filters, last: &JobKey) -> String {
+        let position = serde_json::to_vec(last).expect("a key always serializes");
+        let tag = self.mac(filters, &position).finalize().into_bytes();
+        format!(
+            "{}.{}",
+            hex::encode(&position),
+            hex::encode(&tag[..TAG_LEN])
+        )
+    }
+
+    /// The position `cursor` holds, if this key issued it for `filters`.
+    pub fn open(&self, filters: Filters, cursor: &str) -> Option<JobKey> {
+        let (position, tag) = cursor.split_once('.')?;
+        let position = hex::decode(position).ok()?;
+        let tag = hex::decode(tag).ok().filter(|tag| tag.len() == TAG_LEN)?;
+        // Constant-time comparison of the truncated tag.
+        self.mac(filters, &position)
+            .verify_truncated_left(&tag)
+            .ok()?;
+        serde_json::from_slice(&position).ok()
+    }
+
+    fn mac(&self, filters: Filters, position: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        let status = filters.status.map_or("", JobStatus::as_str);
+        let since = filters
+            .since_ns
+            .map(|ns| ns.to_string())
+            .unwrap_or_default();
+        // Each part ends in a byte none of them can hold, so no two
+        // different listings feed the MAC the same bytes.
+        for part in [b"cursor v1".as_slice(), status.as_bytes(), since.as_bytes()] {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        mac.update(position);
+        mac
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> JobKey {
+        JobKey {
+            created_ns: 1_760_000_000_000_000_000,
+            patient_note_id: "pn_1".into(),
+            job_id: "42".into(),
+        }
+    }
+
+    const FAILED: Filters = Filters {
+        status: Some(JobStatus::Failed),
+        since_ns: None,
+    };
+
+    #[test]
+    fn a_cursor_opens_only_for_the_filters_and_key_it_was_issued_for() {
+        let cursors = Cursors::new([7; 32]);
+        let cursor = cursors.issue(FAILED, &key());
+        assert_eq!(cursors.open(FAILED, &cursor), Some(key()));
+
+        let created = Filters {
+            status: Some(JobStatus::Created),
+            ..FAILED
+        };
+        let since = Filters {
+            since_ns: Some(0),
+            ..FAILED
+        };
+        let unfiltered = Filters {
+            status: None,
+            since_ns: None,
+        };
+        for other in [created, since, unfiltered] {
+            assert_eq!(cursors.open(other, &cursor), None, "{other:?}");
+        }
+        assert_eq!(Cursors::new([8; 32]).open(FAILED, &cursor), None);
+    }
+
+    #[test]
+    fn a_cursor_made_or_altered_by_hand_is_refused() {
+        let cursors = Cursors::new([7; 32]);
+        let cursor = cursors.issue(FAILED, &key());
+        let (position, tag) = cursor.split_once('.').unwrap();
+        let mut moved = key();
+        moved.job_id = "43".into();
+        let forged = hex::encode(serde_json::to_vec(&moved).unwrap());
+        for bad in [
+            position.to_owned(),
+            format!("{forged}.{tag}"),
+            format!("{position}.{}", &tag[..30]),
+            format!("{position}.{}", "0".repeat(32)),
+            format!("{position}.{tag}00"),
+            String::new(),
+            ".".into(),
+        ] {
+            assert_eq!(cursors.open(FAILED, &bad), None, "{bad}");
+        }
+    }
+}
