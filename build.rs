@@ -1,4 +1,5 @@
-// Migrations are embedded at compile time; a new one must trigger a rebuild.
+// Migrations are embedded at compile time; a new one (in any engine's
+// folder under migrations/) must trigger a rebuild.
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
 }

@@ -1,40 +1,23 @@
 //! Durable storage: every SQL statement the service runs lives under this
-//! module, so a second engine can take SQLite's place without touching the
-//! handlers.
+//! module, behind the one interface the handlers use ([`Store`]), so an
+//! engine can be added without touching them. Each engine is a submodule
+//! with its own migrations (`migrations/<engine>/`).
 //!
-//! - **Writes** go to one writer thread through a bounded queue. The writer
-//!   takes everything waiting (up to `write_batch_size`), applies it in one
-//!   `BEGIN IMMEDIATE` transaction, commits (WAL, `synchronous = FULL`), and
-//!   only then answers each waiting delivery. So a reply means the event and
-//!   the job state it implies are on disk, and a failed batch is answered as
-//!   failed for all its deliveries with nothing of it visible.
-//! - **Reads** run on a few reader threads, each with its own read-only
-//!   connection, and never wait for the writer.
-//! - **Migrations** are applied at open by sqlx's migrator.
-//!
-//! The threads use rusqlite with cached prepared statements: measured here,
-//! sqlx's SQLite driver spends tens of microseconds a query crossing to its
-//! worker thread, which capped status reads near 15k/s.
+//! - `sqlite`: the embedded default, one file. Deliveries go to one
+//!   writer thread that commits them in groups (one fsync a batch) and
+//!   answers each only after the commit; status queries run on reader
+//!   threads with read-only connections.
 
-mod reader;
-mod writer;
+mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, anyhow};
-use serde::Serialize;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::Envelope;
+use crate::domain::{Envelope, JobStatus};
 
-pub use reader::{EventSummary, JobKey, JobQuery, JobState};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+pub use sqlite::Store;
 
 /// What became of a delivery, as kept in the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -60,13 +43,14 @@ impl Outcome {
         }
     }
 
-    fn from_column(value: &str) -> rusqlite::Result<Self> {
-        Ok(match value {
+    /// The outcome `as_str` wrote.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
             "applied" => Self::Applied,
             "superseded" => Self::Superseded,
             "ignored" => Self::Ignored,
             "rejected" => Self::Rejected,
-            other => return Err(decode_error(format!("unknown outcome {other}"))),
+            _ => return None,
         })
     }
 }
@@ -101,12 +85,6 @@ pub enum StoreError {
     Overloaded,
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self::Database(error.to_string())
-    }
-}
-
 /// Connection settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -127,250 +105,65 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
-    /// Where the data lives, for the start-up log: the database file's
-    /// absolute path. Never credentials.
+    /// Where the data lives, for the start-up log. Never credentials.
     pub fn location(&self) -> String {
-        let path = SqliteConnectOptions::from_str(&self.database_url)
-            .map(|options| options.get_filename().to_path_buf())
-            .unwrap_or_default();
-        std::path::absolute(&path)
-            .unwrap_or(path)
-            .display()
-            .to_string()
+        sqlite::location(&self.database_url)
     }
 }
 
-#[derive(Clone)]
-pub struct Store {
-    writes: mpsc::Sender<writer::Command>,
-    readers: reader::Readers,
-    write_timeout: Duration,
-    cursor_key: [u8; 32],
+/// Filters and position of one page of `list_jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    /// Only jobs decided by an event created at or after this instant.
+    pub since_ns: Option<i64>,
+    /// Start after this job (the last one of the previous page).
+    pub after: Option<JobKey>,
+    pub limit: u32,
 }
 
-impl Store {
-    /// Opens (creating if missing) and migrates the database, then starts
-    /// the writer and reader threads.
-    pub async fn open(options: &StoreOptions) -> anyhow::Result<Self> {
-        let sqlx_options = SqliteConnectOptions::from_str(&options.database_url)
-            .context("parsing database_url")?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(options.write_timeout);
-        let path = PathBuf::from(sqlx_options.get_filename());
-        let cannot_open =
-            |cause: String| anyhow!("cannot open the database {}: {cause}", path.display());
-        create_file(&path).map_err(cannot_open)?;
-        let mut migrations = SqliteConnection::connect_with(&sqlx_options)
-            .await
-            .map_err(|e| cannot_open(sqlx_cause(&e)))?;
-        MIGRATOR
-            .run(&mut migrations)
-            .await
-            .map_err(|e| anyhow!("cannot migrate the database {}: {e}", path.display()))?;
-        let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
-            .fetch_one(&mut migrations)
-            .await
-            .context("reading the cursor key")?;
-        let cursor_key = cursor_key
-            .try_into()
-            .map_err(|_| anyhow!("the cursor key is not 32 bytes"))?;
-        migrations
-            .close()
-            .await
-            .context("closing the migration connection")?;
-        tracing::debug!("db: migrations applied");
-
-        let writes = writer::start(&path, options).context("starting the writer")?;
-        tracing::debug!("db: writer ready");
-        let readers = reader::Readers::start(&path, options).context("starting the readers")?;
-        tracing::debug!("db: readers ready");
-        Ok(Self {
-            writes,
-            readers,
-            write_timeout: options.write_timeout,
-            cursor_key,
-        })
-    }
-
-    /// The key pagination cursors are signed with, made once per database.
-    pub fn cursor_key(&self) -> [u8; 32] {
-        self.cursor_key
-    }
-
-    /// Finishes the writes already queued, then stops the threads; SQLite
-    /// checkpoints the WAL as the last connection closes.
-    pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
-            let _ = stopped.await;
-        }
-        self.readers.stop().await;
-    }
-
-    /// Records a delivery and the job state it implies. Answers once they
-    /// are committed, or with [`StoreError::Timeout`] after the write timeout.
-    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        let deadline = Instant::now() + self.write_timeout;
-        let (reply, answer) = oneshot::channel();
-        let command = writer::Command::Write(writer::Write {
-            delivery,
-            reply,
-            deadline,
-        });
-        // A full queue means the writer is far behind: waiting would only
-        // run into the sender's timeout, which it never retries. Answer now.
-        match self.writes.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Stopped),
-        }
-        // Past the deadline a commit may still land; the sender's retry then
-        // finds a duplicate, so a 503 here never loses an event.
-        match tokio::time::timeout_at(deadline.into(), answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Ok(Ok(result)) => result,
-        }
-    }
-
-    /// The jobs recorded under `job_id` (normally one).
-    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.readers
-            .run(move |db| reader::jobs_by_job_id(db, &job_id))
-            .await
-    }
-
-    /// The jobs of one patient note, newest decision first.
-    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        let note = patient_note_id.to_owned();
-        self.readers
-            .run(move |db| reader::jobs_by_note(db, &note))
-            .await
-    }
-
-    /// A page of job states, newest decision first, after `query.after`.
-    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        let query = query.clone();
-        self.readers
-            .run(move |db| reader::list_jobs(db, &query))
-            .await
-    }
-
-    /// The events recorded for `job_id`, in arrival order, without payloads.
-    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.readers
-            .run(move |db| reader::job_events(db, &job_id))
-            .await
-    }
-
-    /// How many jobs are in each final state.
-    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.readers.run(reader::jobs_by_status).await
-    }
-
-    /// True when the database answers and has every migration this build knows.
-    pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        let known = MIGRATOR.iter().map(|m| m.version).max();
-        let applied = self.readers.run(reader::latest_migration).await?;
-        Ok(applied >= known)
-    }
-
-    /// Commits a write the size of a large delivery through the writer,
-    /// after what is queued: whether a delivery arriving now could be stored.
-    pub async fn can_write(&self) -> Result<(), StoreError> {
-        self.on_writer(writer::write_probe).await
-    }
-
-    /// Empties, in small transactions between deliveries, the payloads of
-    /// events received before `cutoff`, sweeping the event log in arrival
-    /// order. Returns how many it emptied.
-    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
-        const BATCH: usize = 500;
-        let cutoff = cutoff
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let mut total = 0;
-        loop {
-            let cutoff = cutoff.clone();
-            let sweep = self
-                .on_writer(move |db| writer::purge_payloads(db, &cutoff, BATCH))
-                .await?;
-            total += sweep.purged;
-            if sweep.swept < BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Runs `work` on the write connection once the batch in hand is done,
-    /// within the write timeout.
-    async fn on_writer<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
-        let command = writer::Command::Task(Box::new(move |db| {
-            let _ = reply.send(work(db).map_err(StoreError::from));
-        }));
-        match tokio::time::timeout_at(deadline, self.writes.send(command)).await {
-            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => return Err(StoreError::Stopped),
-            Ok(Ok(())) => {}
-        }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
-        }
-    }
+/// The sort key of a job in listings: newest decision first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobKey {
+    pub created_ns: i64,
+    pub patient_note_id: String,
+    pub job_id: String,
 }
 
-/// Creates the database file if it is missing, so that a path that cannot
-/// hold it fails here with the cause in words, not as SQLite's "unable to
-/// open database file".
-fn create_file(path: &Path) -> Result<(), String> {
-    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !folder.is_dir() {
-            return Err(format!("the folder {} does not exist", folder.display()));
-        }
-    }
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map(drop)
-        .map_err(|e| crate::os_error::describe(&e))
+/// A job's state as the status API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct JobState {
+    pub patient_note_id: String,
+    pub job_id: String,
+    pub status: String,
+    pub emr_note_id: Option<String>,
+    pub failure_reason: Option<String>,
+    /// `data.reasons` of the deciding failure, as sent: `[{"code", "description"}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub reasons: Option<serde_json::Value>,
+    pub patient_mrn: Option<String>,
+    pub location_id: Option<String>,
+    pub access_token_reference_id: Option<String>,
+    pub deciding_event_id: String,
+    pub deciding_event_created: String,
+    pub first_received_at: String,
+    pub last_received_at: String,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub key: JobKey,
 }
 
-/// SQLite's own message, or the I/O error's cause in words.
-fn sqlx_cause(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(error) => error.message().to_owned(),
-        sqlx::Error::Io(error) => crate::os_error::describe(error),
-        other => other.to_string(),
-    }
-}
-
-/// Opens a connection for the storage threads, with the settings they share.
-fn connect(
-    path: &std::path::Path,
-    flags: rusqlite::OpenFlags,
-    options: &StoreOptions,
-) -> rusqlite::Result<rusqlite::Connection> {
-    let db = rusqlite::Connection::open_with_flags(path, flags)?;
-    db.busy_timeout(options.write_timeout)?;
-    db.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
-    db.pragma_update(None, "mmap_size", options.mmap_bytes)?;
-    Ok(db)
-}
-
-fn decode_error(message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
+/// An entry of the event log, without its payload (patient data).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct EventSummary {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub job_id: Option<String>,
+    pub patient_note_id: Option<String>,
+    pub created: Option<String>,
+    pub received_at: String,
+    pub attempt: Option<i64>,
+    pub outcome: Outcome,
+    pub reject_reason: Option<String>,
 }

@@ -32,7 +32,7 @@ async fn migrate_applies_the_migrations_and_needs_nothing_but_the_database() {
         .fetch_one(&db)
         .await
         .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
         .count();
     assert_eq!(applied as usize, files);

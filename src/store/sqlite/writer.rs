@@ -17,9 +17,10 @@ use rusqlite::{
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Delivery, Outcome, Recorded, StoreError, StoreOptions, connect, decode_error};
+use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
+use crate::store::{Delivery, Outcome, Recorded, StoreError, StoreOptions};
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -274,7 +275,7 @@ impl<'tx> Statements<'tx> {
             let original: String = self
                 .original_outcome
                 .query_row([&envelope.event_id], |row| row.get(0))?;
-            return Ok(Recorded::Duplicate(Outcome::from_column(&original)?));
+            return Ok(Recorded::Duplicate(outcome_column(&original)?));
         }
 
         if let Meaning::Outcome(job) = &envelope.meaning {

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{Outcome, StoreError, StoreOptions, connect, decode_error};
+use super::{connect, decode_error, outcome_column};
 use crate::domain::JobStatus;
+use crate::store::{EventSummary, JobKey, JobQuery, JobState, StoreError, StoreOptions};
 
 /// A query for a reader thread; `None` stops the thread that takes it.
 type Query = Option<Box<dyn FnOnce(&Connection) + Send>>;
@@ -81,48 +81,6 @@ impl Readers {
         })
         .await;
     }
-}
-
-/// Filters and position of one page of `list_jobs`.
-#[derive(Debug, Clone, Default)]
-pub struct JobQuery {
-    pub status: Option<JobStatus>,
-    /// Only jobs decided by an event created at or after this instant.
-    pub since_ns: Option<i64>,
-    /// Start after this job (the last one of the previous page).
-    pub after: Option<JobKey>,
-    pub limit: u32,
-}
-
-/// The sort key of a job in listings: newest decision first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JobKey {
-    pub created_ns: i64,
-    pub patient_note_id: String,
-    pub job_id: String,
-}
-
-/// A job's state as the status API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct JobState {
-    pub patient_note_id: String,
-    pub job_id: String,
-    pub status: String,
-    pub emr_note_id: Option<String>,
-    pub failure_reason: Option<String>,
-    /// `data.reasons` of the deciding failure, as sent: `[{"code", "description"}]`.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub reasons: Option<serde_json::Value>,
-    pub patient_mrn: Option<String>,
-    pub location_id: Option<String>,
-    pub access_token_reference_id: Option<String>,
-    pub deciding_event_id: String,
-    pub deciding_event_created: String,
-    pub first_received_at: String,
-    pub last_received_at: String,
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub key: JobKey,
 }
 
 const JOB_COLUMNS: &str = "patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
@@ -221,21 +179,6 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
         .collect()
 }
 
-/// An entry of the event log, without its payload (patient data).
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct EventSummary {
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: Option<String>,
-    pub job_id: Option<String>,
-    pub patient_note_id: Option<String>,
-    pub created: Option<String>,
-    pub received_at: String,
-    pub attempt: Option<i64>,
-    pub outcome: Outcome,
-    pub reject_reason: Option<String>,
-}
-
 pub(super) fn job_events(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<EventSummary>> {
     db.prepare_cached(
         "select event_id, event_type, job_id, patient_note_id, created, received_at,
@@ -251,7 +194,7 @@ pub(super) fn job_events(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<
             created: row.get(4)?,
             received_at: row.get(5)?,
             attempt: row.get(6)?,
-            outcome: Outcome::from_column(&row.get::<_, String>(7)?)?,
+            outcome: outcome_column(&row.get::<_, String>(7)?)?,
             reject_reason: row.get(8)?,
         })
     })?
