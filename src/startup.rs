@@ -67,6 +67,13 @@ impl Application {
             "starting cobalt-receiver"
         );
 
+        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+            (Some(cert), Some(key)) => Some(
+                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
+                    .context("cannot load the TLS certificate")?,
+            ),
+            _ => None,
+        };
         let store = Store::open(&store_options).await?;
         if config.payload_retention_days > 0 {
             let days = u64::from(config.payload_retention_days);
@@ -96,13 +103,6 @@ impl Application {
             cursors: Cursors::new(store.cursor_key()),
         };
         let router = routes::router(state, config.request_timeout());
-        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
-            (Some(cert), Some(key)) => Some(
-                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
-                    .context("cannot load the TLS certificate")?,
-            ),
-            _ => None,
-        };
         Ok(Self {
             tls,
             listener,

@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
@@ -83,17 +83,39 @@ impl ResolvesServerCert for ReloadingCert {
 fn read(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading the certificate chain {}", cert_path.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "reading the certificate chain {}: {}",
+                cert_path.display(),
+                pem_cause(&e)
+            )
+        })?;
     anyhow::ensure!(
         !certs.is_empty(),
         "{} holds no certificate",
         cert_path.display()
     );
-    let key = PrivateKeyDer::from_pem_file(key_path)
-        .with_context(|| format!("reading the private key {}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        anyhow::anyhow!(
+            "reading the private key {}: {}",
+            key_path.display(),
+            pem_cause(&e)
+        )
+    })?;
     let signing_key =
         ring::sign::any_supported_type(&key).context("the private key's type is not supported")?;
     Ok(CertifiedKey::new(certs, signing_key))
+}
+
+/// Why a PEM file could not be read, in words. Never the parser's own
+/// message: for a malformed file it quotes a line, which in a key file is
+/// the secret itself.
+fn pem_cause(error: &pem::Error) -> String {
+    match error {
+        pem::Error::Io(error) => crate::os_error::describe(error),
+        pem::Error::NoItemsFound => "it holds no PEM item of that kind".to_owned(),
+        _ => "it is not valid PEM".to_owned(),
+    }
 }
 
 fn modified(cert_path: &Path, key_path: &Path) -> (Option<SystemTime>, Option<SystemTime>) {

@@ -149,3 +149,32 @@ async fn sighup_reloads_the_certificate() {
         "SIGHUP did not reload the certificate"
     );
 }
+
+/// A key file that is not valid PEM stops the start with one error line
+/// that says so, and never quotes the file: its lines are the secret key.
+#[test]
+fn a_malformed_key_is_one_error_line_that_never_quotes_the_key() {
+    let dir = tempfile::TempDir::new().unwrap();
+    new_certificate(dir.path());
+    let key = dir.path().join("key.pem");
+    let secret_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj";
+    std::fs::write(
+        &key,
+        format!("-----BEGIN PRIVATE KEY-----\n{secret_line}!\n-----BEGIN X\n"),
+    )
+    .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let mut env = crate::process::TEST_ENV.to_vec();
+    env.push(("COBALT_RECEIVER_TLS_CERT_PATH", cert.to_str().unwrap()));
+    env.push(("COBALT_RECEIVER_TLS_KEY_PATH", key.to_str().unwrap()));
+    let (status, output) = crate::process::run(&dir, &env, &["serve"]);
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert_eq!(
+        output.lines().last().unwrap(),
+        format!(
+            "error: cannot load the TLS certificate: reading the private key {}: it is not valid PEM",
+            key.display()
+        )
+    );
+    assert!(!output.contains(secret_line), "{output}");
+}
