@@ -5,13 +5,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::store::StoreOptions;
 
@@ -23,7 +21,10 @@ pub const ENV_PREFIX: &str = "COBALT_RECEIVER_";
 pub struct Config {
     /// Address to listen on (`host:port`).
     pub listen: SocketAddr,
-    /// SQLite database, `sqlite://path`; the file is created if missing.
+    /// The database, which also chooses the engine: `sqlite://path` (the
+    /// file is created if missing) or `postgres://user@host:port/database`
+    /// (`postgresql://` too, with `?sslmode=…` as needed).
+    #[serde(serialize_with = "url_without_password")]
     pub database_url: String,
     /// Active webhook secrets; a delivery signed with any one is accepted.
     #[serde(deserialize_with = "secret_list")]
@@ -180,24 +181,8 @@ impl Config {
             }
             _ => {}
         }
-        let bad_url =
-            || ConfigError::key("database_url", "must look like sqlite://path/to/file.db");
-        if !self.database_url.starts_with("sqlite:") {
-            return Err(bad_url());
-        }
-        let options = SqliteConnectOptions::from_str(&self.database_url).map_err(|_| bad_url())?;
-        let filename = options.get_filename().to_string_lossy();
-        if filename.is_empty()
-            || filename == ":memory:"
-            // sqlx's name for `sqlite::memory:`
-            || filename.starts_with("file:sqlx-in-memory")
-            || self.database_url.contains("mode=memory")
-        {
-            return Err(ConfigError::key(
-                "database_url",
-                "must name a file: an in-memory database would lose acknowledged events",
-            ));
-        }
+        crate::store::Engine::check(&self.database_url)
+            .map_err(|reason| ConfigError::key("database_url", &reason))?;
         for (key, value) in [
             ("body_limit_bytes", self.body_limit_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -249,24 +234,39 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     }
     // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
     // files of secrets; they are not keys.
-    let env =
-        Env::prefixed(ENV_PREFIX).ignore(&["CONFIG", "WEBHOOK_SECRETS_FILE", "API_TOKENS_FILE"]);
+    let env = Env::prefixed(ENV_PREFIX).ignore(&[
+        "CONFIG",
+        "WEBHOOK_SECRETS_FILE",
+        "API_TOKENS_FILE",
+        "DATABASE_URL_FILE",
+    ]);
     figment = figment.merge(env);
+    // A PostgreSQL URL holds a password: a secret store mounts it as a file.
+    let variable = format!("{ENV_PREFIX}DATABASE_URL_FILE");
+    if let Some(path) = std::env::var_os(&variable) {
+        let url = read_secret_file(&variable, Path::new(&path))?;
+        figment = figment.merge(("database_url", url.trim().to_owned()));
+    }
     for key in FILE_KEYS {
         let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
         if let Some(path) = std::env::var_os(&variable) {
-            let contents = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::Source(format!(
-                    "{variable} names {}, which cannot be read: {}",
-                    Path::new(&path).display(),
-                    crate::os_error::describe(&e)
-                ))
-            })?;
+            let contents = read_secret_file(&variable, Path::new(&path))?;
             // One secret a line, or comma-separated; the file wins over both.
             figment = figment.merge((key, contents.replace('\n', ",")));
         }
     }
     extract(figment, file)
+}
+
+/// The contents of the file the environment variable `variable` names.
+fn read_secret_file(variable: &str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Source(format!(
+            "{variable} names {}, which cannot be read: {}",
+            path.display(),
+            crate::os_error::describe(&e)
+        ))
+    })
 }
 
 /// Reads the file once on its own, so a syntax error names the file as the
@@ -380,7 +380,7 @@ impl ConfigError {
 fn expected(key: &str) -> Option<&'static str> {
     Some(match key {
         "listen" => "an address and port, such as 127.0.0.1:8080 or 0.0.0.0:8080",
-        "database_url" => "a string such as sqlite://path/to/file.db",
+        "database_url" => "a string such as sqlite://path/to/file.db or postgres://user@host/db",
         "webhook_secrets" | "api_tokens" => "a list of strings, or one comma-separated string",
         "allow_unsigned" => "true or false",
         "body_limit_bytes"
@@ -423,6 +423,40 @@ impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("[redacted]")
     }
+}
+
+/// A database URL as check-config prints it: the password, in the user
+/// part or in a `password=` parameter, shown as `[redacted]`.
+fn url_without_password<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redact_url(url))
+}
+
+fn redact_url(url: &str) -> String {
+    let mut url = url.to_owned();
+    if let Some(scheme_end) = url.find("://").map(|n| n + 3) {
+        let authority_end = url[scheme_end..]
+            .find(['/', '?'])
+            .map_or(url.len(), |n| scheme_end + n);
+        if let Some(at) = url[scheme_end..authority_end].rfind('@') {
+            let user_info = scheme_end..scheme_end + at;
+            if let Some(colon) = url[user_info.clone()].find(':') {
+                url.replace_range(scheme_end + colon + 1..user_info.end, "[redacted]");
+            }
+        }
+    }
+    if let Some(query_start) = url.find('?') {
+        let query: Vec<String> = url[query_start + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    format!("{key}=[redacted]")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        url.replace_range(query_start + 1.., &query.join("&"));
+    }
+    url
 }
 
 impl fmt::Debug for Secret {
@@ -695,6 +729,59 @@ mod tests {
         assert!(
             !debug.contains("whsec_hidden") && !debug.contains("token_hidden"),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn printed_database_urls_hide_passwords() {
+        for (url, shown) in [
+            ("sqlite://data/receiver.db", "sqlite://data/receiver.db"),
+            (
+                "postgres://app@db:5432/cobalt",
+                "postgres://app@db:5432/cobalt",
+            ),
+            (
+                "postgres://app:s3cr%40t@db:5432/cobalt?sslmode=require",
+                "postgres://app:[redacted]@db:5432/cobalt?sslmode=require",
+            ),
+            (
+                "postgresql://db/cobalt?user=app&password=s3cret&sslmode=verify-full",
+                "postgresql://db/cobalt?user=app&password=[redacted]&sslmode=verify-full",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+
+    #[test]
+    fn postgres_urls_select_postgres() {
+        for url in [
+            "postgres://app@127.0.0.1/cobalt",
+            "postgresql://app:pw@db.internal:6432/cobalt?sslmode=verify-full",
+        ] {
+            let config = from_figment(Figment::from(figment::providers::Serialized::defaults(
+                Config {
+                    database_url: url.into(),
+                    ..Config::default()
+                },
+            )))
+            .unwrap();
+            assert_eq!(
+                crate::store::Engine::check(&config.database_url),
+                Ok(crate::store::Engine::Postgres)
+            );
+        }
+        let error = from_figment(Figment::from(figment::providers::Serialized::defaults(
+            Config {
+                database_url: "mysql://app:pw@db/cobalt".into(),
+                ..Config::default()
+            },
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("database_url") && !error.contains("pw"),
+            "{error}"
         );
     }
 }

@@ -87,7 +87,7 @@ impl IntoResponse for AppError {
             }
             Self::Store(error) => {
                 tracing::error!(error = %error, "storage failed; answering 503");
-                "the event could not be stored; retry later".to_owned()
+                "the database is unavailable; retry later".to_owned()
             }
             other => {
                 tracing::debug!(error = %other, status = status.as_u16(), "request refused");

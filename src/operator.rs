@@ -20,7 +20,10 @@ use crate::store::Store;
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let store = Store::open(&config.store_options()).await?;
     store.close().await;
-    println!("migrations applied to {}", config.database_url);
+    println!(
+        "migrations applied to {}",
+        config.store_options().location()
+    );
     Ok(())
 }
 

@@ -7,7 +7,14 @@
 //!   writer thread that commits them in groups (one fsync a batch) and
 //!   answers each only after the commit; status queries run on reader
 //!   threads with read-only connections.
+//! - `postgres`: one database shared by any number of replicas. Each
+//!   replica's writer task commits groups of deliveries over its own
+//!   connection; dedupe and ranking are decided inside the database, so
+//!   replicas agree whatever lands where.
+//!
+//! The engine is chosen by the scheme of `database_url`.
 
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -17,7 +24,143 @@ use time::OffsetDateTime;
 
 use crate::domain::{Envelope, JobStatus};
 
-pub use sqlite::Store;
+/// The database engines, chosen by the scheme of `database_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine `database_url`'s scheme names, if any.
+    pub fn of(database_url: &str) -> Option<Self> {
+        if database_url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The engine of `database_url`, or why it names no database this
+    /// service can use. The reason never repeats the URL (it may hold a
+    /// password).
+    pub fn check(database_url: &str) -> Result<Self, String> {
+        match Self::of(database_url) {
+            Some(Self::Sqlite) => sqlite::check_url(database_url).map(|()| Self::Sqlite),
+            Some(Self::Postgres) => postgres::check_url(database_url).map(|()| Self::Postgres),
+            None => Err(
+                "must look like sqlite://path/to/file.db or postgres://user@host/database".into(),
+            ),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The store the handlers use, whichever engine runs underneath.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
+}
+
+/// Calls the same method on whichever engine runs.
+macro_rules! on_engine {
+    ($store:expr, $engine:ident => $call:expr) => {
+        match $store {
+            Store::Sqlite($engine) => $call,
+            Store::Postgres($engine) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the database `options` name, applies its engine's migrations
+    /// and starts the writer.
+    pub async fn open(options: &StoreOptions) -> anyhow::Result<Self> {
+        match Engine::check(&options.database_url)
+            .map_err(|reason| anyhow::anyhow!("database_url {reason}"))?
+        {
+            Engine::Sqlite => Ok(Self::Sqlite(sqlite::Store::open(options).await?)),
+            Engine::Postgres => Ok(Self::Postgres(postgres::Store::open(options).await?)),
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self {
+            Self::Sqlite(_) => Engine::Sqlite,
+            Self::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// The key pagination cursors are signed with, made once per database.
+    pub fn cursor_key(&self) -> [u8; 32] {
+        on_engine!(self, store => store.cursor_key())
+    }
+
+    /// Finishes the writes already queued, then closes the connections.
+    pub async fn close(&self) {
+        on_engine!(self, store => store.close().await)
+    }
+
+    /// Records a delivery and the job state it implies. Answers once they
+    /// are committed, or with [`StoreError::Timeout`] after the write timeout.
+    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+        on_engine!(self, store => store.record(delivery).await)
+    }
+
+    /// The jobs recorded under `job_id` (normally one).
+    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
+        on_engine!(self, store => store.jobs_by_job_id(job_id).await)
+    }
+
+    /// The jobs of one patient note, newest decision first.
+    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
+        on_engine!(self, store => store.jobs_by_note(patient_note_id).await)
+    }
+
+    /// A page of job states, newest decision first, after `query.after`.
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
+        on_engine!(self, store => store.list_jobs(query).await)
+    }
+
+    /// The events recorded for `job_id`, in arrival order, without payloads.
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
+        on_engine!(self, store => store.job_events(job_id).await)
+    }
+
+    /// How many jobs are in each final state.
+    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_engine!(self, store => store.jobs_by_status().await)
+    }
+
+    /// True when the database answers and has every migration this build knows.
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        on_engine!(self, store => store.is_ready().await)
+    }
+
+    /// Commits a write through the writer, after what is queued: whether a
+    /// delivery arriving now could be stored.
+    pub async fn can_write(&self) -> Result<(), StoreError> {
+        on_engine!(self, store => store.can_write().await)
+    }
+
+    /// Empties the payloads of events received before `cutoff`, in small
+    /// transactions between deliveries. Returns how many it emptied. Safe
+    /// to run on every replica at once: one sweeps, the others skip.
+    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
+        on_engine!(self, store => store.purge_payloads(cutoff).await)
+    }
+}
 
 /// What became of a delivery, as kept in the event log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -107,7 +250,11 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Where the data lives, for the start-up log. Never credentials.
     pub fn location(&self) -> String {
-        sqlite::location(&self.database_url)
+        match Engine::of(&self.database_url) {
+            Some(Engine::Sqlite) => sqlite::location(&self.database_url),
+            Some(Engine::Postgres) => postgres::location(&self.database_url),
+            None => "an unusable database_url".into(),
+        }
     }
 }
 

@@ -1,7 +1,5 @@
 //! The operator's commands, run as the compiled binary.
 
-use tempfile::TempDir;
-
 use crate::helpers::*;
 use crate::process::*;
 
@@ -9,7 +7,7 @@ use crate::process::*;
 /// answer it.
 async fn run_blocking(env: Vec<(&'static str, String)>, args: Vec<String>) -> (i32, String) {
     tokio::task::spawn_blocking(move || {
-        let dir = TempDir::new().unwrap();
+        let dir = workspace();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (status, output) = run(&dir, &env, &args);
@@ -21,26 +19,33 @@ async fn run_blocking(env: Vec<(&'static str, String)>, args: Vec<String>) -> (i
 
 #[tokio::test]
 async fn migrate_applies_the_migrations_and_needs_nothing_but_the_database() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     // No webhook secret, no token: migrating needs neither.
     let (status, output) = run(&dir, &[], &["migrate"]);
     assert!(status.success(), "{output}");
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", db_path(&dir).display()))
-        .await
-        .unwrap();
-    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
-        .unwrap()
-        .count();
+    assert!(output.contains("migrations applied"), "{output}");
+    let db = dir.sql().await;
+    let applied: i64 =
+        sqlx::query_scalar("select count(*) from _sqlx_migrations where success = true")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let folder = match dir.engine() {
+        Engine::Sqlite => "sqlite",
+        Engine::Postgres => "postgres",
+    };
+    let files = std::fs::read_dir(format!(
+        "{}/migrations/{folder}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .count();
     assert_eq!(applied as usize, files);
 }
 
 #[test]
 fn check_config_prints_the_effective_configuration_without_secrets() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let env = [
         ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
         ("COBALT_RECEIVER_API_TOKENS", TOKEN),
@@ -78,7 +83,7 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
 
 #[test]
 fn sign_prints_the_signature_cobalt_would_send() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let vectors: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/signature-vectors.json")).unwrap();
     let vector = &vectors["vectors"][0];
@@ -212,7 +217,7 @@ fn the_error_line(output: &str) -> &str {
 
 #[test]
 fn a_database_that_cannot_be_opened_is_one_error_line_naming_path_and_cause() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let folder = dir.path().join("no-such-folder");
     let url = format!("sqlite://{}/receiver.db", folder.display());
     let env = [("COBALT_RECEIVER_DATABASE_URL", url.as_str())];
@@ -256,7 +261,7 @@ fn a_database_that_cannot_be_opened_is_one_error_line_naming_path_and_cause() {
 
 #[test]
 fn a_port_in_use_is_one_error_line_and_exit_1() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let mut env = TEST_ENV.to_vec();

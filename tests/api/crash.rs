@@ -5,10 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::SqliteConnectOptions;
-use tempfile::TempDir;
-
 use crate::helpers::*;
 use crate::process::*;
 
@@ -66,7 +62,7 @@ async fn client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_acknowledged_event_is_lost_when_the_server_is_killed() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let mut acknowledged_total = 0;
     for round in 0..KILL_POINTS {
         let mut server = start(&dir, &TEST_ENV, &[]);
@@ -89,15 +85,13 @@ async fn no_acknowledged_event_is_lost_when_the_server_is_killed() {
         );
         acknowledged_total += acknowledged.len();
 
-        // Open the file as the restarted server would, after the crash.
-        let db = SqlitePool::connect_with(SqliteConnectOptions::new().filename(db_path(&dir)))
-            .await
-            .unwrap();
+        // Open the database as the restarted server would, after the crash.
+        let db = dir.sql().await;
         for (id, kind) in &acknowledged {
             let state: Option<(String, String)> = sqlx::query_as(
                 "select j.status, j.deciding_event_id from events e
                  join jobs j on j.job_id = e.job_id and j.patient_note_id = e.patient_note_id
-                 where e.event_id = ?",
+                 where e.event_id = $1",
             )
             .bind(id)
             .fetch_optional(&db)
@@ -130,7 +124,7 @@ async fn no_acknowledged_event_is_lost_when_the_server_is_killed() {
     // The last restart serves what every round stored.
     let server = start(&dir, &TEST_ENV, &[]);
     assert_eq!(server.get("/readyz", "").await.status(), 200);
-    let events = crate::process::count_events(&dir).await;
+    let events = dir.count("events").await;
     assert!(
         events >= acknowledged_total as i64,
         "{events} stored, {acknowledged_total} acknowledged"

@@ -97,12 +97,22 @@ async fn a_batch_with_duplicates_and_several_events_of_one_job_applies_each_once
 
 #[tokio::test]
 async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
-    // Room for a few dozen events: a batch of a hundred fills it part-way.
+    // A write that fails part-way through a batch: on SQLite the file
+    // fills up (room for a few dozen events), on PostgreSQL a constraint
+    // an operator added refuses one event in the middle.
     let app = spawn_app_with(|config| {
         config.max_database_bytes = 256 * 1024;
         config.write_timeout_ms = 5_000;
     })
     .await;
+    if app.engine() == Engine::Postgres {
+        let operator = app.sql().await;
+        sqlx::query("alter table events add constraint refuse_f060 check (event_id <> 'evt_f060')")
+            .execute(&operator)
+            .await
+            .unwrap();
+        operator.close().await;
+    }
     // The lock makes the deliveries sent meanwhile queue up and reach the
     // writer as one batch.
     let lock = app.hold_write_lock().await;
@@ -128,15 +138,15 @@ async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
         .filter(|(_, status, _)| *status == 503)
         .count();
     assert!(refused > 0, "the database never filled up");
-    let db = app.db().await;
+    let db = app.sql().await;
     for (n, status, body) in &answers {
         let event_id = format!("evt_f{n:03}");
-        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = ?")
+        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = $1")
             .bind(&event_id)
             .fetch_one(&db)
             .await
             .unwrap();
-        let job: i64 = sqlx::query_scalar("select count(*) from jobs where job_id = ?")
+        let job: i64 = sqlx::query_scalar("select count(*) from jobs where job_id = $1")
             .bind(format!("f{n:03}"))
             .fetch_one(&db)
             .await

@@ -1,18 +1,16 @@
 //! A real server per test: the application's own startup path, a random
-//! loopback port, a fresh SQLite file in a temporary directory.
+//! loopback port, a database of its own on the engine under test.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cobalt_receiver::config::{Config, Secret};
 use cobalt_receiver::signature;
 use cobalt_receiver::startup::Application;
+
+pub use crate::database::*;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{Connection, SqlitePool};
-use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -26,23 +24,19 @@ pub const TOKEN: &str = "test-token-not-a-secret";
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub dir: Arc<TempDir>,
+    pub dir: Arc<Workspace>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-pub fn test_config(dir: &TempDir) -> Config {
+pub fn test_config(dir: &Workspace) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: format!("sqlite://{}", db_path(dir).display()),
+        database_url: dir.database_url().to_owned(),
         webhook_secrets: vec![Secret::new(SECRET), Secret::new(ROTATED_SECRET)],
         api_tokens: vec![Secret::new(TOKEN)],
         ..Config::default()
     }
-}
-
-pub fn db_path(dir: &TempDir) -> PathBuf {
-    dir.path().join("receiver.db")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -50,11 +44,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_in(Arc::new(TempDir::new().unwrap()), customize).await
+    spawn_app_in(Arc::new(workspace()), customize).await
 }
 
-/// Starts a server on the database in `dir` (a restart when one ran there).
-pub async fn spawn_app_in(dir: Arc<TempDir>, customize: impl FnOnce(&mut Config)) -> TestApp {
+/// Starts a server on the database of `dir` (a restart when one ran there).
+pub async fn spawn_app_in(dir: Arc<Workspace>, customize: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&dir);
     customize(&mut config);
     let app = Application::build(&config).await.expect("the app builds");
@@ -74,7 +68,7 @@ pub async fn spawn_app_in(dir: Arc<TempDir>, customize: impl FnOnce(&mut Config)
 
 impl TestApp {
     /// Stops the server gracefully and waits until the database is closed.
-    pub async fn stop(mut self) -> Arc<TempDir> {
+    pub async fn stop(mut self) -> Arc<Workspace> {
         self.shutdown.take().unwrap().send(()).unwrap();
         let server = self.server.take().unwrap();
         tokio::time::timeout(Duration::from_secs(10), server)
@@ -119,49 +113,17 @@ impl TestApp {
         checked(request.send().await.expect("the server answers"))
     }
 
-    /// A read-only view of the database, for assertions.
-    pub async fn db(&self) -> SqlitePool {
-        let options = SqliteConnectOptions::new()
-            .filename(db_path(&self.dir))
-            .read_only(true);
-        SqlitePool::connect_with(options).await.unwrap()
-    }
-
-    /// A connection of another process to the database (an operator, a
-    /// second writer).
-    pub async fn operator(&self) -> SqliteConnection {
-        let url = format!("sqlite://{}", db_path(&self.dir).display());
-        SqliteConnection::connect(&url).await.unwrap()
-    }
-
-    /// Holds SQLite's write lock from another connection until released.
-    pub async fn hold_write_lock(&self) -> WriteLock {
-        let mut holder = self.operator().await;
-        sqlx::query("begin immediate")
-            .execute(&mut holder)
-            .await
-            .unwrap();
-        WriteLock(holder)
-    }
-
     pub async fn count(&self, table: &str) -> i64 {
-        let db = self.db().await;
-        let count = sqlx::query_scalar(&format!("select count(*) from {table}"))
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        db.close().await;
-        count
+        self.dir.count(table).await
     }
 }
 
-/// SQLite's write lock, held by another connection.
-pub struct WriteLock(SqliteConnection);
+impl std::ops::Deref for TestApp {
+    type Target = Workspace;
 
-impl WriteLock {
-    pub async fn release(mut self) {
-        sqlx::query("rollback").execute(&mut self.0).await.unwrap();
-        self.0.close().await.unwrap();
+    /// The test's workspace: its database helpers.
+    fn deref(&self) -> &Workspace {
+        &self.dir
     }
 }
 

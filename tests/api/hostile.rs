@@ -552,7 +552,7 @@ async fn hostile_requests_get_their_status_and_only_valid_signed_events_are_stor
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     // Exactly the cases expected to be kept are kept, and nothing else.
-    let db = app.db().await;
+    let db = app.sql().await;
     let stored: Vec<String> = sqlx::query_scalar("select event_id from events")
         .fetch_all(&db)
         .await

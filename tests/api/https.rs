@@ -106,7 +106,7 @@ async fn the_server_speaks_https_and_serves_a_renewed_certificate_without_restar
 async fn sighup_reloads_the_certificate() {
     use crate::process::{TEST_ENV, start};
 
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::helpers::workspace();
     let first = new_certificate(dir.path());
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
@@ -154,7 +154,7 @@ async fn sighup_reloads_the_certificate() {
 /// that says so, and never quotes the file: its lines are the secret key.
 #[test]
 fn a_malformed_key_is_one_error_line_that_never_quotes_the_key() {
-    let dir = tempfile::TempDir::new().unwrap();
+    let dir = crate::helpers::workspace();
     new_certificate(dir.path());
     let key = dir.path().join("key.pem");
     let secret_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj";

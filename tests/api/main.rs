@@ -1,8 +1,10 @@
 //! End-to-end tests: each starts the real server on a loopback port with
-//! its own SQLite file and talks HTTP to it.
+//! a database of its own, on the engine under test (see `database`), and
+//! talks HTTP to it.
 
 mod cli;
 mod crash;
+mod database;
 mod group_commit;
 mod helpers;
 mod hostile;

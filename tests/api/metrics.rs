@@ -2,8 +2,6 @@
 //! move with the traffic. Run against the binary, so its recorder holds
 //! this test's traffic alone.
 
-use tempfile::TempDir;
-
 use crate::helpers::*;
 use crate::process::*;
 
@@ -20,7 +18,7 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_need_a_token_and_count_what_happened() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let server = start(&dir, &TEST_ENV, &[]);
     assert_eq!(server.get("/metrics", "wrong-token").await.status(), 401);
 
@@ -126,7 +124,7 @@ async fn metrics_need_a_token_and_count_what_happened() {
 /// before the first event, so every counter worth alerting on starts at 0.
 #[tokio::test]
 async fn alerting_counters_are_exported_at_zero_before_the_first_event() {
-    let dir = TempDir::new().unwrap();
+    let dir = workspace();
     let server = start(&dir, &TEST_ENV, &[]);
     let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
 

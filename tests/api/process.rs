@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
 use crate::helpers::*;
 
 /// The environment of a server with the test secret and token.
@@ -23,7 +21,7 @@ pub struct Process {
     log: PathBuf,
 }
 
-fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
+fn command(dir: &Workspace, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
     // Several servers may run on one directory, one after another.
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -34,10 +32,7 @@ fn command(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (Command, Path
         .env_remove("RUST_LOG")
         .env_remove("COBALT_RECEIVER_CONFIG")
         .env("COBALT_RECEIVER_LISTEN", "127.0.0.1:0")
-        .env(
-            "COBALT_RECEIVER_DATABASE_URL",
-            format!("sqlite://{}", db_path(dir).display()),
-        )
+        .env("COBALT_RECEIVER_DATABASE_URL", dir.database_url())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         // Both append, so neither writes over the other's lines.
@@ -55,7 +50,7 @@ fn append(path: &std::path::Path) -> std::fs::File {
 }
 
 /// Starts the binary and waits until it says where it listens.
-pub fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
+pub fn start(dir: &Workspace, env: &[(&str, &str)], args: &[&str]) -> Process {
     let (mut command, log) = command(dir, env, args);
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -80,7 +75,7 @@ pub fn start(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> Process {
 }
 
 /// Runs the binary to completion (for configurations it must refuse).
-pub fn run(dir: &TempDir, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
+pub fn run(dir: &Workspace, env: &[(&str, &str)], args: &[&str]) -> (ExitStatus, String) {
     let (mut command, log) = command(dir, env, args);
     let status = command.status().unwrap();
     (status, std::fs::read_to_string(log).unwrap())
@@ -138,20 +133,6 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// How many events the database in `dir` holds.
-pub async fn count_events(dir: &TempDir) -> i64 {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db_path(dir))
-        .read_only(true);
-    let db = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let count = sqlx::query_scalar("select count(*) from events")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    db.close().await;
-    count
 }
 
 /// Where the server said it listens, in the text or the JSON log format.

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-
 use crate::helpers::*;
 
 /// A server with 30-day retention that purges every second, holding
@@ -31,25 +29,20 @@ async fn purging_app_with_events(tag: &str, count: usize) -> TestApp {
 async fn payloads_past_retention_are_emptied_and_state_stays() {
     let app = purging_app_with_events("ret", 6).await;
     // Three events were received 40 days ago.
-    let mut operator = app.operator().await;
+    let operator = app.sql().await;
     let backdated = sqlx::query(
         "update events set received_at = '2020-01-01T00:00:00Z' where event_id < 'evt_ret3'",
     )
-    .execute(&mut operator)
+    .execute(&operator)
     .await
     .unwrap()
     .rows_affected();
     assert_eq!(backdated, 3);
-    operator.close().await.unwrap();
+    operator.close().await;
 
-    let db = app.db().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let kept: Vec<(String, bool)> = loop {
-        let rows: Vec<(String, bool)> =
-            sqlx::query_as("select event_id, payload <> '' from events order by event_id")
-                .fetch_all(&db)
-                .await
-                .unwrap();
+        let rows = app.payloads_kept().await;
         if rows.iter().filter(|(_, kept)| !kept).count() == 3 || Instant::now() > deadline {
             break rows;
         }
@@ -80,28 +73,27 @@ async fn the_purge_sweeps_in_arrival_order_and_resumes_where_it_stopped() {
     let backdate = |ids: &'static str| {
         let app = &app;
         async move {
-            let mut operator = app.operator().await;
+            let operator = app.sql().await;
             sqlx::query(&format!(
                 "update events set received_at = '2020-01-01T00:00:00Z' where event_id in ({ids})"
             ))
-            .execute(&mut operator)
+            .execute(&operator)
             .await
             .unwrap();
-            operator.close().await.unwrap();
+            operator.close().await;
         }
     };
     let kept = |expected: [bool; 5]| {
         let app = &app;
         async move {
-            let db = app.db().await;
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                let rows: Vec<(bool,)> =
-                    sqlx::query_as("select payload <> '' from events order by seq")
-                        .fetch_all(&db)
-                        .await
-                        .unwrap();
-                let rows: Vec<bool> = rows.into_iter().map(|(kept,)| kept).collect();
+                let rows: Vec<bool> = app
+                    .payloads_kept()
+                    .await
+                    .into_iter()
+                    .map(|(_, kept)| kept)
+                    .collect();
                 if rows == expected || Instant::now() > deadline {
                     return rows;
                 }

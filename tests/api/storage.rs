@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-
 use crate::helpers::*;
 
 #[tokio::test]
@@ -74,6 +72,13 @@ async fn state_survives_a_restart_on_the_same_database_file() {
 
 #[tokio::test]
 async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns() {
+    // max_database_bytes limits the SQLite file; a PostgreSQL server's disk is its own.
+    if !runs_on(
+        Engine::Sqlite,
+        "a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns",
+    ) {
+        return;
+    }
     let app = spawn_app_with(|config| config.max_database_bytes = 192 * 1024).await;
     let padded = |n: usize| {
         let mut event = created_event(
@@ -108,12 +113,12 @@ async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns
     assert!(body["detail"].as_str().unwrap().contains("full"), "{body}");
 
     // Space returns (here: an operator frees pages); no restart needed.
-    let mut operator = app.operator().await;
+    let operator = app.sql().await;
     sqlx::query("delete from events where event_id < 'evt_d040'")
-        .execute(&mut operator)
+        .execute(&operator)
         .await
         .unwrap();
-    operator.close().await.unwrap();
+    operator.close().await;
     assert_eq!(app.get("/readyz").await.status(), 200);
     let (status, body) = json_of(app.post_webhook(&padded(n)).await).await;
     assert_eq!(status, 200, "{body}");
@@ -171,9 +176,9 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
             "{id} answered after {took:?}"
         );
     }
-    let db = app.db().await;
+    let db = app.sql().await;
     for (id, ..) in accepted {
-        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = ?")
+        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = $1")
             .bind(id)
             .fetch_one(&db)
             .await
@@ -184,7 +189,12 @@ async fn a_flood_is_shed_within_the_deadline_and_every_2xx_is_stored() {
 
 #[tokio::test]
 async fn a_read_only_database_is_a_503_and_the_service_recovers_when_writable() {
-    if !running_as_root("a_read_only_database_is_a_503_and_the_service_recovers_when_writable") {
+    // File permissions are the SQLite engine's; PostgreSQL's faults are in replicas.rs.
+    if !runs_on(
+        Engine::Sqlite,
+        "a_read_only_database_is_a_503_and_the_service_recovers_when_writable",
+    ) || !running_as_root("a_read_only_database_is_a_503_and_the_service_recovers_when_writable")
+    {
         return;
     }
     let app = spawn_app().await;
@@ -199,7 +209,7 @@ async fn a_read_only_database_is_a_503_and_the_service_recovers_when_writable() 
     };
     assert_eq!(app.post_webhook(&event(0)).await.status(), 200);
 
-    let db = db_path(&app.dir);
+    let db = app.sqlite_path();
     let wal = db.with_extension("db-wal");
     let read_only = Immutable::set(vec![db, wal]);
     let started = Instant::now();

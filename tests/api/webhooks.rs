@@ -301,7 +301,7 @@ async fn an_incomplete_outcome_is_422_naming_the_field_and_kept_as_rejected() {
 
     // Every rejected event is in the log, with its reason; no job state came of them.
     assert_eq!(app.count("jobs").await, 0);
-    let db = app.db().await;
+    let db = app.sql().await;
     let rejected: Vec<(String, Option<String>)> =
         sqlx::query_as("select outcome, reject_reason from events order by seq")
             .fetch_all(&db)
@@ -420,12 +420,11 @@ async fn every_payload_is_kept_exactly_as_received() {
         &[("cobalt-verification", pretty["signature"].as_str().unwrap())],
     )
     .await;
-    let db = app.db().await;
-    let payload: String = sqlx::query_scalar("select payload from events")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(payload, body);
+    let event_id = serde_json::from_str::<Value>(body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.payload_of(&event_id).await.as_deref(), Some(body));
 }
 
 #[tokio::test]

@@ -223,6 +223,24 @@ impl Store {
     }
 }
 
+/// Why `database_url` names no SQLite file this service can use, if so.
+pub(super) fn check_url(database_url: &str) -> Result<(), String> {
+    let options = SqliteConnectOptions::from_str(database_url)
+        .map_err(|_| "must look like sqlite://path/to/file.db".to_owned())?;
+    let filename = options.get_filename().to_string_lossy();
+    if filename.is_empty()
+        || filename == ":memory:"
+        // sqlx's name for `sqlite::memory:`
+        || filename.starts_with("file:sqlx-in-memory")
+        || database_url.contains("mode=memory")
+    {
+        return Err(
+            "must name a file: an in-memory database would lose acknowledged events".into(),
+        );
+    }
+    Ok(())
+}
+
 /// The database file's absolute path.
 pub(super) fn location(database_url: &str) -> String {
     let path = SqliteConnectOptions::from_str(database_url)

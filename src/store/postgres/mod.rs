@@ -1,0 +1,280 @@
+//! The PostgreSQL engine: one database shared by any number of replicas.
+//!
+//! - **Writes** go to this replica's writer task through a bounded queue.
+//!   The writer owns one connection and commits what is waiting in one
+//!   transaction, then answers each delivery. Dedupe (the unique event id)
+//!   and ranking (an upsert that only replaces a job's state with a
+//!   higher-ranked one) are decided by the database, so two replicas
+//!   writing the same event or job at once agree; see `writer`.
+//! - **Reads** run on a small connection pool, as single statements.
+//! - **Migrations** are applied at open by sqlx's migrator, which holds an
+//!   advisory lock meanwhile, so replicas starting together take turns.
+
+mod reader;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Row};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Delivery, EventSummary, JobQuery, JobState, Outcome, Recorded, StoreError, StoreOptions,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The name the service's sessions carry in `pg_stat_activity`.
+const APPLICATION_NAME: &str = "cobalt-receiver";
+
+#[derive(Clone)]
+pub struct Store {
+    writes: mpsc::Sender<writer::Command>,
+    pool: PgPool,
+    write_timeout: Duration,
+    cursor_key: [u8; 32],
+}
+
+impl Store {
+    /// Connects, applies the migrations and starts the writer task.
+    pub async fn open(options: &StoreOptions) -> anyhow::Result<Self> {
+        let connect = connect_options(&options.database_url)?;
+        let where_to = location(&options.database_url);
+        let mut migrations = tokio::time::timeout(
+            options.write_timeout.max(Duration::from_secs(10)),
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| anyhow!("cannot reach the database {where_to}: no answer"))?
+        .map_err(|e| anyhow!("cannot reach the database {where_to}: {}", cause(&e)))?;
+        MIGRATOR
+            .run(&mut migrations)
+            .await
+            .map_err(|e| anyhow!("cannot migrate the database {where_to}: {e}"))?;
+        let durability: String = sqlx::query_scalar("show synchronous_commit")
+            .fetch_one(&mut migrations)
+            .await
+            .context("reading synchronous_commit")?;
+        if durability == "off" {
+            tracing::info!(
+                "db: the server's synchronous_commit is off; this service's writes turn it on"
+            );
+        }
+        let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
+            .fetch_one(&mut migrations)
+            .await
+            .context("reading the cursor key")?;
+        let cursor_key = cursor_key
+            .try_into()
+            .map_err(|_| anyhow!("the cursor key is not 32 bytes"))?;
+        migrations
+            .close()
+            .await
+            .context("closing the migration connection")?;
+        tracing::debug!("db: migrations applied");
+
+        let pool = PgPoolOptions::new()
+            .max_connections(options.read_pool_size.max(1))
+            .min_connections(0)
+            // A read that cannot get a connection in time is answered 503.
+            .acquire_timeout(options.write_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(connect.clone());
+        let writes = writer::start(connect, options);
+        Ok(Self {
+            writes,
+            pool,
+            write_timeout: options.write_timeout,
+            cursor_key,
+        })
+    }
+
+    pub fn cursor_key(&self) -> [u8; 32] {
+        self.cursor_key
+    }
+
+    /// Finishes the writes already queued, then closes the connections.
+    pub async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+        self.pool.close().await;
+    }
+
+    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = writer::Command::Write(writer::Write {
+            delivery,
+            reply,
+            deadline,
+        });
+        // As in the SQLite engine: a full queue is answered at once.
+        match self.writes.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Stopped),
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
+        reader::jobs_by_job_id(&self.pool, job_id)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
+        reader::jobs_by_note(&self.pool, patient_note_id)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
+        reader::list_jobs(&self.pool, query)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
+        reader::job_events(&self.pool, job_id)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        reader::jobs_by_status(&self.pool).await.map_err(read_error)
+    }
+
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        let known = MIGRATOR.iter().map(|m| m.version).max();
+        let applied = reader::latest_migration(&self.pool)
+            .await
+            .map_err(read_error)?;
+        Ok(applied >= known)
+    }
+
+    /// A durable write through this replica's writer connection.
+    pub async fn can_write(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        match tokio::time::timeout_at(deadline, self.writes.send(writer::Command::Probe(reply)))
+            .await
+        {
+            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
+            Ok(Err(_)) => return Err(StoreError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Sweeps the event log in arrival order, as the SQLite engine does,
+    /// in transactions of up to 500 events. The sweep position's row is
+    /// locked by the replica sweeping; another replica finding it locked
+    /// skips this round, and a replica that dies mid-sweep rolls back, so
+    /// the next sweep (on any replica) starts where the last commit ended.
+    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
+        const BATCH: i64 = 500;
+        let cutoff = cutoff
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut total = 0;
+        loop {
+            let sweep = writer::purge_payloads(&self.pool, &cutoff, BATCH)
+                .await
+                .map_err(read_error)?;
+            total += sweep.purged;
+            if sweep.swept < BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Why `database_url` cannot be used, if so.
+pub(super) fn check_url(database_url: &str) -> Result<(), String> {
+    connect_options(database_url)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn connect_options(database_url: &str) -> anyhow::Result<PgConnectOptions> {
+    let options = PgConnectOptions::from_str(database_url).map_err(|_| {
+        anyhow!("must look like postgres://user@host:5432/database (with ?sslmode=… if needed)")
+    })?;
+    Ok(options.application_name(APPLICATION_NAME))
+}
+
+/// Host, port and database, for logs. Never the user or password. (Read
+/// from the URL's text: sqlx's parser would also look for a password file.)
+pub(super) fn location(database_url: &str) -> String {
+    let (scheme, rest) = database_url.split_once("://").unwrap_or(("postgres", ""));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/{database}")
+}
+
+/// The server's message, or the network error in words; never the query
+/// or its values.
+pub(super) fn cause(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(error) => match error.code() {
+            Some(code) => format!("{} ({code})", error.message()),
+            None => error.message().to_owned(),
+        },
+        sqlx::Error::Io(error) => crate::os_error::describe(error),
+        sqlx::Error::PoolTimedOut => "no connection to the database became free in time".into(),
+        sqlx::Error::Tls(_) => "the TLS handshake with the database failed".into(),
+        other => other.to_string(),
+    }
+}
+
+fn read_error(error: sqlx::Error) -> StoreError {
+    crate::monitoring::database_error();
+    StoreError::Database(cause(&error))
+}
+
+/// An outcome as the event log keeps it.
+fn outcome_column(row: &sqlx::postgres::PgRow, index: usize) -> Result<Outcome, sqlx::Error> {
+    let value: String = row.try_get(index)?;
+    Outcome::parse(&value)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown outcome {value}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_name_the_server_and_database_never_the_credentials() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/cobalt?sslmode=require",
+                "postgres://db:5432/cobalt",
+            ),
+            (
+                "postgresql://app@10.0.0.7/cobalt",
+                "postgresql://10.0.0.7/cobalt",
+            ),
+            ("postgres://localhost", "postgres://localhost/"),
+        ] {
+            assert_eq!(location(url), shown);
+        }
+    }
+}
