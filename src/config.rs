@@ -234,12 +234,14 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     }
     // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
     // files of secrets; they are not keys.
-    let env = Env::prefixed(ENV_PREFIX).ignore(&[
-        "CONFIG",
-        "WEBHOOK_SECRETS_FILE",
-        "API_TOKENS_FILE",
-        "DATABASE_URL_FILE",
-    ]);
+    let env = Env::prefixed(ENV_PREFIX)
+        .ignore(&[
+            "CONFIG",
+            "WEBHOOK_SECRETS_FILE",
+            "API_TOKENS_FILE",
+            "DATABASE_URL_FILE",
+        ])
+        .filter(|key| !is_service_link(&key.as_str().to_ascii_lowercase()));
     figment = figment.merge(env);
     // A PostgreSQL URL holds a password: a secret store mounts it as a file.
     let variable = format!("{ENV_PREFIX}DATABASE_URL_FILE");
@@ -256,6 +258,14 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         }
     }
     extract(figment, file)
+}
+
+/// Whether `key` (after the prefix, lowercased) is one of the variables
+/// Kubernetes sets in every pod for a Service named `cobalt-receiver`
+/// (`COBALT_RECEIVER_SERVICE_HOST`, `COBALT_RECEIVER_PORT_8080_TCP`, …),
+/// which are not configuration.
+fn is_service_link(key: &str) -> bool {
+    key == "port" || key.starts_with("port_") || key.starts_with("service_")
 }
 
 /// The contents of the file the environment variable `variable` names.
@@ -783,5 +793,21 @@ mod tests {
             error.contains("database_url") && !error.contains("pw"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn kubernetes_service_variables_are_not_configuration() {
+        for key in [
+            "port",
+            "port_8080_tcp",
+            "port_8080_tcp_addr",
+            "service_host",
+            "service_port_http",
+        ] {
+            assert!(is_service_link(key), "{key}");
+        }
+        for key in ["listen", "database_url", "write_timeout_ms"] {
+            assert!(!is_service_link(key), "{key}");
+        }
     }
 }

@@ -89,6 +89,25 @@ pub fn workspace_on(engine: Engine) -> Workspace {
     }
 }
 
+/// A workspace on a new, empty PostgreSQL database: nothing migrated.
+pub fn empty_postgres_workspace() -> Workspace {
+    let name = blocking(|| async {
+        let name = unique_name();
+        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query(&format!("create database {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        name
+    });
+    Workspace {
+        database_url: postgres_url(&name),
+        temp: TempDir::new().unwrap(),
+        postgres: Some(name),
+    }
+}
+
 impl Deref for Workspace {
     type Target = TempDir;
 
@@ -237,7 +256,6 @@ fn blocking<T: Send + 'static, F: Future<Output = T>>(
 /// template first if this build's migrations have none yet.
 async fn create_database() -> String {
     static TEMPLATE: OnceLock<String> = OnceLock::new();
-    static CREATED: AtomicUsize = AtomicUsize::new(0);
     let mut admin = PgConnection::connect(&admin_url())
         .await
         .unwrap_or_else(|e| {
@@ -254,12 +272,7 @@ async fn create_database() -> String {
             TEMPLATE.get_or_init(|| template).clone()
         }
     };
-    let name = format!(
-        "cobalt_test_{}_{}_{:x}",
-        std::process::id(),
-        CREATED.fetch_add(1, Ordering::Relaxed),
-        rand_suffix()
-    );
+    let name = unique_name();
     // Another session copying the template at the same moment makes
     // PostgreSQL refuse ("being accessed by other users"): try again.
     for attempt in 0.. {
@@ -327,7 +340,14 @@ async fn make_template(admin: &mut PgConnection) -> String {
     template
 }
 
-fn rand_suffix() -> u64 {
+/// A database name no other test, process or run uses.
+fn unique_name() -> String {
     use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
+    static CREATED: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "cobalt_test_{}_{}_{:x}",
+        std::process::id(),
+        CREATED.fetch_add(1, Ordering::Relaxed),
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    )
 }

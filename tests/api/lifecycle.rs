@@ -76,12 +76,11 @@ async fn patient_data_never_reaches_the_json_logs() {
     let database = first["database"].as_str().unwrap();
     let expected = match engine() {
         Engine::Sqlite => database.ends_with("/receiver.db"),
-        Engine::Postgres => database.starts_with("postgres://127.0.0.1:") && !database.contains('@'),
+        Engine::Postgres => {
+            database.starts_with("postgres://127.0.0.1:") && !database.contains('@')
+        }
     };
-    assert!(
-        expected,
-        "{first}"
-    );
+    assert!(expected, "{first}");
     assert_eq!(first["webhook_secrets"], 1, "{first}");
     assert_eq!(first["api_tokens"], 1, "{first}");
     assert_eq!(first["payload_retention"], "30 days", "{first}");
@@ -236,6 +235,11 @@ async fn the_environment_configures_the_server() {
             "whsec_test_env_one, whsec_test_env_two",
         ),
         ("COBALT_RECEIVER_API_TOKENS", "token-env-one,token-env-two"),
+        // What Kubernetes sets in every pod for a Service of this name.
+        ("COBALT_RECEIVER_SERVICE_HOST", "10.96.0.12"),
+        ("COBALT_RECEIVER_SERVICE_PORT_HTTP", "80"),
+        ("COBALT_RECEIVER_PORT", "tcp://10.96.0.12:80"),
+        ("COBALT_RECEIVER_PORT_80_TCP_ADDR", "10.96.0.12"),
     ];
     let server = start(&dir, &env, &["serve"]);
     let body = created_event("evt_env", "700", "pn-700", "2025-10-09T10:00:00Z").to_string();

@@ -5,6 +5,7 @@
 mod cli;
 mod crash;
 mod database;
+mod deploys;
 mod group_commit;
 mod helpers;
 mod hostile;
@@ -14,6 +15,8 @@ mod lifecycle;
 mod metrics;
 mod openapi;
 mod process;
+mod proxy;
+mod replicas;
 mod retention;
 mod status_api;
 mod storage;

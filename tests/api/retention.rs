@@ -121,3 +121,57 @@ async fn the_purge_sweeps_in_arrival_order_and_resumes_where_it_stopped() {
         [false, false, false, false, true]
     );
 }
+
+/// Every replica runs the purge; together they empty exactly the expired
+/// payloads, once, while deliveries keep arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_purging_side_by_side_empty_exactly_the_expired_payloads() {
+    if !runs_on(
+        Engine::Postgres,
+        "replicas_purging_side_by_side_empty_exactly_the_expired_payloads",
+    ) {
+        return;
+    }
+    let first = purging_app_with_events("rep", 40).await;
+    let second = spawn_app_in(first.dir.clone(), |config| {
+        config.payload_retention_days = 30;
+        config.purge_interval_secs = 1;
+    })
+    .await;
+    let operator = first.sql().await;
+    sqlx::query(
+        "update events set received_at = '2020-01-01T00:00:00Z'
+         where event_id in (select event_id from events order by seq limit 30)",
+    )
+    .execute(&operator)
+    .await
+    .unwrap();
+    operator.close().await;
+    // New deliveries to both replicas meanwhile.
+    for n in 40..50 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let event = created_event(
+            &format!("evt_rep{n}"),
+            &format!("rep{n}"),
+            "pn-rep",
+            "2025-10-09T10:00:00Z",
+        );
+        assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let kept: Vec<bool> = first
+            .payloads_kept()
+            .await
+            .into_iter()
+            .map(|(_, kept)| kept)
+            .collect();
+        if kept.iter().filter(|k| !**k).count() >= 30 || Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let expected: Vec<bool> = (0..50).map(|n| n >= 30).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(first.count("events").await, 50);
+}

@@ -77,6 +77,16 @@ impl Store {
             .context("closing the migration connection")?;
         tracing::debug!("db: migrations applied");
 
+        // No statement of a delivery or a read outlives the write timeout,
+        // and a transaction left open by a replica cut off from the network
+        // is ended by the server, which frees the rows it held for the
+        // others. (Not for migrations: they may wait for another replica's.)
+        let timeout_ms = options.write_timeout.as_millis().to_string();
+        let idle_ms = (options.write_timeout * 2).as_millis().to_string();
+        let connect = connect.options([
+            ("statement_timeout", timeout_ms.as_str()),
+            ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(options.read_pool_size.max(1))
             .min_connections(0)

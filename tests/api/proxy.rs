@@ -1,0 +1,105 @@
+//! A TCP proxy between the service and its database that a test can cut
+//! and restore: a real network fault, not a mock.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Bytes flow both ways.
+    Up,
+    /// Every open connection is reset and new ones are closed at once, as
+    /// when the database restarts or its host goes away.
+    Cut,
+    /// Connections stay open but nothing moves, as on a network partition.
+    Stalled,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    link: watch::Sender<Link>,
+    task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    /// Listens on a loopback port and forwards to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (link, watching) = watch::channel(Link::Up);
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let tracked = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watching.borrow() == Link::Cut {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let watching = watching.clone();
+                let relay = tokio::spawn(relay(client, upstream, watching));
+                tracked.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        Self {
+            port,
+            link,
+            task,
+            connections,
+        }
+    }
+
+    pub fn set(&self, link: Link) {
+        if link == Link::Cut {
+            for connection in self.connections.lock().unwrap().drain(..) {
+                connection.abort();
+            }
+        }
+        self.link.send_replace(link);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+/// Copies bytes both ways while the link is up; holds them while stalled.
+async fn relay(mut client: TcpStream, upstream: String, mut link: watch::Receiver<Link>) {
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let mut up = [0u8; 16 * 1024];
+    let mut down = [0u8; 16 * 1024];
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        while *link.borrow() == Link::Stalled {
+            if link.changed().await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            read = client_read.read(&mut up) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
+            },
+            read = server_read.read(&mut down) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if client_write.write_all(&down[..n]).await.is_err() { return },
+            },
+            changed = link.changed() => if changed.is_err() { return },
+        }
+    }
+}
