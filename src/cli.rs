@@ -52,6 +52,13 @@ pub enum Command {
         #[arg(long, value_name = "VAR")]
         secret_env: Option<String>,
     },
+    /// Copy every event, payload and job state of a SQLite database file
+    /// into the configured PostgreSQL database (`database_url`). Safe to
+    /// re-run: what is there already is kept.
+    CopyFromSqlite {
+        /// The SQLite database file, e.g. /data/cobalt-receiver.db.
+        file: PathBuf,
+    },
     /// Exit 0 when the receiver's readiness route answers 200 (for container
     /// health checks without curl), 1 when it does not.
     Healthcheck {

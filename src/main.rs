@@ -84,6 +84,11 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
                 return Err(anyhow::anyhow!("the receiver did not accept every test event").into());
             }
         }
+        Command::CopyFromSqlite { file } => {
+            let config = load()?;
+            init_logs(&config)?;
+            operator::copy_from_sqlite(&config, &file).await?;
+        }
         Command::Healthcheck { url, insecure } => {
             let url = match url {
                 Some(given) => operator::readiness_url(&given)?,

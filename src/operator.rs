@@ -14,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::config::{Config, Secret};
 use crate::os_error;
 use crate::signature;
-use crate::store::Store;
+use crate::store::{Engine, Store, copy};
 
 /// Applies the migrations, then closes the database.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -23,6 +23,47 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     println!(
         "migrations applied to {}",
         config.store_options().location()
+    );
+    Ok(())
+}
+
+/// Copies the SQLite database `file` into the configured PostgreSQL
+/// database, showing progress on a terminal, then prints what it did.
+pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+
+    if Engine::of(&config.database_url) != Some(Engine::Postgres) {
+        bail!("copy-from-sqlite copies into PostgreSQL: set database_url to a postgres:// URL");
+    }
+    let target = config.store_options().location();
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = 0;
+    let copied = copy::sqlite_to_postgres(file, &config.database_url, |done, total| {
+        // On a terminal, one line rewritten in place; otherwise a line
+        // every tenth of the way.
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        if terminal {
+            eprint!("\rcopying events: {done} of {total} ({percent}%)");
+            let _ = std::io::stderr().flush();
+        } else if percent >= shown {
+            eprintln!("copying events: {done} of {total} ({percent}%)");
+            shown = percent + 10;
+        }
+    })
+    .await?;
+    if terminal {
+        eprintln!();
+    }
+    println!(
+        "copied {} into {target}: {} events read, {} added ({} with payloads), \
+         {} already there; {} job states read, {} added or advanced",
+        file.display(),
+        copied.events_read,
+        copied.events_added,
+        copied.payloads_added,
+        copied.events_read - copied.events_added,
+        copied.jobs_read,
+        copied.jobs_changed,
     );
     Ok(())
 }

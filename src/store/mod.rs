@@ -14,6 +14,7 @@
 //!
 //! The engine is chosen by the scheme of `database_url`.
 
+pub mod copy;
 mod postgres;
 mod sqlite;
 

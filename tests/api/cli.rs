@@ -273,3 +273,81 @@ fn a_port_in_use_is_one_error_line_and_exit_1() {
         format!("error: cannot listen on {address}: the address is already in use")
     );
 }
+
+/// `?sslmode=require` encrypts the connection to PostgreSQL; a certificate
+/// that cannot be verified under `verify-full` is one clear error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sslmode_encrypts_and_a_failed_verification_is_one_line() {
+    if !runs_on(
+        Engine::Postgres,
+        "postgres_sslmode_encrypts_and_a_failed_verification_is_one_line",
+    ) {
+        return;
+    }
+    let dir = std::sync::Arc::new(workspace_on(Engine::Postgres));
+    let db = dir.sql().await;
+    let ssl: String = sqlx::query_scalar("show ssl").fetch_one(&db).await.unwrap();
+    if ssl != "on" {
+        eprintln!("SKIPPED postgres_sslmode_encrypts…: the PostgreSQL server has ssl = off");
+        return;
+    }
+    let url = format!("{}?sslmode=require", dir.database_url());
+    let app = spawn_app_in(dir.clone(), |config| config.database_url = url).await;
+    let body = created_event("evt_tls", "tls-1", "pn-tls", "2025-10-09T10:00:00Z").to_string();
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    let encrypted: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_ssl join pg_stat_activity using (pid)
+         where application_name = 'cobalt-receiver' and datname = current_database() and ssl",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(encrypted >= 1, "no encrypted connection of the service");
+
+    let url = format!("{}?sslmode=verify-full", dir.database_url());
+    let (status, output) = run(
+        &dir,
+        &[("COBALT_RECEIVER_DATABASE_URL", &url)],
+        &["migrate"],
+    );
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert_eq!(output.trim().lines().count(), 1, "{output}");
+    assert!(output.contains("certificate"), "{output}");
+}
+
+/// A secret store mounts the database URL (with its password) as a file;
+/// check-config shows the URL without the password.
+#[tokio::test]
+async fn the_database_url_comes_from_a_file_and_is_printed_without_its_password() {
+    let dir = workspace();
+    let url = match dir.engine() {
+        // Trust authentication ignores it; a real server would check it.
+        Engine::Postgres => {
+            dir.database_url()
+                .replacen("postgres@", "postgres:pw-not-a-secret@", 1)
+        }
+        Engine::Sqlite => dir.database_url().to_owned(),
+    };
+    let file = dir.path().join("database-url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let env = [
+        (
+            "COBALT_RECEIVER_DATABASE_URL",
+            "sqlite:///nonexistent/folder/x.db",
+        ),
+        ("COBALT_RECEIVER_DATABASE_URL_FILE", file.to_str().unwrap()),
+        ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
+    ];
+    let (status, output) = run(&dir, &env, &["check-config"]);
+    assert!(status.success(), "{output}");
+    assert!(!output.contains("pw-not-a-secret"), "{output}");
+    let shown = url.replace("pw-not-a-secret", "[redacted]");
+    assert!(
+        output.contains(&format!("database_url = \"{shown}\"")),
+        "{output}"
+    );
+
+    let (status, output) = run(&dir, &env, &["migrate"]);
+    assert!(status.success(), "{output}");
+    assert!(!output.contains("pw-not-a-secret"), "{output}");
+}

@@ -3,6 +3,7 @@
 //! talks HTTP to it.
 
 mod cli;
+mod copy;
 mod crash;
 mod database;
 mod deploys;

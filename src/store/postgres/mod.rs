@@ -214,6 +214,20 @@ impl Store {
     }
 }
 
+/// Connects to `database_url` and applies the migrations (as `open`
+/// does), for tools that write without a writer task.
+pub(super) async fn connect_migrated(database_url: &str) -> anyhow::Result<PgConnection> {
+    let where_to = location(database_url);
+    let mut connection = PgConnection::connect_with(&connect_options(database_url)?)
+        .await
+        .map_err(|e| anyhow!("cannot reach the database {where_to}: {}", cause(&e)))?;
+    MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(|e| anyhow!("cannot migrate the database {where_to}: {e}"))?;
+    Ok(connection)
+}
+
 /// Why `database_url` cannot be used, if so.
 pub(super) fn check_url(database_url: &str) -> Result<(), String> {
     connect_options(database_url)
@@ -225,7 +239,11 @@ fn connect_options(database_url: &str) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(database_url).map_err(|_| {
         anyhow!("must look like postgres://user@host:5432/database (with ?sslmode=… if needed)")
     })?;
-    Ok(options.application_name(APPLICATION_NAME))
+    // The server's notices ("relation … already exists, skipping" from the
+    // migrator) are not worth a log line; warnings and errors are.
+    Ok(options
+        .application_name(APPLICATION_NAME)
+        .options([("client_min_messages", "warning")]))
 }
 
 /// Host, port and database, for logs. Never the user or password. (Read
@@ -250,7 +268,7 @@ pub(super) fn cause(error: &sqlx::Error) -> String {
         },
         sqlx::Error::Io(error) => crate::os_error::describe(error),
         sqlx::Error::PoolTimedOut => "no connection to the database became free in time".into(),
-        sqlx::Error::Tls(_) => "the TLS handshake with the database failed".into(),
+        sqlx::Error::Tls(error) => format!("the TLS handshake with the database failed: {error}"),
         other => other.to_string(),
     }
 }

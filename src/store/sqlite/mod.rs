@@ -223,6 +223,32 @@ impl Store {
     }
 }
 
+/// Applies the migrations to an existing database file, for tools that
+/// read it without the storage threads.
+pub(super) async fn migrate_existing(path: &Path) -> anyhow::Result<()> {
+    if !path.is_file() {
+        anyhow::bail!("the database {} does not exist", path.display());
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal);
+    let mut connection = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "cannot open the database {}: {}",
+                path.display(),
+                sqlx_cause(&e)
+            )
+        })?;
+    MIGRATOR
+        .run(&mut connection)
+        .await
+        .map_err(|e| anyhow!("cannot migrate the database {}: {e}", path.display()))?;
+    connection.close().await?;
+    Ok(())
+}
+
 /// Why `database_url` names no SQLite file this service can use, if so.
 pub(super) fn check_url(database_url: &str) -> Result<(), String> {
     let options = SqliteConnectOptions::from_str(database_url)
