@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::Value;
+use sqlx::Connection;
 
 use crate::helpers::*;
 use crate::process::*;
@@ -464,4 +465,101 @@ async fn a_connection_cut_mid_batch_never_acknowledges_what_was_not_committed() 
     for n in 0..=60 {
         assert_eq!(stored(n).await, 1, "evt_fault_{n}");
     }
+}
+
+/// Another replica's transaction holds an event it has not committed: the
+/// same event arriving here waits for it, and is answered `duplicate` only
+/// once the original is committed (and `applied` if it rolls back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_answered_only_after_the_original_commits() {
+    if !runs_on(
+        Engine::Postgres,
+        "a_duplicate_is_answered_only_after_the_original_commits",
+    ) {
+        return;
+    }
+    let app = spawn_app_with(|config| config.write_timeout_ms = 5_000).await;
+    for (ending, expected) in [("commit", "duplicate"), ("rollback", "applied")] {
+        let id = format!("evt_pending_{ending}");
+        let mut other = sqlx::postgres::PgConnection::connect(app.database_url())
+            .await
+            .unwrap();
+        sqlx::query("begin").execute(&mut other).await.unwrap();
+        sqlx::query(
+            "insert into events (event_id, received_at, outcome) values ($1, '2025-10-09T10:00:00Z', 'ignored')",
+        )
+        .bind(&id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+        let body = created_event(
+            &id,
+            &format!("pending-{ending}"),
+            "pn-p",
+            "2025-10-09T10:00:00Z",
+        )
+        .to_string();
+        let (client, url) = (
+            app.client.clone(),
+            format!("{}/webhooks/cobalt", app.address),
+        );
+        let answer = tokio::spawn(async move {
+            let response = post_signed(&client, &url, body).await;
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !answer.is_finished(),
+            "answered before the original was decided"
+        );
+
+        sqlx::query(ending).execute(&mut other).await.unwrap();
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], expected, "after {ending}: {body}");
+        if expected == "duplicate" {
+            assert_eq!(body["original_outcome"], "ignored");
+        }
+    }
+}
+
+/// The database ends the writer's session between two deliveries (a
+/// restart, a failover, an idle-connection reaper): the next batch fails
+/// on the dead connection, is retried once on a new one, and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_retried_once_on_a_new_one() {
+    if !runs_on(
+        Engine::Postgres,
+        "a_lost_connection_is_retried_once_on_a_new_one",
+    ) {
+        return;
+    }
+    let app = spawn_app().await;
+    let event = |n: usize| {
+        created_event(
+            &format!("evt_lost_{n}"),
+            &format!("lost-{n}"),
+            "pn-lost",
+            "2025-10-09T10:00:00Z",
+        )
+        .to_string()
+    };
+    let db = app.sql().await;
+    for n in 0..3 {
+        assert_eq!(app.post_webhook(&event(n)).await.status(), 200);
+        let ended: i64 = sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+             where application_name = 'cobalt-receiver' and datname = current_database()) as ended",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        assert!(ended >= 1, "no session of the service to end");
+    }
+    assert_eq!(app.post_webhook(&event(3)).await.status(), 200);
+    assert_eq!(app.count("events").await, 4);
 }
