@@ -283,9 +283,10 @@ fn read_jobs(db: &rusqlite::Connection, after: &(String, String)) -> rusqlite::R
     .collect()
 }
 
-/// Upserts job states under the ranking rule. Returns how many changed.
+/// Upserts job states under the ranking rule (a job already there keeps
+/// its first-received time). Returns how many changed.
 async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64, sqlx::Error> {
-    let changed = sqlx::query(
+    let changed = sqlx::query(concat!(
         r#"
         insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
                           patient_mrn, location_id, access_token_reference_id, deciding_event_id,
@@ -299,24 +300,9 @@ async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64
                  deciding_event_created, deciding_event_created_ns,
                  first_received_at, last_received_at)
         order by patient_note_id collate "C", job_id collate "C"
-        on conflict (patient_note_id, job_id) do update set
-            status = excluded.status,
-            emr_note_id = excluded.emr_note_id,
-            failure_reason = excluded.failure_reason,
-            reasons = excluded.reasons,
-            patient_mrn = excluded.patient_mrn,
-            location_id = excluded.location_id,
-            access_token_reference_id = excluded.access_token_reference_id,
-            deciding_event_id = excluded.deciding_event_id,
-            deciding_event_created = excluded.deciding_event_created,
-            deciding_event_created_ns = excluded.deciding_event_created_ns,
-            first_received_at = excluded.first_received_at,
-            last_received_at = excluded.last_received_at
-        where (excluded.status = 'created', excluded.deciding_event_created_ns,
-               excluded.deciding_event_id)
-            > (jobs.status = 'created', jobs.deciding_event_created_ns, jobs.deciding_event_id)
         "#,
-    )
+        postgres::replace_if_outranked!()
+    ))
     .bind(
         jobs.iter()
             .map(|j| j.patient_note_id.as_str())

@@ -229,6 +229,32 @@ pub enum StoreError {
     Overloaded,
 }
 
+/// Queues a command for an engine's writer and waits until `deadline` for
+/// the answer it sends back. A full queue means the writer is far behind:
+/// waiting would only run into the sender's timeout, which it never
+/// retries, so that is answered at once. Past the deadline a commit may
+/// still land; the sender's retry then finds a duplicate, so a 503 here
+/// never loses an event.
+async fn hand_to_writer<C, T>(
+    writes: &tokio::sync::mpsc::Sender<C>,
+    command: C,
+    answer: tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
+    deadline: tokio::time::Instant,
+    write_timeout: Duration,
+) -> Result<T, StoreError> {
+    use tokio::sync::mpsc::error::TrySendError;
+    match writes.try_send(command) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err(StoreError::Overloaded),
+        Err(TrySendError::Closed(_)) => return Err(StoreError::Stopped),
+    }
+    match tokio::time::timeout_at(deadline, answer).await {
+        Err(_) => Err(StoreError::Timeout(write_timeout)),
+        Ok(Err(_)) => Err(StoreError::Stopped),
+        Ok(Ok(result)) => result,
+    }
+}
+
 /// Connection settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

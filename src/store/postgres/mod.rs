@@ -124,17 +124,7 @@ impl Store {
             reply,
             deadline,
         });
-        // As in the SQLite engine: a full queue is answered at once.
-        match self.writes.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Stopped),
-        }
-        match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Ok(Ok(result)) => result,
-        }
+        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
     }
 
     pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
@@ -227,6 +217,30 @@ pub(super) async fn connect_migrated(database_url: &str) -> anyhow::Result<PgCon
         .map_err(|e| anyhow!("cannot migrate the database {where_to}: {e}"))?;
     Ok(connection)
 }
+
+/// The ranking rule as the end of a jobs upsert: a job's state is replaced
+/// only by a higher-ranked one (created beats failed, then the later
+/// `created`, then the greater event id, bytewise). PostgreSQL evaluates it
+/// on the locked, latest row, whichever replica committed it.
+macro_rules! replace_if_outranked {
+    () => {
+        "on conflict (patient_note_id, job_id) do update set
+    status = excluded.status,
+    emr_note_id = excluded.emr_note_id,
+    failure_reason = excluded.failure_reason,
+    reasons = excluded.reasons,
+    patient_mrn = excluded.patient_mrn,
+    location_id = excluded.location_id,
+    access_token_reference_id = excluded.access_token_reference_id,
+    deciding_event_id = excluded.deciding_event_id,
+    deciding_event_created = excluded.deciding_event_created,
+    deciding_event_created_ns = excluded.deciding_event_created_ns,
+    last_received_at = excluded.last_received_at
+where (excluded.status = 'created', excluded.deciding_event_created_ns, excluded.deciding_event_id)
+    > (jobs.status = 'created', jobs.deciding_event_created_ns, jobs.deciding_event_id)"
+    };
+}
+pub(super) use replace_if_outranked;
 
 /// Why `database_url` cannot be used, if so.
 pub(super) fn check_url(database_url: &str) -> Result<(), String> {

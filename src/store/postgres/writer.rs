@@ -344,7 +344,8 @@ select event_id from new_events
 /// failed, then the later `created`, then the greater event id (bytewise).
 /// Rows it skips are locked all the same, so the relabelling that follows
 /// needs no lock of its own. Returns the events it applied.
-const UPSERT_JOBS: &str = r#"
+const UPSERT_JOBS: &str = concat!(
+    r#"
 insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
                   patient_mrn, location_id, access_token_reference_id, deciding_event_id,
                   deciding_event_created, deciding_event_created_ns,
@@ -359,22 +360,12 @@ from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
          patient_mrn, location_id, access_token_reference_id, deciding_event_id,
          deciding_event_created, deciding_event_created_ns, received_at)
 order by patient_note_id collate "C", job_id collate "C"
-on conflict (patient_note_id, job_id) do update set
-    status = excluded.status,
-    emr_note_id = excluded.emr_note_id,
-    failure_reason = excluded.failure_reason,
-    reasons = excluded.reasons,
-    patient_mrn = excluded.patient_mrn,
-    location_id = excluded.location_id,
-    access_token_reference_id = excluded.access_token_reference_id,
-    deciding_event_id = excluded.deciding_event_id,
-    deciding_event_created = excluded.deciding_event_created,
-    deciding_event_created_ns = excluded.deciding_event_created_ns,
-    last_received_at = excluded.last_received_at
-where (excluded.status = 'created', excluded.deciding_event_created_ns, excluded.deciding_event_id)
-    > (jobs.status = 'created', jobs.deciding_event_created_ns, jobs.deciding_event_id)
+"#,
+    super::replace_if_outranked!(),
+    r#"
 returning deciding_event_id
-"#;
+"#
+);
 
 /// One batch in one transaction; outcomes in the batch's order.
 async fn apply(

@@ -19,7 +19,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use sqlx::Connection;
@@ -105,27 +105,14 @@ impl Store {
     /// Records a delivery and the job state it implies. Answers once they
     /// are committed, or with [`StoreError::Timeout`] after the write timeout.
     pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        let deadline = Instant::now() + self.write_timeout;
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
             delivery,
             reply,
-            deadline,
+            deadline: deadline.into_std(),
         });
-        // A full queue means the writer is far behind: waiting would only
-        // run into the sender's timeout, which it never retries. Answer now.
-        match self.writes.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Overloaded),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Stopped),
-        }
-        // Past the deadline a commit may still land; the sender's retry then
-        // finds a duplicate, so a 503 here never loses an event.
-        match tokio::time::timeout_at(deadline.into(), answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Ok(Ok(result)) => result,
-        }
+        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
     }
 
     /// The jobs recorded under `job_id` (normally one).
