@@ -1,10 +1,13 @@
 # Sourced by bench/run.sh and ci/schemathesis.sh: starts a receiver binary
 # on a free loopback port with a database in "$work", and sets
 # server_pid and address. Needs: work, SECRET, TOKEN, and the binary's path.
+#   start_receiver BINARY [DATABASE_URL]
+# DATABASE_URL (e.g. postgres://...) replaces the SQLite file in "$work";
+# the log is in "$work" either way.
 start_receiver() {
-  local binary=$1
+  local binary=$1 database_url=${2:-sqlite://$work/receiver.db}
   COBALT_RECEIVER_LISTEN=127.0.0.1:0 \
-  COBALT_RECEIVER_DATABASE_URL="sqlite://$work/receiver.db" \
+  COBALT_RECEIVER_DATABASE_URL="$database_url" \
   COBALT_RECEIVER_WEBHOOK_SECRETS=$SECRET \
   COBALT_RECEIVER_API_TOKENS=$TOKEN \
   RUST_LOG=${RECEIVER_LOG:-warn,cobalt_receiver::startup=info} \

@@ -4,7 +4,8 @@
 //! a share re-sent as duplicates); `read` asks `GET /v1/jobs/{id}` for jobs
 //! an earlier ingest with the same `--prefix` created. Every body and
 //! signature is made before the clock starts; each of `--concurrency`
-//! workers keeps one HTTP/1 connection alive. Prints one line:
+//! workers keeps one HTTP/1 connection alive; with several `--url`s the
+//! connections are spread over them round-robin. Prints one line:
 //! `mode=… concurrency=… requests=… seconds=… rate=… p50_ms=… p99_ms=… max_ms=… non_2xx=…`.
 //!
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8080 --requests 100000 --concurrency 64
@@ -34,9 +35,11 @@ enum Mode {
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Server address (plain http).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// Server address (plain http). Give it more than once, or a
+    /// comma-separated list, to spread the connections round-robin over
+    /// several servers (replicas sharing one database).
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    url: Vec<String>,
     #[arg(long, value_enum, default_value = "ingest")]
     mode: Mode,
     /// Requests to send in all.
@@ -213,11 +216,15 @@ async fn worker(
 
 fn main() {
     let args = Args::parse();
-    let authority = args
+    let authorities: Vec<String> = args
         .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
+        .iter()
+        .map(|url| {
+            url.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned()
+        })
+        .collect();
     let prepared = Arc::new(prepare(&args));
     // One thread: the generator shares the cores with the server, and a
     // single-threaded scheduler costs it the least per request.
@@ -230,8 +237,10 @@ fn main() {
     let started = Instant::now();
     let results = runtime.block_on(async {
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..args.concurrency {
-            workers.spawn(worker(authority.clone(), prepared.clone(), next.clone()));
+        for n in 0..args.concurrency {
+            // Connection n goes to server n mod the number of servers.
+            let authority = authorities[n % authorities.len()].clone();
+            workers.spawn(worker(authority, prepared.clone(), next.clone()));
         }
         workers.join_all().await
     });
