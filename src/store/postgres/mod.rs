@@ -94,7 +94,14 @@ impl Store {
             .acquire_timeout(options.write_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(connect.clone());
-        let writes = writer::start(connect, options);
+        // The writer's statement looks its batch's event ids up in a table
+        // that grows from empty: a plan cached while it was small would
+        // scan it whole (measured: per-event cost rising without bound), so
+        // each batch is planned for its own ids.
+        let writer_connect = connect
+            .clone()
+            .options([("plan_cache_mode", "force_custom_plan")]);
+        let writes = writer::start(writer_connect, options);
         Ok(Self {
             writes,
             pool,

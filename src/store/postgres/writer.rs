@@ -2,31 +2,33 @@
 //! safe beside other replicas writing the same database.
 //!
 //! Deliveries queue in a bounded channel. The writer task takes all that
-//! are waiting (up to the batch size) and applies them in one transaction
-//! over the connection it owns, then answers each after the commit:
+//! are waiting (up to the batch size) and writes them with one statement
+//! over the connection it owns ([`RECORD_BATCH`]), which PostgreSQL commits
+//! on its own; then it answers each delivery. One round trip and one WAL
+//! flush a batch:
 //!
-//! 1. The events go into the log in one multi-row insert (`unnest` arrays,
-//!    sorted by event id), skipping ids already there. An id another
-//!    replica is inserting right now makes the insert wait for that
-//!    transaction, so a `duplicate` is only answered once the original is
-//!    committed. Outcome events are labelled `applied` provisionally.
-//! 2. The new outcome events' jobs are upserted in one statement (sorted by
-//!    key), replacing a job's state only where the new event outranks the
-//!    deciding one: the comparison runs on the locked, latest row, so it
-//!    holds whichever replica each event lands on. Events it did not apply
-//!    are then relabelled `superseded`, in the same transaction.
+//! - The new outcome events' jobs are upserted (multi-row, over `unnest`
+//!   arrays, sorted by key), replacing a job's state only where the event
+//!   outranks the deciding one: the comparison runs on the locked, latest
+//!   row, so it holds whichever replica each event lands on.
+//! - The events go into the log (sorted by event id), labelled from that,
+//!   skipping ids already there. An id another replica is inserting right
+//!   now makes the insert wait for that commit, so a `duplicate` is only
+//!   answered once the original is committed.
 //!
-//! Every transaction takes event ids, then job keys, each in sorted order,
-//! so two replicas' batches cannot deadlock. A batch never holds two
-//! deliveries of one event id or one job (a second one starts the next
-//! batch), which keeps each upsert to one row per key and the labels equal
-//! to those of the SQLite engine, which applies deliveries one by one.
+//! Every statement takes job keys, then event ids, each in sorted order,
+//! so two replicas' batches cannot deadlock. A batch never holds two events
+//! of one job (the second starts the next batch), which keeps each upsert
+//! to one row per key and the labels equal to those of the SQLite engine,
+//! which applies deliveries one by one. A second delivery of one event in
+//! a batch is answered as the first one's duplicate.
 //!
 //! A deadlock, serialization failure, lock timeout or lost connection is
 //! retried once (on a new connection if the old one is gone); then every
 //! delivery of the batch gets the error, and nothing of it is visible.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Instant;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -272,15 +274,16 @@ impl Writer {
     }
 }
 
-/// Whether `write` must wait for the next batch: it shares an event id or
-/// a job with a delivery already in `batch`. Batches are small; a scan is
-/// cheaper than hashing.
+/// Whether `write` must wait for the next batch: another event of its job
+/// is in `batch`. (A second delivery of the same event stays: it is that
+/// event's duplicate.) Batches are small; a scan is cheaper than hashing.
 fn conflicts(batch: &[Write], write: &Write) -> bool {
-    let envelope = &write.delivery.envelope;
-    let job = job_of(&write.delivery);
+    let Some(job) = job_of(&write.delivery) else {
+        return false;
+    };
+    let event_id = &write.delivery.envelope.event_id;
     batch.iter().any(|other| {
-        other.delivery.envelope.event_id == envelope.event_id
-            || (job.is_some() && job_of(&other.delivery) == job)
+        job_of(&other.delivery) == Some(job) && other.delivery.envelope.event_id != *event_id
     })
 }
 
@@ -315,70 +318,135 @@ fn connection_lost(error: &sqlx::Error) -> bool {
     }
 }
 
-const INSERT_EVENTS: &str = r#"
+/// A whole batch in one statement, so one round trip and one commit
+/// (PostgreSQL commits a statement run outside a transaction on its own):
+///
+/// 1. `known`: the batch's events already in the log when the statement
+///    began; they are duplicates and take no part.
+/// 2. `decided`: the new outcome events' jobs, upserted in key order; a job
+///    takes an event's state only if the event outranks the one deciding
+///    it, judged on the locked, latest row. It returns the events applied.
+/// 3. `new_events`: the log, in event id order, labelled from `decided`,
+///    which runs to its end before the first event is inserted (the label
+///    of every row, the first too, reads its result), so every statement
+///    locks job keys first, then event ids: two replicas cannot deadlock.
+///    An id another replica is inserting right now makes the insert wait
+///    for that commit, then skip the row (a duplicate the statement did not
+///    know of).
+/// 4. `kept`: their payloads.
+///
+/// Returns, in the batch's order, each event's label if it was inserted
+/// now, or the original's if it was known.
+const RECORD_BATCH: &str = concat!(
+    r#"
 with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[])
+                         $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                         $16::text[], $17::text[], $18::int8[])
+        with ordinality
         as t(event_id, event_type, job_id, patient_note_id, created,
-             received_at, attempt, outcome, reject_reason, payload)
+             received_at, attempt, label, reject_reason, payload,
+             status, emr_note_id, failure_reason, reasons, patient_mrn,
+             location_id, access_token_reference_id, created_ns, arrival)
+),
+known as (
+    select event_id, outcome from events where event_id = any($1::text[])
+),
+decided as (
+    insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
+                      patient_mrn, location_id, access_token_reference_id, deciding_event_id,
+                      deciding_event_created, deciding_event_created_ns,
+                      first_received_at, last_received_at)
+    select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
+           patient_mrn, location_id, access_token_reference_id, event_id,
+           created, created_ns, received_at, received_at
+    from input
+    where status is not null and event_id not in (select event_id from known)
+    order by patient_note_id collate "C", job_id collate "C"
+"#,
+    super::replace_if_outranked!(),
+    r#"
+    returning deciding_event_id
 ),
 new_events as (
     insert into events (event_id, event_type, job_id, patient_note_id, created,
                         received_at, attempt, outcome, reject_reason)
-    select event_id, event_type, job_id, patient_note_id, created,
-           received_at, attempt, outcome, reject_reason
-    from input
+    select event_id, event_type, job_id, patient_note_id, created, received_at, attempt,
+           -- The first test reads `decided` for every row, the first too.
+           case when event_id = any(applied.ids) then 'applied'
+                when status is null then label
+                else 'superseded' end,
+           reject_reason
+    from input, (select array(select deciding_event_id from decided) as ids) as applied
+    where event_id not in (select event_id from known)
     order by event_id collate "C"
     on conflict (event_id) do nothing
-    returning seq, event_id
+    returning seq, event_id, outcome
 ),
 kept as (
     insert into payloads (seq, payload)
     select new_events.seq, input.payload
     from new_events join input on input.event_id = new_events.event_id
 )
-select event_id from new_events
-"#;
-
-/// Replaces a job's state only with a higher-ranked one: created beats
-/// failed, then the later `created`, then the greater event id (bytewise).
-/// Rows it skips are locked all the same, so the relabelling that follows
-/// needs no lock of its own. Returns the events it applied.
-const UPSERT_JOBS: &str = concat!(
-    r#"
-insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-                  patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-                  deciding_event_created, deciding_event_created_ns,
-                  first_received_at, last_received_at)
-select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-       patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-       deciding_event_created, deciding_event_created_ns, received_at, received_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[],
-            $13::text[])
-    as t(patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-         patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-         deciding_event_created, deciding_event_created_ns, received_at)
-order by patient_note_id collate "C", job_id collate "C"
-"#,
-    super::replace_if_outranked!(),
-    r#"
-returning deciding_event_id
+select new_events.outcome, known.outcome
+from input
+left join new_events on new_events.event_id = input.event_id
+left join known on known.event_id = input.event_id
+order by input.arrival
 "#
 );
 
-/// One batch in one transaction; outcomes in the batch's order.
+/// One batch in one transaction; outcomes in the batch's order. A later
+/// delivery of an event id earlier in the batch is that event's duplicate,
+/// answered, like the others, once the transaction commits.
 async fn apply(
     connection: &mut PgConnection,
     batch: &[Write],
 ) -> Result<Vec<Recorded>, sqlx::Error> {
-    let rows = batch
+    let mut position: HashMap<&str, usize> = HashMap::new();
+    let mut unique: Vec<&Delivery> = Vec::with_capacity(batch.len());
+    let slots: Vec<Result<usize, usize>> = batch
         .iter()
-        .map(|write| EventRow::of(&write.delivery))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut tx = connection.begin().await?;
+        .map(
+            |write| match position.entry(&write.delivery.envelope.event_id) {
+                Entry::Occupied(first) => Err(*first.get()),
+                Entry::Vacant(slot) => {
+                    slot.insert(unique.len());
+                    unique.push(&write.delivery);
+                    Ok(unique.len() - 1)
+                }
+            },
+        )
+        .collect();
+    let recorded = apply_unique(connection, &unique).await?;
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Ok(own) => recorded[own],
+            Err(first) => match recorded[first] {
+                Recorded::New(outcome) | Recorded::Duplicate(outcome) => {
+                    Recorded::Duplicate(outcome)
+                }
+            },
+        })
+        .collect())
+}
 
-    let inserted: Vec<String> = sqlx::query_scalar(INSERT_EVENTS)
+/// Deliveries of distinct event ids (and at most one event a job), in one
+/// statement ([`RECORD_BATCH`]). Two rare cases take a second statement,
+/// after the commit and before any answer: a superseded event's touch of
+/// its job's last-received time, and the original's outcome for a
+/// duplicate another replica committed while the batch ran.
+async fn apply_unique(
+    connection: &mut PgConnection,
+    deliveries: &[&Delivery],
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    let rows = deliveries
+        .iter()
+        .map(|delivery| EventRow::of(delivery))
+        .collect::<Result<Vec<_>, _>>()?;
+    let answers: Vec<(Option<String>, Option<String>)> = sqlx::query_as(RECORD_BATCH)
         .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
@@ -390,147 +458,93 @@ async fn apply(
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.label).collect::<Vec<_>>())
         .bind(
             rows.iter()
                 .map(|r| r.reject_reason.as_deref())
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.payload).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .bind(
+            rows.iter()
+                .map(|r| r.job.map(|j| j.rank.status.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.emr_note_id.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.failure_reason.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.reasons.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.patient_mrn.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.location_id.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.and_then(|j| j.access_token_reference_id.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.job.map(|j| j.rank.created_ns()))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *connection)
         .await?;
-    let inserted: HashSet<&str> = inserted.iter().map(String::as_str).collect();
-    let is_new: Vec<bool> = rows.iter().map(|r| inserted.contains(r.event_id)).collect();
 
-    // The new outcome events' jobs: which of them now decide their job.
-    let contenders: Vec<(&EventRow<'_>, &JobOutcome)> = rows
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, new)| **new)
-        .filter_map(|(row, _)| row.job.map(|job| (row, job)))
-        .collect();
-    let mut superseded: HashSet<&str> = HashSet::new();
-    if !contenders.is_empty() {
-        let applied: Vec<String> = sqlx::query_scalar(UPSERT_JOBS)
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.patient_note_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.job_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.rank.status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.emr_note_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.failure_reason.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.reasons.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.patient_mrn.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.location_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.access_token_reference_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.rank.event_id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.created.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(_, j)| j.rank.created_ns())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                contenders
-                    .iter()
-                    .map(|(r, _)| r.received_at.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-        let applied: HashSet<&str> = applied.iter().map(String::as_str).collect();
-        let losers: Vec<&(&EventRow<'_>, &JobOutcome)> = contenders
-            .iter()
-            .filter(|(row, _)| !applied.contains(row.event_id))
-            .collect();
-        if !losers.is_empty() {
-            // A superseded event changes nothing but its job's last-received time.
-            sqlx::query("update events set outcome = 'superseded' where event_id = any($1)")
-                .bind(losers.iter().map(|(r, _)| r.event_id).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "update jobs set last_received_at = t.received_at
-                 from unnest($1::text[], $2::text[], $3::text[]) as t(patient_note_id, job_id, received_at)
-                 where jobs.patient_note_id = t.patient_note_id and jobs.job_id = t.job_id",
-            )
-            .bind(losers.iter().map(|(_, j)| j.patient_note_id.as_str()).collect::<Vec<_>>())
-            .bind(losers.iter().map(|(_, j)| j.job_id.as_str()).collect::<Vec<_>>())
-            .bind(losers.iter().map(|(r, _)| r.received_at.as_str()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            superseded.extend(losers.iter().map(|(r, _)| r.event_id));
-        }
+    let mut recorded = Vec::with_capacity(rows.len());
+    let mut superseded = Vec::new();
+    let mut unknown = Vec::new();
+    for (row, (label, original)) in rows.iter().zip(&answers) {
+        recorded.push(match (label, original) {
+            (Some(label), _) => {
+                let outcome = parse_outcome(label)?;
+                if outcome == Outcome::Superseded {
+                    superseded.push(row);
+                }
+                Some(Recorded::New(outcome))
+            }
+            (None, Some(original)) => Some(Recorded::Duplicate(parse_outcome(original)?)),
+            (None, None) => {
+                unknown.push(row.event_id);
+                None
+            }
+        });
     }
-
-    // Duplicates answer with the original's outcome. The insert above
-    // waited for any transaction still writing an id, so this reads
-    // committed originals only.
-    let duplicates: Vec<&str> = rows
-        .iter()
-        .zip(&is_new)
-        .filter(|(_, new)| !**new)
-        .map(|(row, _)| row.event_id)
-        .collect();
-    let mut originals = std::collections::HashMap::new();
-    if !duplicates.is_empty() {
+    if !superseded.is_empty() {
+        // A superseded event changes nothing but its job's last-received time.
+        sqlx::query(
+            "update jobs set last_received_at = t.received_at
+             from unnest($1::text[], $2::text[], $3::text[]) as t(patient_note_id, job_id, received_at)
+             where jobs.patient_note_id = t.patient_note_id and jobs.job_id = t.job_id",
+        )
+        .bind(superseded.iter().map(|r| r.patient_note_id).collect::<Vec<_>>())
+        .bind(superseded.iter().map(|r| r.job_id).collect::<Vec<_>>())
+        .bind(superseded.iter().map(|r| r.received_at.as_str()).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    let mut originals = HashMap::new();
+    if !unknown.is_empty() {
         let found = sqlx::query("select event_id, outcome from events where event_id = any($1)")
-            .bind(&duplicates)
-            .fetch_all(&mut *tx)
+            .bind(&unknown)
+            .fetch_all(&mut *connection)
             .await?;
         for row in found {
             originals.insert(
@@ -539,26 +553,21 @@ async fn apply(
             );
         }
     }
-    tx.commit().await?;
-
     rows.iter()
-        .zip(is_new)
-        .map(|(row, new)| {
-            if new {
-                Ok(Recorded::New(if superseded.contains(row.event_id) {
-                    Outcome::Superseded
-                } else {
-                    row.outcome
-                }))
-            } else {
-                originals
-                    .get(row.event_id)
-                    .copied()
-                    .map(Recorded::Duplicate)
-                    .ok_or_else(|| sqlx::Error::RowNotFound)
-            }
+        .zip(recorded)
+        .map(|(row, recorded)| match recorded {
+            Some(recorded) => Ok(recorded),
+            None => originals
+                .get(row.event_id)
+                .map(|outcome| Recorded::Duplicate(*outcome))
+                .ok_or(sqlx::Error::RowNotFound),
         })
         .collect()
+}
+
+fn parse_outcome(value: &str) -> Result<Outcome, sqlx::Error> {
+    Outcome::parse(value)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown outcome {value}").into()))
 }
 
 /// A delivery as its event-log row, before the job is decided.
@@ -570,8 +579,9 @@ struct EventRow<'a> {
     created: Option<&'a str>,
     received_at: String,
     attempt: Option<i64>,
-    /// `applied` for an outcome event until the upsert says otherwise.
-    outcome: Outcome,
+    /// The label of an event that decides no job (`ignored`, `rejected`);
+    /// an outcome event's is decided in the database.
+    label: Option<&'static str>,
     reject_reason: Option<String>,
     payload: &'a str,
     job: Option<&'a JobOutcome>,
@@ -580,10 +590,14 @@ struct EventRow<'a> {
 impl<'a> EventRow<'a> {
     fn of(delivery: &'a Delivery) -> Result<Self, sqlx::Error> {
         let envelope = &delivery.envelope;
-        let (outcome, reject_reason, job) = match &envelope.meaning {
-            Meaning::Outcome(job) => (Outcome::Applied, None, Some(&**job)),
-            Meaning::Other => (Outcome::Ignored, None, None),
-            Meaning::Invalid(error) => (Outcome::Rejected, Some(error.to_string()), None),
+        let (label, reject_reason, job) = match &envelope.meaning {
+            Meaning::Outcome(job) => (None, None, Some(&**job)),
+            Meaning::Other => (Some(Outcome::Ignored.as_str()), None, None),
+            Meaning::Invalid(error) => (
+                Some(Outcome::Rejected.as_str()),
+                Some(error.to_string()),
+                None,
+            ),
         };
         Ok(Self {
             event_id: &envelope.event_id,
@@ -596,7 +610,7 @@ impl<'a> EventRow<'a> {
                 .format(&Rfc3339)
                 .map_err(|e| sqlx::Error::Encode(e.into()))?,
             attempt: delivery.attempt,
-            outcome,
+            label,
             reject_reason,
             payload: &delivery.payload,
             job,
