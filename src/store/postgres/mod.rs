@@ -81,11 +81,19 @@ impl Store {
         // and a transaction left open by a replica cut off from the network
         // is ended by the server, which frees the rows it held for the
         // others. (Not for migrations: they may wait for another replica's.)
+        //
+        // Every statement of the service finds its rows through an index.
+        // PostgreSQL caches a plan per statement and connection; one made
+        // while the tables were nearly empty would scan them whole, and
+        // keep doing so as they grow (measured: PostgreSQL's CPU per event
+        // rising from 272 to 1043 µs over three runs). Sequential scans are
+        // therefore off for these connections.
         let timeout_ms = options.write_timeout.as_millis().to_string();
         let idle_ms = (options.write_timeout * 2).as_millis().to_string();
         let connect = connect.options([
             ("statement_timeout", timeout_ms.as_str()),
             ("idle_in_transaction_session_timeout", idle_ms.as_str()),
+            ("enable_seqscan", "off"),
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(options.read_pool_size.max(1))
@@ -94,14 +102,7 @@ impl Store {
             .acquire_timeout(options.write_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(connect.clone());
-        // The writer's statement looks its batch's event ids up in a table
-        // that grows from empty: a plan cached while it was small would
-        // scan it whole (measured: per-event cost rising without bound), so
-        // each batch is planned for its own ids.
-        let writer_connect = connect
-            .clone()
-            .options([("plan_cache_mode", "force_custom_plan")]);
-        let writes = writer::start(writer_connect, options);
+        let writes = writer::start(connect, options);
         Ok(Self {
             writes,
             pool,
