@@ -7,9 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tests that skip write why to this file; each pass ends with the list.
+skips=$(mktemp)
+trap 'rm -f "$skips"' EXIT
+export COBALT_TEST_SKIP_LOG=$skips
+report_skips() {
+  echo "== tests skipped in the $1 pass:"
+  if [ -s "$skips" ]; then sort "$skips"; else echo "(none)"; fi
+  : >"$skips"
+}
+
 cargo test --locked
+report_skips SQLite
 if bash ci/postgres.sh; then
   COBALT_TEST_ENGINE=postgres cargo test --locked --test api
+  report_skips PostgreSQL
 elif [ "${CI:-}" = true ]; then
   echo "ci/test.sh: PostgreSQL cannot be reached on 127.0.0.1:5432; the PostgreSQL pass must run in CI" >&2
   exit 1

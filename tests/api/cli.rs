@@ -288,7 +288,9 @@ async fn postgres_sslmode_encrypts_and_a_failed_verification_is_one_line() {
     let db = dir.sql().await;
     let ssl: String = sqlx::query_scalar("show ssl").fetch_one(&db).await.unwrap();
     if ssl != "on" {
-        eprintln!("SKIPPED postgres_sslmode_encrypts…: the PostgreSQL server has ssl = off");
+        skipped(
+            "postgres_sslmode_encrypts_and_a_failed_verification_is_one_line: the PostgreSQL server has ssl = off",
+        );
         return;
     }
     let url = format!("{}?sslmode=require", dir.database_url());

@@ -35,12 +35,30 @@ pub fn engine() -> Engine {
 pub fn runs_on(wanted: Engine, test: &str) -> bool {
     let runs = engine() == wanted;
     if !runs {
-        eprintln!(
-            "SKIPPED {test} on {:?}: it tests the {wanted:?} engine only, in that pass of ci/test.sh",
+        skipped(&format!(
+            "{test} on {:?}: it tests the {wanted:?} engine only, in that pass of ci/test.sh",
             engine()
-        );
+        ));
     }
     runs
+}
+
+/// Says that a test was skipped and why: on stderr (shown when the test is
+/// run alone or fails), and in the file `COBALT_TEST_SKIP_LOG` names, which
+/// `ci/test.sh` prints after each pass, since the test harness hides the
+/// output of tests that pass.
+pub fn skipped(what: &str) {
+    eprintln!("SKIPPED {what}");
+    if let Some(log) = std::env::var_os("COBALT_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(file, "{what}");
+        }
+    }
 }
 
 fn admin_url() -> String {

@@ -216,7 +216,9 @@ pub fn running_as_root(test: &str) -> bool {
         .output()
         .is_ok_and(|out| out.stdout == b"0\n");
     if !root {
-        eprintln!("SKIPPED {test}: it needs root, to make files immutable (chattr +i)");
+        skipped(&format!(
+            "{test}: it needs root, to make files immutable (chattr +i)"
+        ));
     }
     root
 }
