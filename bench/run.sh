@@ -99,15 +99,7 @@ if [ -n "$postgres" ]; then
     "$target/release/examples/naive_postgres" --database-url "$1" \
       --pool-size "$NAIVE_POOL" --secret "$SECRET" >"$work/server.log" 2>&1 &
     server_pid=$!
-    address=
-    for _ in $(seq 100); do
-      address=$(grep -o 'listening address=[0-9.:]*' "$work/server.log" | cut -d= -f2 || true)
-      [ -n "$address" ] && return 0
-      sleep 0.1
-    done
-    cat "$work/server.log" >&2
-    echo "the naive server did not start" >&2
-    return 1
+    wait_listening
   }
   # A database of each server's own, made for this run and dropped at exit.
   pg_tag=cobalt_bench_$(date +%s)_$$

@@ -13,6 +13,12 @@ start_receiver() {
   RUST_LOG=${RECEIVER_LOG:-warn,cobalt_receiver::startup=info} \
     "$binary" >"$work/server.log" 2>&1 &
   server_pid=$!
+  wait_listening
+}
+
+# Waits until the server started last says where it listens (the
+# "listening address=…" line in "$work/server.log") and sets address.
+wait_listening() {
   address=
   for _ in $(seq 100); do
     address=$(grep -o 'listening address=[0-9.:]*' "$work/server.log" | cut -d= -f2 || true)
