@@ -58,13 +58,6 @@ impl Engine {
             ),
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-        }
-    }
 }
 
 /// The store the handlers use, whichever engine runs underneath.
@@ -93,13 +86,6 @@ impl Store {
         {
             Engine::Sqlite => Ok(Self::Sqlite(sqlite::Store::open(options).await?)),
             Engine::Postgres => Ok(Self::Postgres(postgres::Store::open(options).await?)),
-        }
-    }
-
-    pub fn engine(&self) -> Engine {
-        match self {
-            Self::Sqlite(_) => Engine::Sqlite,
-            Self::Postgres(_) => Engine::Postgres,
         }
     }
 
