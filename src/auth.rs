@@ -1,57 +1,176 @@
-//! Bearer tokens for the status API.
+//! API tokens: who may call the API, and what each may do.
 //!
-//! Tokens are kept only as SHA-256 digests, and a presented token is hashed
-//! and compared with each of them in constant time, so neither the length
-//! nor the content of a configured token shows in response times.
+//! An `api_tokens` entry is either a bare token (read access, as before
+//! tokens had names) or `NAME:PERMISSIONS:TOKEN`, PERMISSIONS being
+//! `read`, `submit` and `operate` joined by `+`. TOKEN may be given as
+//! `sha256:<hex digest>` instead of the token itself.
+//!
+//! Tokens are kept only as SHA-256 digests; a presented token is hashed and
+//! compared with every configured digest in constant time, so neither the
+//! length nor the content of a token shows in response times. Logs name
+//! the token (its name), never its value.
+
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::config::{HASHED_TOKEN_PREFIX, Secret};
 
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// The status API and metrics.
+    Read,
+    /// Register jobs and submit notes.
+    Submit,
+    /// Start a recovery sweep.
+    Operate,
+}
+
+impl Permission {
+    const ALL: [Self; 3] = [Self::Read, Self::Submit, Self::Operate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Submit => "submit",
+            Self::Operate => "operate",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// The caller of a request, once its token is checked.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: Arc<str>,
+    permissions: u8,
+}
+
+impl Caller {
+    pub fn may(&self, permission: Permission) -> bool {
+        self.permissions & permission.bit() != 0
+    }
+}
+
+struct ApiToken {
+    name: Arc<str>,
+    permissions: u8,
+    digest: [u8; 32],
+}
+
 #[derive(Clone)]
 pub struct ApiTokens {
-    digests: Vec<[u8; 32]>,
+    tokens: Arc<[ApiToken]>,
 }
 
 impl ApiTokens {
-    /// Plain tokens are hashed here; `sha256:<hex>` entries are digests
-    /// already (validated with the configuration).
-    pub fn new(tokens: &[Secret]) -> Self {
-        let digests = tokens
+    /// Reads the `api_tokens` entries; the configuration has checked them
+    /// with [`check_entry`], so none is refused here.
+    pub fn new(entries: &[Secret]) -> Self {
+        let tokens = entries
             .iter()
-            .map(|token| {
-                let token = token.expose();
-                token
-                    .strip_prefix(HASHED_TOKEN_PREFIX)
-                    .and_then(|hex_digest| {
-                        let mut digest = [0u8; 32];
-                        hex::decode_to_slice(hex_digest, &mut digest).ok()?;
-                        Some(digest)
-                    })
-                    .unwrap_or_else(|| digest(token))
-            })
+            .enumerate()
+            .filter_map(|(index, entry)| parse_entry(entry.expose(), index).ok())
             .collect();
-        Self { digests }
+        Self { tokens }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.digests.is_empty()
+        self.tokens.is_empty()
     }
 
-    /// Whether an `Authorization` header value carries a configured token.
-    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = authorization.and_then(bearer_token) else {
-            return false;
-        };
-        let presented = digest(token);
-        self.digests
-            .iter()
-            .fold(subtle::Choice::from(0), |found, known| {
-                found | known.ct_eq(&presented)
-            })
-            .into()
+    /// The names of the configured tokens, for the start-up line.
+    pub fn names(&self) -> Vec<String> {
+        self.tokens.iter().map(|t| t.name.to_string()).collect()
     }
+
+    /// The caller an `Authorization` header value names, if its token is
+    /// configured.
+    pub fn caller(&self, authorization: Option<&[u8]>) -> Option<Caller> {
+        let token = authorization.and_then(bearer_token)?;
+        let presented = digest(token);
+        // Every digest is compared, whichever matches.
+        let mut found = 0u32;
+        for (index, known) in self.tokens.iter().enumerate() {
+            let position = u32::try_from(index + 1).unwrap_or(u32::MAX);
+            found.conditional_assign(&position, known.digest.ct_eq(&presented));
+        }
+        let token = self
+            .tokens
+            .get(usize::try_from(found).ok()?.checked_sub(1)?)?;
+        Some(Caller {
+            name: token.name.clone(),
+            permissions: token.permissions,
+        })
+    }
+}
+
+/// Why an `api_tokens` entry cannot be used, in words that never repeat it.
+pub fn check_entry(entry: &str) -> Result<(), String> {
+    parse_entry(entry, 0).map(drop)
+}
+
+fn parse_entry(entry: &str, index: usize) -> Result<ApiToken, String> {
+    let named = entry
+        .split_once(':')
+        .and_then(|(name, rest)| Some((name, rest.split_once(':')?)))
+        .filter(|(name, _)| *name != HASHED_TOKEN_PREFIX.trim_end_matches(':'));
+    let (name, permissions, token) = match named {
+        Some((name, (permissions, token))) => {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(
+                    "a token's name may hold only letters, digits, `-`, `_` and `.`".into(),
+                );
+            }
+            (name.to_owned(), parse_permissions(permissions)?, token)
+        }
+        // A bare token keeps the meaning it had: read access.
+        None => (
+            format!("token-{}", index + 1),
+            Permission::Read.bit(),
+            entry,
+        ),
+    };
+    if token.is_empty() {
+        return Err("a token is empty".into());
+    }
+    let digest = match token.strip_prefix(HASHED_TOKEN_PREFIX) {
+        Some(hex_digest) => {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex_digest, &mut digest).map_err(|_| {
+                "a sha256: token must be followed by 64 hexadecimal characters".to_owned()
+            })?;
+            digest
+        }
+        None => self::digest(token),
+    };
+    Ok(ApiToken {
+        name: name.into(),
+        permissions,
+        digest,
+    })
+}
+
+fn parse_permissions(text: &str) -> Result<u8, String> {
+    text.split('+').try_fold(0u8, |bits, word| {
+        Permission::ALL
+            .into_iter()
+            .find(|p| p.as_str() == word)
+            .map(|p| bits | p.bit())
+            .ok_or_else(|| {
+                "permissions must be read, submit or operate, joined by `+` (as in NAME:read+submit:TOKEN)"
+                    .to_owned()
+            })
+    })
 }
 
 /// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110).
@@ -70,11 +189,28 @@ fn digest(token: &str) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    fn tokens(entries: &[&str]) -> ApiTokens {
+        for entry in entries {
+            check_entry(entry).unwrap();
+        }
+        ApiTokens::new(&entries.iter().map(|e| Secret::new(*e)).collect::<Vec<_>>())
+    }
+
+    fn name_of(tokens: &ApiTokens, header: &[u8]) -> Option<String> {
+        tokens.caller(Some(header)).map(|c| c.name.to_string())
+    }
+
     #[test]
     fn only_a_configured_bearer_token_is_allowed() {
-        let tokens = ApiTokens::new(&[Secret::new("tok_a"), Secret::new("tok_b")]);
-        assert!(tokens.allows(Some(b"Bearer tok_a")));
-        assert!(tokens.allows(Some(b"bearer tok_b")));
+        let tokens = tokens(&["tok_a", "tok_b"]);
+        assert_eq!(
+            name_of(&tokens, b"Bearer tok_a").as_deref(),
+            Some("token-1")
+        );
+        assert_eq!(
+            name_of(&tokens, b"bearer tok_b").as_deref(),
+            Some("token-2")
+        );
         for refused in [
             &b"Bearer tok_c"[..],
             b"Bearer ",
@@ -84,20 +220,72 @@ mod tests {
             b"",
         ] {
             assert!(
-                !tokens.allows(Some(refused)),
+                tokens.caller(Some(refused)).is_none(),
                 "{}",
                 String::from_utf8_lossy(refused)
             );
         }
-        assert!(!tokens.allows(None));
-        assert!(!ApiTokens::new(&[]).allows(Some(b"Bearer anything")));
+        assert!(tokens.caller(None).is_none());
+        assert!(
+            ApiTokens::new(&[])
+                .caller(Some(b"Bearer anything"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_bare_token_may_only_read() {
+        let caller = tokens(&["tok_a"]).caller(Some(b"Bearer tok_a")).unwrap();
+        assert!(caller.may(Permission::Read));
+        assert!(!caller.may(Permission::Submit));
+        assert!(!caller.may(Permission::Operate));
+    }
+
+    #[test]
+    fn named_tokens_carry_their_permissions() {
+        let hashed = format!(
+            "ops:read+submit+operate:sha256:{}",
+            hex::encode(digest("tok_ops"))
+        );
+        let tokens = tokens(&["clinic-app:read+submit:tok_app", &hashed, "bare"]);
+        let app = tokens.caller(Some(b"Bearer tok_app")).unwrap();
+        assert_eq!(&*app.name, "clinic-app");
+        assert!(app.may(Permission::Submit) && !app.may(Permission::Operate));
+        let ops = tokens.caller(Some(b"Bearer tok_ops")).unwrap();
+        assert_eq!(&*ops.name, "ops");
+        assert!(ops.may(Permission::Operate) && ops.may(Permission::Read));
+        // The entry itself is not a token.
+        assert!(
+            tokens
+                .caller(Some(b"Bearer clinic-app:read+submit:tok_app"))
+                .is_none()
+        );
     }
 
     #[test]
     fn a_hashed_token_allows_the_token_it_was_made_from() {
         let hashed = format!("sha256:{}", hex::encode(digest("tok_plain")));
-        let tokens = ApiTokens::new(&[Secret::new(hashed.clone())]);
-        assert!(tokens.allows(Some(b"Bearer tok_plain")));
-        assert!(!tokens.allows(Some(format!("Bearer {hashed}").as_bytes())));
+        let tokens = tokens(&[&hashed]);
+        assert!(tokens.caller(Some(b"Bearer tok_plain")).is_some());
+        assert!(
+            tokens
+                .caller(Some(format!("Bearer {hashed}").as_bytes()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_explained_without_their_value() {
+        for (entry, reason) in [
+            ("app:write:tok_secret_1", "permissions must be"),
+            ("app:read:", "empty"),
+            ("a pp:read:tok_secret_2", "name may hold"),
+            ("sha256:abc", "64 hexadecimal"),
+            ("app:read:sha256:xyz", "64 hexadecimal"),
+        ] {
+            let error = check_entry(entry).unwrap_err();
+            assert!(error.contains(reason), "{entry}: {error}");
+            assert!(!error.contains("tok_secret"), "{error}");
+        }
     }
 }

@@ -59,6 +59,17 @@ pub enum Command {
         /// The SQLite database file, e.g. /data/cobalt-receiver.db.
         file: PathBuf,
     },
+    /// Run one recovery sweep against Cobalt's API now (whatever the
+    /// background schedule) and print what it found, as JSON.
+    Reconcile {
+        /// Ask about this job instead of the overdue ones (repeatable).
+        #[arg(long = "job-id", value_name = "ID")]
+        job_ids: Vec<String>,
+        /// First day (YYYY-MM-DD) of the failed-deliveries window, instead
+        /// of `reconcile_lookback_days` back.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
     /// Exit 0 when the receiver's readiness route answers 200 (for container
     /// health checks without curl), 1 when it does not.
     Healthcheck {

@@ -29,8 +29,9 @@ pub struct Config {
     /// Active webhook secrets; a delivery signed with any one is accepted.
     #[serde(deserialize_with = "secret_list")]
     pub webhook_secrets: Vec<Secret>,
-    /// Bearer tokens that may read the status API, each as plain text or as
-    /// `sha256:<hex digest of the token>`.
+    /// Bearer tokens of the API: `NAME:PERMISSIONS:TOKEN` (PERMISSIONS
+    /// among read, submit, operate, joined by `+`), or a bare token, which
+    /// may read. TOKEN may be `sha256:<hex digest of the token>`.
     #[serde(deserialize_with = "secret_list")]
     pub api_tokens: Vec<Secret>,
     /// Accept unsigned deliveries. Only for local experiments.
@@ -70,6 +71,30 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     /// Seconds between two checks of the TLS files for a renewal.
     pub tls_reload_check_secs: u64,
+    /// Seconds a registered job may wait for its outcome before it is overdue.
+    pub overdue_after_secs: u64,
+    /// Seconds between two recovery sweeps against Cobalt's API (0: none).
+    pub reconcile_interval_secs: u64,
+    /// Days back the recovery sweep looks for events Cobalt failed to deliver.
+    pub reconcile_lookback_days: u32,
+    /// Most overdue jobs one sweep asks Cobalt about, oldest first.
+    pub reconcile_max_jobs: u32,
+    /// Cobalt's API, for submitting notes and recovering events.
+    pub cobalt_api_url: String,
+    /// The application's `client_id` at Cobalt.
+    pub cobalt_client_id: Option<Secret>,
+    /// The application's `client_secret` at Cobalt.
+    pub cobalt_client_secret: Option<Secret>,
+    /// The `access_token` of the linked EMR account (the default one).
+    pub cobalt_access_token: Option<Secret>,
+    /// Access tokens of further linked accounts, as
+    /// `ACCESS_TOKEN_REFERENCE_ID:TOKEN`.
+    #[serde(deserialize_with = "secret_list")]
+    pub cobalt_access_tokens: Vec<Secret>,
+    /// Most calls a second to Cobalt's API.
+    pub cobalt_requests_per_sec: u32,
+    /// Longest a call to Cobalt's API may take, in milliseconds.
+    pub cobalt_timeout_ms: u64,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
@@ -99,6 +124,17 @@ impl Default for Config {
             tls_cert_path: None,
             tls_key_path: None,
             tls_reload_check_secs: 10,
+            overdue_after_secs: 600,
+            reconcile_interval_secs: 300,
+            reconcile_lookback_days: 2,
+            reconcile_max_jobs: 100,
+            cobalt_api_url: "https://api.usecobalt.com".into(),
+            cobalt_client_id: None,
+            cobalt_client_secret: None,
+            cobalt_access_token: None,
+            cobalt_access_tokens: Vec::new(),
+            cobalt_requests_per_sec: 5,
+            cobalt_timeout_ms: 10_000,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -153,18 +189,9 @@ impl Config {
         if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
         }
-        if self.api_tokens.iter().any(|t| t.expose().is_empty()) {
-            return Err(ConfigError::key("api_tokens", "a token is empty"));
-        }
         for token in &self.api_tokens {
-            if let Some(digest) = token.expose().strip_prefix(HASHED_TOKEN_PREFIX) {
-                if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(ConfigError::key(
-                        "api_tokens",
-                        "a sha256: token must be followed by 64 hexadecimal characters",
-                    ));
-                }
-            }
+            crate::auth::check_entry(token.expose())
+                .map_err(|reason| ConfigError::key("api_tokens", &reason))?;
         }
         match (&self.tls_cert_path, &self.tls_key_path) {
             (Some(_), None) => {
@@ -181,6 +208,8 @@ impl Config {
             }
             _ => {}
         }
+        crate::cobalt::Credentials::check(&self)
+            .map_err(|(key, reason)| ConfigError::key(key, &reason))?;
         crate::store::Engine::check(&self.database_url)
             .map_err(|reason| ConfigError::key("database_url", &reason))?;
         for (key, value) in [
@@ -193,6 +222,17 @@ impl Config {
             ("write_queue_capacity", self.write_queue_capacity as u64),
             ("purge_interval_secs", self.purge_interval_secs),
             ("tls_reload_check_secs", self.tls_reload_check_secs),
+            ("overdue_after_secs", self.overdue_after_secs),
+            (
+                "reconcile_lookback_days",
+                u64::from(self.reconcile_lookback_days),
+            ),
+            ("reconcile_max_jobs", u64::from(self.reconcile_max_jobs)),
+            (
+                "cobalt_requests_per_sec",
+                u64::from(self.cobalt_requests_per_sec),
+            ),
+            ("cobalt_timeout_ms", self.cobalt_timeout_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));
@@ -216,7 +256,14 @@ pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
 
 /// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
 /// (container secret stores mount secrets as files).
-const FILE_KEYS: [&str; 2] = ["webhook_secrets", "api_tokens"];
+const FILE_KEYS: [&str; 6] = [
+    "webhook_secrets",
+    "api_tokens",
+    "cobalt_client_id",
+    "cobalt_client_secret",
+    "cobalt_access_token",
+    "cobalt_access_tokens",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,12 +282,10 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
     // files of secrets; they are not keys.
     let env = Env::prefixed(ENV_PREFIX)
-        .ignore(&[
-            "CONFIG",
-            "WEBHOOK_SECRETS_FILE",
-            "API_TOKENS_FILE",
-            "DATABASE_URL_FILE",
-        ])
+        .filter(|key| {
+            let key = key.as_str().to_ascii_uppercase();
+            key != "CONFIG" && !key.ends_with("_FILE")
+        })
         .filter(|key| !is_service_link(&key.as_str().to_ascii_lowercase()));
     figment = figment.merge(env);
     // A PostgreSQL URL holds a password: a secret store mounts it as a file.
@@ -253,8 +298,12 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
         if let Some(path) = std::env::var_os(&variable) {
             let contents = read_secret_file(&variable, Path::new(&path))?;
-            // One secret a line, or comma-separated; the file wins over both.
-            figment = figment.merge((key, contents.replace('\n', ",")));
+            figment = if key.ends_with('s') {
+                // One secret a line, or comma-separated; the file wins over both.
+                figment.merge((key, contents.replace('\n', ",")))
+            } else {
+                figment.merge((key, contents.trim().to_owned()))
+            };
         }
     }
     extract(figment, file)
@@ -403,9 +452,18 @@ fn expected(key: &str) -> Option<&'static str> {
         | "max_database_bytes"
         | "purge_interval_secs"
         | "tls_reload_check_secs" => "a whole number",
-        "read_pool_size" | "sqlite_cache_kib" | "payload_retention_days" => {
-            "a whole number from 0 to 4294967295"
+        "overdue_after_secs" | "reconcile_interval_secs" | "cobalt_timeout_ms" => "a whole number",
+        "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
+        "cobalt_client_id" | "cobalt_client_secret" | "cobalt_access_token" => "a string",
+        "cobalt_access_tokens" => {
+            "a list of REFERENCE_ID:TOKEN strings, or one comma-separated string"
         }
+        "read_pool_size"
+        | "sqlite_cache_kib"
+        | "payload_retention_days"
+        | "reconcile_lookback_days"
+        | "reconcile_max_jobs"
+        | "cobalt_requests_per_sec" => "a whole number from 0 to 4294967295",
         "tls_cert_path" | "tls_key_path" => "a file path",
         "log_filter" => "a string such as \"info\"",
         "log_format" => "\"text\" or \"json\"",
@@ -467,6 +525,35 @@ fn redact_url(url: &str) -> String {
         url.replace_range(query_start + 1.., &query.join("&"));
     }
     url
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+                Ok(Secret::new(value))
+            }
+
+            // figment reads an all-digit environment value as a number.
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Secret, E> {
+                Ok(Secret::new(value.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Secret, E> {
+                Ok(Secret::new(value.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(SecretVisitor)
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -606,12 +693,15 @@ mod tests {
         let config = Config {
             tls_cert_path: Some("c.pem".into()),
             tls_key_path: Some("k.pem".into()),
+            cobalt_client_id: Some(Secret::new("ci")),
+            cobalt_client_secret: Some(Secret::new("cs")),
+            cobalt_access_token: Some(Secret::new("at")),
             ..Config::default()
         };
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 22, "every key, the optional ones set");
+        assert_eq!(keys.len(), 33, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

@@ -33,6 +33,18 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// An answer about a call to Cobalt's API: its 4xx relayed, or why it
+    /// failed (502, 504) and whether the note may exist.
+    #[error("{detail}")]
+    Cobalt {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,6 +68,9 @@ impl AppError {
             Self::InvalidEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Cobalt { status, .. } => *status,
             // Cobalt retries a 503 once; a storage fault may clear by then.
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -71,6 +86,9 @@ impl AppError {
             Self::InvalidEvent(_) => "invalid_event",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::Forbidden(_) => "forbidden",
+            Self::Unprocessable(_) => "unprocessable",
+            Self::Cobalt { code, .. } => code,
             Self::Store(StoreError::Overloaded) => "overloaded",
             Self::Store(_) => "storage_unavailable",
         }

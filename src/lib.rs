@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod canonical_json;
 pub mod cli;
+pub mod cobalt;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod openapi;
 pub mod operator;
 pub mod os_error;
 pub mod pagination;
+pub mod reconcile;
 pub mod retention;
 pub mod routes;
 pub mod signature;

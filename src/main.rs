@@ -89,6 +89,14 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
             init_logs(&config)?;
             operator::copy_from_sqlite(&config, &file).await?;
         }
+        Command::Reconcile { job_ids, since } => {
+            let config = load()?;
+            init_logs(&config)?;
+            let clean = operator::reconcile(&config, job_ids, since.as_deref()).await?;
+            if !clean {
+                return Err(anyhow::anyhow!("the sweep was not complete: see its errors").into());
+            }
+        }
         Command::Healthcheck { url, insecure } => {
             let url = match url {
                 Some(given) => operator::readiness_url(&given)?,

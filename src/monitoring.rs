@@ -80,6 +80,61 @@ fn export_zeros() {
         counter!("cobalt_receiver_rejected_events_total", "field" => field).increment(0);
     }
     counter!("cobalt_receiver_database_errors_total").increment(0);
+    for (call, outcomes) in [
+        ("submit_note", &SUBMIT_OUTCOMES[..]),
+        ("list_events", &LIST_OUTCOMES[..]),
+    ] {
+        for outcome in outcomes {
+            counter!("cobalt_receiver_cobalt_api_calls_total", "call" => call, "outcome" => *outcome)
+                .increment(0);
+        }
+    }
+    for outcome in ["applied", "superseded", "duplicate"] {
+        counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome).increment(0);
+    }
+}
+
+/// Outcomes of a note submission to Cobalt.
+const SUBMIT_OUTCOMES: [&str; 7] = [
+    "ok",
+    "rejected",
+    "rate_limited",
+    "unauthorized",
+    "unreachable",
+    "timeout",
+    "server_error",
+];
+/// Outcomes of one attempt at listing Cobalt's events.
+const LIST_OUTCOMES: [&str; 7] = [
+    "ok",
+    "malformed",
+    "rejected",
+    "rate_limited",
+    "unauthorized",
+    "unreachable",
+    "server_error",
+];
+
+/// One call to Cobalt's API (`submit_note`, `list_events`) and its outcome.
+pub fn cobalt_call(call: &'static str, outcome: &'static str) {
+    counter!("cobalt_receiver_cobalt_api_calls_total", "call" => call, "outcome" => outcome)
+        .increment(1);
+}
+
+/// An outcome event found by the recovery sweep: `applied` or
+/// `superseded` (new here), or `duplicate` (its delivery had arrived).
+pub fn recovered(outcome: &'static str) {
+    counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome).increment(1);
+}
+
+/// Pending and overdue jobs, read at scrape time.
+pub fn pending(summary: &crate::store::PendingSummary, now_ns: i64) {
+    gauge!("cobalt_receiver_pending_jobs").set(summary.pending as f64);
+    gauge!("cobalt_receiver_overdue_jobs").set(summary.overdue as f64);
+    let age = summary.oldest_submitted_ns.map_or(0.0, |oldest| {
+        (now_ns.saturating_sub(oldest)).max(0) as f64 / 1e9
+    });
+    gauge!("cobalt_receiver_oldest_pending_job_age_seconds").set(age);
 }
 
 /// The `type` label of a delivery: one of a fixed few, whatever was sent.

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, status, webhooks};
+use crate::routes::{health, status, submissions, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,9 @@ use crate::routes::{health, status, webhooks};
         status::get_patient_note,
         status::list_patient_notes,
         status::metrics,
+        submissions::register,
+        submissions::submit,
+        submissions::recover,
         health::health,
         health::ready,
     ),
@@ -28,6 +31,7 @@ use crate::routes::{health, status, webhooks};
     tags(
         (name = "webhooks", description = "Cobalt's deliveries"),
         (name = "status", description = "Job states and the event log"),
+        (name = "jobs", description = "Jobs expected: registration, submission to Cobalt, recovery of lost outcomes"),
         (name = "operation", description = "Health, readiness and metrics"),
     )
 )]

@@ -68,6 +68,44 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
     Ok(())
 }
 
+/// Runs one recovery sweep and prints its report as JSON. Returns whether
+/// it ran without errors.
+pub async fn reconcile(
+    config: &Config,
+    job_ids: Vec<String>,
+    since: Option<&str>,
+) -> anyhow::Result<bool> {
+    let Some(credentials) = crate::cobalt::Credentials::from_config(config) else {
+        bail!(
+            "recovery needs Cobalt's API credentials: set cobalt_client_id, cobalt_client_secret and cobalt_access_token"
+        );
+    };
+    let since = since
+        .map(|text| {
+            crate::routes::submissions::parse_day(text)
+                .ok_or_else(|| anyhow::anyhow!("--since must be a date, YYYY-MM-DD"))
+        })
+        .transpose()?;
+    let client = std::sync::Arc::new(crate::cobalt::Client::new(config, credentials)?);
+    let store = Store::open(&config.store_options()).await?;
+    let reconciler = crate::reconcile::Reconciler::new(
+        store.clone(),
+        client,
+        std::time::Duration::from_secs(config.overdue_after_secs),
+        config.reconcile_max_jobs,
+        config.reconcile_lookback_days,
+    );
+    let report = reconciler
+        .sweep(&crate::reconcile::Scope {
+            job_ids: (!job_ids.is_empty()).then_some(job_ids),
+            since,
+        })
+        .await;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report.errors.is_empty())
+}
+
 /// The effective configuration as TOML, secrets shown as `[redacted]`.
 pub fn show_config(config: &Config) -> anyhow::Result<String> {
     toml::to_string(config).context("printing the configuration")

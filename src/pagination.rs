@@ -9,7 +9,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::domain::JobStatus;
 use crate::store::JobKey;
 
 /// Bytes of the tag a cursor carries (128 bits).
@@ -18,8 +17,38 @@ const TAG_LEN: usize = 16;
 /// The filters a cursor is bound to: the listing's, except the page size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Filters {
-    pub status: Option<JobStatus>,
+    pub status: Option<StatusFilter>,
+    /// Only pending jobs past their overdue time.
+    pub overdue: bool,
     pub since_ns: Option<i64>,
+}
+
+/// The states a listing can be filtered by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Created,
+    Failed,
+    Pending,
+}
+
+impl StatusFilter {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "created" => Some(Self::Created),
+            "failed" => Some(Self::Failed),
+            "pending" => Some(Self::Pending),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Failed => "failed",
+            Self::Pending => "pending",
+        }
+    }
 }
 
 /// Issues and checks cursors under one key.
@@ -58,7 +87,13 @@ impl Cursors {
 
     fn mac(&self, filters: Filters, position: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        let status = filters.status.map_or("", JobStatus::as_str);
+        // `overdue` joins the status, so cursors issued before it existed
+        // stay valid.
+        let status = match (filters.status, filters.overdue) {
+            (Some(status), false) => status.as_str(),
+            (_, true) => "pending overdue",
+            (None, false) => "",
+        };
         let since = filters
             .since_ns
             .map(|ns| ns.to_string())
@@ -87,7 +122,8 @@ mod tests {
     }
 
     const FAILED: Filters = Filters {
-        status: Some(JobStatus::Failed),
+        status: Some(StatusFilter::Failed),
+        overdue: false,
         since_ns: None,
     };
 
@@ -98,8 +134,16 @@ mod tests {
         assert_eq!(cursors.open(FAILED, &cursor), Some(key()));
 
         let created = Filters {
-            status: Some(JobStatus::Created),
+            status: Some(StatusFilter::Created),
             ..FAILED
+        };
+        let pending = Filters {
+            status: Some(StatusFilter::Pending),
+            ..FAILED
+        };
+        let overdue = Filters {
+            overdue: true,
+            ..pending
         };
         let since = Filters {
             since_ns: Some(0),
@@ -107,12 +151,15 @@ mod tests {
         };
         let unfiltered = Filters {
             status: None,
+            overdue: false,
             since_ns: None,
         };
-        for other in [created, since, unfiltered] {
+        for other in [created, pending, overdue, since, unfiltered] {
             assert_eq!(cursors.open(other, &cursor), None, "{other:?}");
         }
         assert_eq!(Cursors::new([8; 32]).open(FAILED, &cursor), None);
+        let pending_cursor = cursors.issue(pending, &key());
+        assert_eq!(cursors.open(overdue, &pending_cursor), None);
     }
 
     #[test]

@@ -14,12 +14,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::ApiTokens;
+use crate::cobalt;
 use crate::config::Config;
 use crate::linger::Linger;
 use crate::monitoring;
 use crate::pagination::Cursors;
+use crate::reconcile::{self, Reconciler};
 use crate::retention;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, TimeLimits};
 use crate::signature::Verifier;
 use crate::store::Store;
 use crate::tls;
@@ -38,6 +40,8 @@ pub struct Application {
     drain_timeout: Duration,
     /// Present when the server speaks HTTPS.
     tls: Option<TlsAcceptor>,
+    /// The background recovery sweep, stopped at shutdown.
+    reconcile: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -60,6 +64,14 @@ impl Application {
             database = %store_options.location(),
             webhook_secrets = config.webhook_secrets.len(),
             api_tokens = config.api_tokens.len(),
+            cobalt = %if cobalt::Credentials::from_config(config).is_some() {
+                format!("{} (submission on; recovery {})", config.cobalt_api_url, match config.reconcile_interval_secs {
+                    0 => "on request only".to_owned(),
+                    secs => format!("every {secs} s"),
+                })
+            } else {
+                "no credentials: submission and recovery are off".to_owned()
+            },
             payload_retention = %match config.payload_retention_days {
                 0 => "forever".to_owned(),
                 days => format!("{days} days"),
@@ -94,6 +106,30 @@ impl Application {
         if api_tokens.is_empty() {
             tracing::warn!("no api_tokens are set: every status query will be refused");
         }
+        let overdue_after = Duration::from_secs(config.overdue_after_secs);
+        let cobalt = match cobalt::Credentials::from_config(config) {
+            Some(credentials) => Some(Arc::new(
+                cobalt::Client::new(config, credentials).context("building the Cobalt client")?,
+            )),
+            None => None,
+        };
+        let reconciler = cobalt.clone().map(|client| {
+            Arc::new(Reconciler::new(
+                store.clone(),
+                client,
+                overdue_after,
+                config.reconcile_max_jobs,
+                config.reconcile_lookback_days,
+            ))
+        });
+        let reconcile = match (&reconciler, config.reconcile_interval_secs) {
+            (Some(reconciler), secs) if secs > 0 => Some(reconcile::spawn(
+                reconciler.clone(),
+                Duration::from_secs(secs),
+                holder_name(),
+            )),
+            _ => None,
+        };
         let state = AppState {
             store: store.clone(),
             verifier,
@@ -101,8 +137,15 @@ impl Application {
             body_limit: config.body_limit_bytes,
             metrics: monitoring::install(),
             cursors: Cursors::new(store.cursor_key()),
+            overdue_after,
+            cobalt,
+            reconciler,
         };
-        let router = routes::router(state, config.request_timeout());
+        let limits = TimeLimits {
+            request: config.request_timeout(),
+            submission: Duration::from_millis(config.cobalt_timeout_ms),
+        };
+        let router = routes::router(state, limits);
         Ok(Self {
             tls,
             listener,
@@ -110,6 +153,7 @@ impl Application {
             store,
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
+            reconcile,
         })
     }
 
@@ -178,6 +222,11 @@ impl Application {
             }
         }
         drop(self.listener);
+        // Clients waiting for an outcome get the current state now.
+        self.store.wakeups().close();
+        if let Some(sweep) = &self.reconcile {
+            sweep.abort();
+        }
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
             .is_err()
@@ -188,6 +237,12 @@ impl Application {
         tracing::info!("stopped; database closed");
         Ok(())
     }
+}
+
+/// Who holds the recovery lease, for the database row: host and process.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// Serves one connection until it closes, or until shutdown once its

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod status;
+pub mod submissions;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -18,13 +19,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::ApiTokens;
+use crate::auth::{ApiTokens, Permission};
+use crate::cobalt;
 use crate::error::{AppError, ErrorBody};
 use crate::monitoring;
 use crate::pagination::Cursors;
+use crate::reconcile::Reconciler;
 use crate::signature::Verifier;
 use crate::store::Store;
 
@@ -38,6 +40,29 @@ pub struct AppState {
     pub body_limit: usize,
     pub metrics: PrometheusHandle,
     pub cursors: Cursors,
+    /// How long a registered job may be pending before it is overdue.
+    pub overdue_after: Duration,
+    /// Cobalt's API, when credentials are configured.
+    pub cobalt: Option<Arc<cobalt::Client>>,
+    pub reconciler: Option<Arc<Reconciler>>,
+}
+
+impl AppState {
+    /// Pending jobs submitted before this instant are overdue.
+    pub fn overdue_before_ns(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let after = i128::try_from(self.overdue_after.as_nanos()).unwrap_or(i128::MAX);
+        i64::try_from(now.saturating_sub(after)).unwrap_or(i64::MIN)
+    }
+}
+
+/// How long a request may run before it is answered 503.
+#[derive(Clone, Copy)]
+pub struct TimeLimits {
+    /// Every request but the two below.
+    pub request: Duration,
+    /// A submission, which waits for Cobalt's answer.
+    pub submission: Duration,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,14 +71,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// before the trace span opens (so the span carries it), and bare error
 /// answers from the inner layers (timeouts, panics) are made JSON before they
 /// are traced.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let status_api = status::router().route_layer(middleware::from_fn_with_state(
-        state.api_tokens.clone(),
-        require_token,
-    ));
+pub fn router(state: AppState, limits: TimeLimits) -> Router {
+    let api =
+        status::router()
+            .merge(submissions::router())
+            .route_layer(middleware::from_fn_with_state(
+                state.api_tokens.clone(),
+                authorize,
+            ));
     Router::new()
         .merge(webhooks::router(state.body_limit))
-        .merge(status_api)
+        .merge(api)
         .merge(health::router())
         .route("/openapi.json", axum::routing::get(openapi_document))
         .fallback(no_route)
@@ -70,13 +98,34 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn(json_errors))
                 .layer(CatchPanicLayer::new())
-                // A request still running here has outlived any caller's
-                // patience; 503 tells Cobalt to retry.
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    request_timeout,
-                )),
+                .layer(middleware::from_fn_with_state(limits, time_limit)),
         )
+}
+
+/// A request still running at its limit has outlived any caller's
+/// patience; 503 tells Cobalt to retry. Waiting for an outcome
+/// (`?wait=`) and submitting a note (which waits for Cobalt) get longer.
+async fn time_limit(State(limits): State<TimeLimits>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let limit = match (request.method().as_str(), route) {
+        ("POST", Some("/v1/patient-notes" | "/v1/recoveries")) => {
+            limits.submission + limits.request
+        }
+        ("GET", Some("/v1/jobs/{job_id}"))
+            if request.uri().query().is_some_and(|q| q.contains("wait=")) =>
+        {
+            Duration::from_secs(status::MAX_WAIT_SECS) + limits.request
+        }
+        _ => limits.request,
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        // Made JSON by `json_errors`.
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// The span of one request: the route template, never the concrete path
@@ -91,7 +140,13 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        token = tracing::field::Empty
+    )
 }
 
 /// The completion line of every request: its status, and its latency as a
@@ -122,21 +177,48 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-async fn require_token(
+/// What each route of the API needs: who may do what, in one place.
+fn permission_for(method: &str, route: &str) -> Permission {
+    match (method, route) {
+        ("PUT", "/v1/jobs/{job_id}") | ("POST", "/v1/patient-notes") => Permission::Submit,
+        ("POST", "/v1/recoveries") => Permission::Operate,
+        _ => Permission::Read,
+    }
+}
+
+/// Checks the bearer token (401) and its permission for the route (403),
+/// and names the caller in the request's log lines.
+async fn authorize(
     State(tokens): State<Arc<ApiTokens>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if tokens.allows(authorization) {
-        next.run(request).await
-    } else {
-        AppError::Unauthorized("a valid `Authorization: Bearer <token>` header is required")
-            .into_response()
+    let Some(caller) = tokens.caller(authorization) else {
+        return AppError::Unauthorized(
+            "a valid `Authorization: Bearer <token>` header is required",
+        )
+        .into_response();
+    };
+    tracing::Span::current().record("token", &*caller.name);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let needed = permission_for(request.method().as_str(), route);
+    if !caller.may(needed) {
+        return AppError::Forbidden(format!(
+            "the token `{}` lacks the `{}` permission this route needs",
+            caller.name,
+            needed.as_str()
+        ))
+        .into_response();
     }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 /// `GET /openapi.json`: the OpenAPI document, open to all (it holds no secret).

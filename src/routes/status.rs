@@ -15,12 +15,18 @@ use crate::domain::JobStatus;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
 use crate::pagination::Filters;
-use crate::store::{EventSummary, JobQuery, JobState};
+pub use crate::pagination::StatusFilter;
+use crate::store::{EventSummary, JobQuery, JobState, ListStatus};
+
+/// Longest a client may wait for an outcome (`?wait=`), in seconds.
+pub const MAX_WAIT_SECS: u64 = 120;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
 pub fn router() -> Router<AppState> {
+    // Registration (PUT) and submission (POST) share these paths; see
+    // `submissions`.
     Router::new()
         .route("/v1/jobs/{job_id}", get(get_job))
         .route("/v1/jobs/{job_id}/events", get(list_job_events))
@@ -45,6 +51,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(by_status) => monitoring::jobs(&by_status),
         Err(error) => tracing::warn!(error = %error, "counting jobs for /metrics failed"),
     }
+    match state.store.pending_summary(state.overdue_before_ns()).await {
+        Ok(summary) => monitoring::pending(&summary, now_ns()),
+        Err(error) => tracing::warn!(error = %error, "counting pending jobs for /metrics failed"),
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -54,17 +64,27 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /v1/jobs/{job_id}`: the job's state.
+#[derive(Deserialize)]
+pub struct WaitParams {
+    wait: Option<String>,
+}
+
+/// `GET /v1/jobs/{job_id}?wait=`: the job's state; with `wait`, once it has
+/// an outcome or when the time is up, whichever comes first.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{job_id}",
     tag = "status",
-    params(("job_id" = String, Path, description = "Cobalt's job id (decimal string)")),
+    params(
+        ("job_id" = String, Path, description = "Cobalt's job id (decimal string)"),
+        ("wait" = Option<u64>, Query, description = "Seconds (0 to 120) to wait for an outcome before answering with the current state", minimum = 0, maximum = 120),
+    ),
     responses(
-        (status = 200, description = "The job's final state", body = JobState),
-        (status = 400, description = "A malformed path", body = ErrorBody),
+        (status = 200, description = "The job's state: its outcome, or `pending` (with `overdue`)", body = JobState),
+        (status = 400, description = "A malformed path or wait", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 404, description = "No outcome received for this job", body = ErrorBody),
+        (status = 403, description = "The token may not read", body = ErrorBody),
+        (status = 404, description = "Neither registered nor any outcome received", body = ErrorBody),
         (status = 409, description = "Two patient notes claim this job id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
@@ -73,13 +93,49 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn get_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
+    params: std::result::Result<Query<WaitParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobState>> {
-    let mut jobs = state.store.jobs_by_job_id(&job_id).await?;
+    let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
+    let wait = match params.wait.as_deref() {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|secs| *secs <= MAX_WAIT_SECS)
+            .ok_or_else(|| bad("wait must be a whole number of seconds from 0 to 120"))?,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let wakeups = state.store.wakeups();
+    // Watching starts before the first read, so an outcome committed
+    // between a read and the wait still wakes this request.
+    let watch = (wait > 0).then(|| wakeups.watch(&job_id));
+    loop {
+        let next = watch.as_ref().map(|watch| watch.next());
+        let jobs = state.store.jobs_by_job_id(&job_id).await?;
+        let decided = jobs.iter().any(|job| job.status != JobState::PENDING);
+        let Some(next) = next else {
+            return one_job(&state, jobs);
+        };
+        if decided || wakeups.is_closed() || tokio::time::Instant::now() >= deadline {
+            return one_job(&state, jobs);
+        }
+        tokio::select! {
+            () = next => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn one_job(state: &AppState, mut jobs: Vec<JobState>) -> Result<Json<JobState>> {
     match jobs.len() {
         0 => Err(AppError::NotFound(
-            "no outcome has been received for this job",
+            "this job is neither registered nor has an outcome been received for it",
         )),
-        1 => Ok(Json(jobs.remove(0))),
+        1 => {
+            let mut job = jobs.remove(0);
+            job.flag_overdue(state.overdue_before_ns());
+            Ok(Json(job))
+        }
         // Cobalt gives each job one note; if two notes ever claim one job id,
         // say so rather than pick one.
         _ => Err(AppError::Conflict(format!(
@@ -91,6 +147,10 @@ pub async fn get_job(
                 .join(", ")
         ))),
     }
+}
+
+fn now_ns() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -164,19 +224,11 @@ pub async fn get_patient_note(
     }))
 }
 
-/// The states a listing can be filtered by (documentation of `status`).
-#[derive(utoipa::ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub enum StatusFilter {
-    Created,
-    Failed,
-}
-
 /// Query parameters of the listing, read as text so each gets a clear error.
 #[derive(Deserialize)]
 pub struct ListParams {
     status: Option<String>,
+    overdue: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
     since: Option<String>,
@@ -196,7 +248,8 @@ pub struct Page {
     path = "/v1/patient-notes",
     tag = "status",
     params(
-        ("status" = Option<StatusFilter>, Query, description = "Only jobs in this state"),
+        ("status" = Option<StatusFilter>, Query, description = "Only jobs in this state (without it: jobs with an outcome)"),
+        ("overdue" = Option<bool>, Query, description = "`true`: only pending jobs past `overdue_after_secs` (implies status=pending)"),
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only jobs decided by an event created at or after this"),
         ("limit" = Option<u32>, Query, description = "1 to 500 (default 50)", minimum = 1, maximum = 500),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, as given, with the same `status` and `since` (any other value is refused with 400)"),
@@ -222,13 +275,32 @@ pub async fn list_patient_notes(
             .filter(|n| (1..=MAX_PAGE).contains(n))
             .ok_or_else(|| bad("limit must be a whole number from 1 to 500"))?,
     };
+    let overdue = match params.overdue.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(bad("overdue must be `true` or `false`")),
+    };
+    let mut status = params
+        .status
+        .as_deref()
+        .map(|text| {
+            StatusFilter::parse(text)
+                .ok_or_else(|| bad("status must be `created`, `failed` or `pending`"))
+        })
+        .transpose()?;
+    if overdue {
+        match status {
+            None | Some(StatusFilter::Pending) => status = Some(StatusFilter::Pending),
+            Some(_) => {
+                return Err(bad(
+                    "overdue=true lists pending jobs; drop status or use status=pending",
+                ));
+            }
+        }
+    }
     let filters = Filters {
-        status: params
-            .status
-            .as_deref()
-            .map(|s| s.parse::<JobStatus>())
-            .transpose()
-            .map_err(|()| bad("status must be `created` or `failed`"))?,
+        status,
+        overdue,
         since_ns: params
             .since
             .as_deref()
@@ -253,13 +325,23 @@ pub async fn list_patient_notes(
         })?),
     };
     let query = JobQuery {
-        status: filters.status,
+        status: filters.status.map(|status| match status {
+            StatusFilter::Created => ListStatus::Decided(JobStatus::Created),
+            StatusFilter::Failed => ListStatus::Decided(JobStatus::Failed),
+            StatusFilter::Pending => ListStatus::Pending {
+                submitted_before_ns: overdue.then(|| state.overdue_before_ns()),
+            },
+        }),
         since_ns: filters.since_ns,
         after,
         // One more than asked shows whether another page follows.
         limit: limit + 1,
     };
     let mut items = state.store.list_jobs(&query).await?;
+    let overdue_before = state.overdue_before_ns();
+    for item in &mut items {
+        item.flag_overdue(overdue_before);
+    }
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items

@@ -20,7 +20,7 @@ use crate::domain::{Meaning, event};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
 use crate::signature;
-use crate::store::{Delivery, Outcome, Recorded, StoreError};
+use crate::store::{Delivery, Outcome, Recorded, Source, StoreError};
 
 pub fn router(body_limit: usize) -> Router<AppState> {
     // tower-http's limit refuses a too-large Content-Length before reading
@@ -156,6 +156,7 @@ async fn receive(
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse().ok()),
         received_at: OffsetDateTime::now_utc(),
+        source: Source::Webhook,
     };
     let recorded = state.store.record(delivery).await?;
     match recorded {

@@ -17,13 +17,16 @@
 pub mod copy;
 mod postgres;
 mod sqlite;
+pub mod wakeups;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::{Envelope, JobStatus};
+pub use wakeups::Wakeups;
 
 /// The database engines, chosen by the scheme of `database_url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,78 @@ impl Store {
         on_engine!(self, store => store.can_write().await)
     }
 
+    /// Where clients waiting for an outcome are woken once it is committed
+    /// (on any replica).
+    pub fn wakeups(&self) -> &Arc<Wakeups> {
+        on_engine!(self, store => store.wakeups())
+    }
+
+    /// Records that `registration`'s job was submitted and its outcome is
+    /// expected. Never changes a job's final state.
+    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
+        on_engine!(self, store => store.register(registration).await)
+    }
+
+    /// Pending jobs and the oldest of them, for metrics.
+    pub async fn pending_summary(
+        &self,
+        overdue_before_ns: i64,
+    ) -> Result<PendingSummary, StoreError> {
+        on_engine!(self, store => store.pending_summary(overdue_before_ns).await)
+    }
+
+    /// Up to `limit` jobs pending since before `before_ns`, oldest first.
+    pub async fn overdue_jobs(
+        &self,
+        before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<ExpectedJob>, StoreError> {
+        on_engine!(self, store => store.overdue_jobs(before_ns, limit).await)
+    }
+
+    /// Marks expected jobs whose outcome is recorded as resolved (a
+    /// registration racing the outcome's commit on another replica can
+    /// leave one unmarked). Returns how many it marked.
+    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
+        on_engine!(self, store => store.settle_resolved().await)
+    }
+
+    /// Claims `key` for a submission of the request whose MAC is `mac`, or
+    /// says what became of the submission that claimed it first. Keys
+    /// older than `expired_before_ns` are forgotten first.
+    pub async fn begin_submission(
+        &self,
+        key: &str,
+        mac: &str,
+        now_ns: i64,
+        expired_before_ns: i64,
+    ) -> Result<Claim, StoreError> {
+        on_engine!(self, store => store.begin_submission(key, mac, now_ns, expired_before_ns).await)
+    }
+
+    /// Settles a submission: `Done` registers its job in the same
+    /// transaction; `Unknown` keeps the key blocked; `Forget` frees it (the
+    /// note was certainly not created).
+    pub async fn end_submission(
+        &self,
+        key: Option<&str>,
+        end: SubmissionEnd,
+    ) -> Result<Option<Registered>, StoreError> {
+        on_engine!(self, store => store.end_submission(key, end).await)
+    }
+
+    /// Takes the recovery sweep's lease until `until_ns` if it has expired
+    /// by `now_ns`: the replica that takes it sweeps; the next sweep (on any
+    /// replica) is due when it expires.
+    pub async fn take_lease(
+        &self,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        on_engine!(self, store => store.take_lease(holder, now_ns, until_ns).await)
+    }
+
     /// Empties the payloads of events received before `cutoff`, in small
     /// transactions between deliveries. Returns how many it emptied. Safe
     /// to run on every replica at once: one sweeps, the others skip.
@@ -185,6 +260,34 @@ impl Outcome {
     }
 }
 
+/// How an event reached the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Delivered by Cobalt to the webhook route.
+    Webhook,
+    /// Fetched from Cobalt's event list by the recovery sweep.
+    Recovered,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Recovered => "recovered",
+        }
+    }
+
+    /// The source `as_str` wrote.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "webhook" => Some(Self::Webhook),
+            "recovered" => Some(Self::Recovered),
+            _ => None,
+        }
+    }
+}
+
 /// The answer to [`Store::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -201,6 +304,94 @@ pub struct Delivery {
     pub payload: String,
     pub attempt: Option<i64>,
     pub received_at: OffsetDateTime,
+    pub source: Source,
+}
+
+/// A job a client submitted to Cobalt, whose outcome is now expected.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub job_id: String,
+    pub patient_note_id: String,
+    pub submitted_at: OffsetDateTime,
+    /// The account it was submitted with, when known.
+    pub access_token_reference_id: Option<String>,
+    /// The name of the API token that registered it.
+    pub registered_by: String,
+}
+
+impl Registration {
+    pub(crate) fn submitted_ns(&self) -> i64 {
+        i64::try_from(self.submitted_at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+    }
+
+    pub(crate) fn submitted_text(&self) -> String {
+        self.submitted_at
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    }
+}
+
+/// The answer to [`Store::register`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Recorded now.
+    New,
+    /// The job was known already (registered, or its outcome recorded)
+    /// with the same patient note; nothing changed.
+    Known,
+    /// The job id is known with another patient note; nothing changed.
+    Conflict,
+}
+
+/// Pending jobs at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingSummary {
+    pub pending: i64,
+    pub overdue: i64,
+    pub oldest_submitted_ns: Option<i64>,
+}
+
+/// A pending job, as the recovery sweep asks Cobalt about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedJob {
+    pub job_id: String,
+    pub access_token_reference_id: Option<String>,
+}
+
+/// What an idempotency key says about a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new: this request submits the note.
+    Claimed,
+    /// The first request with this key created this job.
+    Done { job_id: String },
+    /// The first request is still waiting for Cobalt.
+    InFlight,
+    /// The first request's fate at Cobalt is unknown (it timed out).
+    Unknown,
+    /// The key was used for a different request.
+    Mismatch,
+}
+
+impl Claim {
+    /// What the row a key claimed says about its submission.
+    pub(crate) fn of(same_request: bool, state: &str, job_id: Option<String>) -> Self {
+        match (same_request, state, job_id) {
+            (false, _, _) => Self::Mismatch,
+            (true, "done", Some(job_id)) => Self::Done { job_id },
+            (true, "in_flight", _) => Self::InFlight,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// How a submission ended, for [`Store::end_submission`].
+#[derive(Debug, Clone)]
+pub enum SubmissionEnd {
+    Done(Registration),
+    Unknown,
+    Forget,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -274,7 +465,8 @@ impl StoreOptions {
 /// Filters and position of one page of `list_jobs`.
 #[derive(Debug, Clone, Default)]
 pub struct JobQuery {
-    pub status: Option<JobStatus>,
+    /// `None`: jobs with an outcome, of either status.
+    pub status: Option<ListStatus>,
     /// Only jobs decided by an event created at or after this instant.
     pub since_ns: Option<i64>,
     /// Start after this job (the last one of the previous page).
@@ -282,9 +474,21 @@ pub struct JobQuery {
     pub limit: u32,
 }
 
+/// What a listing selects by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStatus {
+    Decided(JobStatus),
+    /// Jobs without an outcome; only those submitted before the instant,
+    /// when given (overdue ones).
+    Pending {
+        submitted_before_ns: Option<i64>,
+    },
+}
+
 /// The sort key of a job in listings: newest decision first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobKey {
+    /// The deciding event's `created`, or a pending job's submission time.
     pub created_ns: i64,
     pub patient_note_id: String,
     pub job_id: String,
@@ -295,7 +499,12 @@ pub struct JobKey {
 pub struct JobState {
     pub patient_note_id: String,
     pub job_id: String,
+    /// `created`, `failed`, or `pending` (submitted, no outcome yet).
     pub status: String,
+    /// Pending for longer than `overdue_after_secs`.
+    pub overdue: bool,
+    /// When the job was submitted to Cobalt, if it was registered.
+    pub submitted_at: Option<String>,
     pub emr_note_id: Option<String>,
     pub failure_reason: Option<String>,
     /// `data.reasons` of the deciding failure, as sent: `[{"code", "description"}]`.
@@ -304,13 +513,22 @@ pub struct JobState {
     pub patient_mrn: Option<String>,
     pub location_id: Option<String>,
     pub access_token_reference_id: Option<String>,
-    pub deciding_event_id: String,
-    pub deciding_event_created: String,
-    pub first_received_at: String,
-    pub last_received_at: String,
+    pub deciding_event_id: Option<String>,
+    pub deciding_event_created: Option<String>,
+    pub first_received_at: Option<String>,
+    pub last_received_at: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub key: JobKey,
+}
+
+impl JobState {
+    pub const PENDING: &'static str = "pending";
+
+    /// Sets `overdue` for a pending job submitted before `before_ns`.
+    pub fn flag_overdue(&mut self, before_ns: i64) {
+        self.overdue = self.status == Self::PENDING && self.key.created_ns < before_ns;
+    }
 }
 
 /// An entry of the event log, without its payload (patient data).
@@ -324,6 +542,7 @@ pub struct EventSummary {
     pub created: Option<String>,
     pub received_at: String,
     pub attempt: Option<i64>,
+    pub source: Source,
     pub outcome: Outcome,
     pub reject_reason: Option<String>,
 }

@@ -16,6 +16,9 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
         ("get", "/v1/patient-notes", Some("bearer")),
         ("get", "/v1/patient-notes/{patient_note_id}", Some("bearer")),
         ("get", "/metrics", Some("bearer")),
+        ("put", "/v1/jobs/{job_id}", Some("bearer")),
+        ("post", "/v1/patient-notes", Some("bearer")),
+        ("post", "/v1/recoveries", Some("bearer")),
         ("get", "/healthz", None),
         ("get", "/readyz", None),
     ];
@@ -59,10 +62,9 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
             "no {schema} schema"
         );
     }
-    assert_eq!(
-        doc["paths"].as_object().map(|p| p.len()),
-        Some(operations.len())
-    );
+    let paths: std::collections::HashSet<&str> =
+        operations.iter().map(|(_, path, _)| *path).collect();
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(paths.len()));
 
     // Every reference resolves.
     let mut references = Vec::new();

@@ -166,7 +166,9 @@ async fn listings_page_newest_first_and_filter_by_status_and_time() {
 async fn bad_listing_parameters_are_400_with_a_reason() {
     let app = spawn_app().await;
     let cases = [
-        ("status=pending", "status"),
+        ("status=queued", "status"),
+        ("overdue=yes", "overdue"),
+        ("status=failed&overdue=true", "overdue"),
         ("limit=0", "limit"),
         ("limit=501", "limit"),
         ("limit=ten", "limit"),

@@ -10,10 +10,12 @@
 //! - **Migrations** are applied at open by sqlx's migrator, which holds an
 //!   advisory lock meanwhile, so replicas starting together take turns.
 
+mod notify;
 mod reader;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -23,7 +25,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Delivery, EventSummary, JobQuery, JobState, Outcome, Recorded, StoreError, StoreOptions,
+    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, Outcome, PendingSummary,
+    Recorded, Registered, Registration, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -37,6 +40,9 @@ pub struct Store {
     pool: PgPool,
     write_timeout: Duration,
     cursor_key: [u8; 32],
+    wakeups: Arc<Wakeups>,
+    /// The notifier and listener tasks, stopped at close.
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Store {
@@ -102,12 +108,21 @@ impl Store {
             .acquire_timeout(options.write_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(connect.clone());
-        let writes = writer::start(connect, options);
+        // The listener holds its connection for good: a pool of its own,
+        // without the statement timeout.
+        let listen = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(connect_options(&options.database_url)?);
+        let wakeups = Wakeups::new();
+        let (notifier, tasks) = notify::start(pool.clone(), listen, wakeups.clone());
+        let writes = writer::start(connect, options, wakeups.clone(), notifier);
         Ok(Self {
             writes,
             pool,
             write_timeout: options.write_timeout,
             cursor_key,
+            wakeups,
+            tasks: Arc::new(Mutex::new(tasks)),
         })
     }
 
@@ -121,7 +136,157 @@ impl Store {
         if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
             let _ = stopped.await;
         }
+        for task in std::mem::take(&mut *self.tasks.lock().expect("not poisoned")) {
+            task.abort();
+        }
         self.pool.close().await;
+    }
+
+    pub fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
+    }
+
+    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(read_error)?;
+        let registered = register(&mut tx, &registration).await.map_err(read_error)?;
+        tx.commit().await.map_err(read_error)?;
+        Ok(registered)
+    }
+
+    pub async fn pending_summary(
+        &self,
+        overdue_before_ns: i64,
+    ) -> Result<PendingSummary, StoreError> {
+        reader::pending_summary(&self.pool, overdue_before_ns)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn overdue_jobs(
+        &self,
+        before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<ExpectedJob>, StoreError> {
+        reader::overdue_jobs(&self.pool, before_ns, limit)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
+        sqlx::query(
+            "update expected_jobs set resolved = true
+             where not resolved
+               and exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
+        )
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(read_error)
+    }
+
+    pub async fn begin_submission(
+        &self,
+        key: &str,
+        mac: &str,
+        now_ns: i64,
+        expired_before_ns: i64,
+    ) -> Result<Claim, StoreError> {
+        let claim = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("delete from submissions where created_ns < $1")
+                .bind(expired_before_ns)
+                .execute(&mut *tx)
+                .await?;
+            // A second request with the key waits here for the first's commit.
+            let claimed = sqlx::query(
+                "insert into submissions (idempotency_key, request_mac, state, created_ns)
+                 values ($1, $2, 'in_flight', $3)
+                 on conflict (idempotency_key) do nothing",
+            )
+            .bind(key)
+            .bind(mac)
+            .bind(now_ns)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let claim = if claimed {
+                Claim::Claimed
+            } else {
+                let (first_mac, state, job_id): (String, String, Option<String>) = sqlx::query_as(
+                    "select request_mac, state, job_id from submissions
+                         where idempotency_key = $1",
+                )
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await?;
+                Claim::of(first_mac == mac, &state, job_id)
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(claim)
+        };
+        claim.await.map_err(read_error)
+    }
+
+    pub async fn end_submission(
+        &self,
+        key: Option<&str>,
+        end: SubmissionEnd,
+    ) -> Result<Option<Registered>, StoreError> {
+        let ended = async {
+            let mut tx = self.pool.begin().await?;
+            let registered = match &end {
+                SubmissionEnd::Done(job) => {
+                    sqlx::query(
+                        "update submissions set state = 'done', job_id = $1
+                         where idempotency_key = $2",
+                    )
+                    .bind(&job.job_id)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                    Some(register(&mut tx, job).await?)
+                }
+                SubmissionEnd::Unknown => {
+                    sqlx::query(
+                        "update submissions set state = 'unknown' where idempotency_key = $1",
+                    )
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                    None
+                }
+                SubmissionEnd::Forget => {
+                    sqlx::query("delete from submissions where idempotency_key = $1")
+                        .bind(key)
+                        .execute(&mut *tx)
+                        .await?;
+                    None
+                }
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(registered)
+        };
+        ended.await.map_err(read_error)
+    }
+
+    pub async fn take_lease(
+        &self,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(
+            "update reconcile_lease set holder = $1, expires_ns = $3
+             where id = 1 and expires_ns <= $2",
+        )
+        .bind(holder)
+        .bind(now_ns)
+        .bind(until_ns)
+        .execute(&self.pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+        .map_err(read_error)
     }
 
     pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
@@ -210,6 +375,58 @@ impl Store {
             }
         }
     }
+}
+
+/// Records an expected job unless its id is known with another note. Two
+/// registrations of one new job at once: the second's insert waits for the
+/// first's commit and skips; it then reads the row the first wrote.
+async fn register(
+    tx: &mut sqlx::PgTransaction<'_>,
+    job: &Registration,
+) -> Result<Registered, sqlx::Error> {
+    for _ in 0..2 {
+        let (outcome_note, expected_note, inserted): (Option<String>, Option<String>, bool) =
+            sqlx::query_as(
+                "with outcome as (select patient_note_id from jobs where job_id = $1 limit 1),
+                      existing as (select patient_note_id from expected_jobs where job_id = $1),
+                      inserted as (
+                          insert into expected_jobs (job_id, patient_note_id, submitted_at,
+                                                     submitted_ns, access_token_reference_id,
+                                                     registered_by, resolved)
+                          select $1, $2, $3, $4, $5, $6, exists (select 1 from outcome)
+                          where not exists (select 1 from existing)
+                            and not exists (select 1 from outcome where patient_note_id <> $2)
+                          on conflict (job_id) do nothing
+                          returning 1)
+                 select (select patient_note_id from outcome),
+                        (select patient_note_id from existing),
+                        exists (select 1 from inserted)",
+            )
+            .bind(&job.job_id)
+            .bind(&job.patient_note_id)
+            .bind(job.submitted_text())
+            .bind(job.submitted_ns())
+            .bind(&job.access_token_reference_id)
+            .bind(&job.registered_by)
+            .fetch_one(&mut **tx)
+            .await?;
+        let mine = |note: &Option<String>| note.as_ref().is_none_or(|n| *n == job.patient_note_id);
+        if !mine(&outcome_note) || !mine(&expected_note) {
+            return Ok(Registered::Conflict);
+        }
+        if expected_note.is_some() {
+            return Ok(Registered::Known);
+        }
+        if inserted {
+            return Ok(if outcome_note.is_some() {
+                Registered::Known
+            } else {
+                Registered::New
+            });
+        }
+        // Another registration of this job committed meanwhile: read it.
+    }
+    Err(sqlx::Error::RowNotFound)
 }
 
 /// Connects to `database_url` and applies the migrations (as `open`

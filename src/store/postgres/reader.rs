@@ -6,13 +6,27 @@ use sqlx::postgres::{PgPool, PgRow};
 
 use super::outcome_column;
 use crate::domain::JobStatus;
-use crate::store::{EventSummary, JobKey, JobQuery, JobState};
+use crate::store::{
+    EventSummary, ExpectedJob, JobKey, JobQuery, JobState, ListStatus, PendingSummary, Source,
+};
 
-const JOB_COLUMNS: &str = "patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-    patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-    deciding_event_created, deciding_event_created_ns, first_received_at, last_received_at";
+/// A job with an outcome, and when it was submitted if it was registered.
+const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_id,
+    failure_reason, reasons, patient_mrn, location_id, jobs.access_token_reference_id,
+    deciding_event_id, deciding_event_created, deciding_event_created_ns, first_received_at,
+    last_received_at, expected_jobs.submitted_at
+    from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
 
-/// Reads a row selected with [`JOB_COLUMNS`].
+/// A pending job, in the columns of [`JOB_COLUMNS`]. `resolved` may lag
+/// behind an outcome another replica committed; `jobs` says for sure.
+const PENDING_COLUMNS: &str = "patient_note_id, job_id, 'pending'::text, null::text, null::text,
+    null::text, null::text, null::text, access_token_reference_id, null::text, null::text,
+    submitted_ns, null::text, null::text, submitted_at
+    from expected_jobs
+    where not resolved
+      and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)";
+
+/// Reads a row selected with [`JOB_COLUMNS`] or [`PENDING_COLUMNS`].
 fn job_state(row: &PgRow) -> Result<JobState, sqlx::Error> {
     let patient_note_id: String = row.try_get(0)?;
     let job_id: String = row.try_get(1)?;
@@ -30,6 +44,8 @@ fn job_state(row: &PgRow) -> Result<JobState, sqlx::Error> {
         patient_note_id,
         job_id,
         status: row.try_get(2)?,
+        overdue: false,
+        submitted_at: row.try_get(14)?,
         emr_note_id: row.try_get(3)?,
         failure_reason: row.try_get(4)?,
         reasons,
@@ -51,7 +67,15 @@ pub(super) async fn jobs_by_job_id(
     pool: &PgPool,
     job_id: &str,
 ) -> Result<Vec<JobState>, sqlx::Error> {
-    let sql = format!("select {JOB_COLUMNS} from jobs where job_id = $1 order by patient_note_id");
+    // One statement: the outcomes, or else the pending state.
+    let sql = format!(
+        "with decided as (select {JOB_COLUMNS} where jobs.job_id = $1)
+         select * from decided
+         union all
+         (select {PENDING_COLUMNS} and expected_jobs.job_id = $1
+            and not exists (select 1 from decided))
+         order by 1"
+    );
     job_states(sqlx::query(&sql).bind(job_id).fetch_all(pool).await?)
 }
 
@@ -60,8 +84,8 @@ pub(super) async fn jobs_by_note(
     patient_note_id: &str,
 ) -> Result<Vec<JobState>, sqlx::Error> {
     let sql = format!(
-        "select {JOB_COLUMNS} from jobs where patient_note_id = $1
-         order by deciding_event_created_ns desc, job_id desc"
+        "select {JOB_COLUMNS} where jobs.patient_note_id = $1
+         order by deciding_event_created_ns desc, jobs.job_id desc"
     );
     job_states(
         sqlx::query(&sql)
@@ -77,11 +101,19 @@ pub(super) async fn list_jobs(
     pool: &PgPool,
     query: &JobQuery,
 ) -> Result<Vec<JobState>, sqlx::Error> {
+    if let Some(ListStatus::Pending {
+        submitted_before_ns,
+    }) = query.status
+    {
+        return list_pending(pool, query, submitted_before_ns).await;
+    }
     const NEWEST_FIRST: &str =
         " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit $1";
+    const NEWEST_FIRST_INNER: &str = " order by deciding_event_created_ns desc,
+        jobs.patient_note_id desc, jobs.job_id desc limit $1";
     let statuses = match query.status {
-        Some(status) => vec![status],
-        None => vec![JobStatus::Created, JobStatus::Failed],
+        Some(ListStatus::Decided(status)) => vec![status],
+        _ => vec![JobStatus::Created, JobStatus::Failed],
     };
     // $1 is the limit; then the since bound and the position, each only
     // when asked for (PostgreSQL refuses a parameter no clause uses).
@@ -93,19 +125,16 @@ pub(super) async fn list_jobs(
     };
     let mut ranges = Vec::new();
     for status in statuses {
-        let mut range = format!(
-            "(select {JOB_COLUMNS} from jobs where status = '{}'",
-            status.as_str()
-        );
+        let mut range = format!("(select {JOB_COLUMNS} where status = '{}'", status.as_str());
         if let Some(since) = since {
             range.push_str(&format!(" and deciding_event_created_ns >= {since}"));
         }
         if let Some(position) = position {
             range.push_str(&format!(
-                " and (deciding_event_created_ns, patient_note_id, job_id) < {position}"
+                " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < {position}"
             ));
         }
-        range.push_str(NEWEST_FIRST);
+        range.push_str(NEWEST_FIRST_INNER);
         range.push(')');
         ranges.push(range);
     }
@@ -127,13 +156,100 @@ pub(super) async fn list_jobs(
     job_states(rows)
 }
 
+/// Pending jobs, newest submission first, over their partial index.
+async fn list_pending(
+    pool: &PgPool,
+    query: &JobQuery,
+    submitted_before_ns: Option<i64>,
+) -> Result<Vec<JobState>, sqlx::Error> {
+    let mut sql = format!("select {PENDING_COLUMNS}");
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if query.since_ns.is_some() {
+        sql.push_str(&format!(" and submitted_ns >= {}", next()));
+    }
+    if submitted_before_ns.is_some() {
+        sql.push_str(&format!(" and submitted_ns < {}", next()));
+    }
+    if query.after.is_some() {
+        sql.push_str(&format!(
+            " and (submitted_ns, patient_note_id, job_id) < ({}, {}, {})",
+            next(),
+            next(),
+            next()
+        ));
+    }
+    sql.push_str(" order by submitted_ns desc, patient_note_id desc, job_id desc limit $1");
+    let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
+    if let Some(since) = query.since_ns {
+        statement = statement.bind(since);
+    }
+    if let Some(before) = submitted_before_ns {
+        statement = statement.bind(before);
+    }
+    if let Some(after) = &query.after {
+        statement = statement
+            .bind(after.created_ns)
+            .bind(after.patient_note_id.as_str())
+            .bind(after.job_id.as_str());
+    }
+    job_states(statement.fetch_all(pool).await?)
+}
+
+pub(super) async fn pending_summary(
+    pool: &PgPool,
+    overdue_before_ns: i64,
+) -> Result<PendingSummary, sqlx::Error> {
+    let (pending, overdue, oldest_submitted_ns): (i64, i64, Option<i64>) = sqlx::query_as(
+        "select count(*), count(*) filter (where submitted_ns < $1), min(submitted_ns)
+         from expected_jobs
+         where not resolved
+           and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
+    )
+    .bind(overdue_before_ns)
+    .fetch_one(pool)
+    .await?;
+    Ok(PendingSummary {
+        pending,
+        overdue,
+        oldest_submitted_ns,
+    })
+}
+
+pub(super) async fn overdue_jobs(
+    pool: &PgPool,
+    before_ns: i64,
+    limit: u32,
+) -> Result<Vec<ExpectedJob>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select job_id, access_token_reference_id from expected_jobs
+         where not resolved and submitted_ns < $1
+           and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)
+         order by submitted_ns, patient_note_id, job_id limit $2",
+    )
+    .bind(before_ns)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, access_token_reference_id)| ExpectedJob {
+            job_id,
+            access_token_reference_id,
+        })
+        .collect())
+}
+
 pub(super) async fn job_events(
     pool: &PgPool,
     job_id: &str,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
     let rows = sqlx::query(
         "select event_id, event_type, job_id, patient_note_id, created, received_at,
-                attempt, outcome, reject_reason
+                attempt, outcome, reject_reason, source
          from events where job_id = $1 order by seq",
     )
     .bind(job_id)
@@ -151,6 +267,8 @@ pub(super) async fn job_events(
                 attempt: row.try_get(6)?,
                 outcome: outcome_column(row, 7)?,
                 reject_reason: row.try_get(8)?,
+                source: Source::parse(row.try_get(9)?)
+                    .ok_or_else(|| sqlx::Error::Decode("an unknown event source".into()))?,
             })
         })
         .collect()

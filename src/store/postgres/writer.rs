@@ -29,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
@@ -40,7 +41,7 @@ use tokio::time::Instant as Deadline;
 use super::cause;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
-use crate::store::{Delivery, Outcome, Recorded, StoreError, StoreOptions};
+use crate::store::{Delivery, Outcome, Recorded, StoreError, StoreOptions, Wakeups};
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -61,13 +62,20 @@ pub(super) struct Write {
 }
 
 /// Starts the writer task; it connects when the first write arrives.
-pub(super) fn start(connect: PgConnectOptions, options: &StoreOptions) -> mpsc::Sender<Command> {
+pub(super) fn start(
+    connect: PgConnectOptions,
+    options: &StoreOptions,
+    wakeups: Arc<Wakeups>,
+    notifier: super::notify::Notifier,
+) -> mpsc::Sender<Command> {
     let (sender, receiver) = mpsc::channel(options.write_queue_capacity);
     let writer = Writer {
         connect,
         connection: None,
         batch_size: options.write_batch_size.max(1),
         timeout: options.write_timeout,
+        wakeups,
+        notifier,
     };
     tokio::spawn(writer.run(receiver));
     sender
@@ -78,6 +86,9 @@ struct Writer {
     connection: Option<PgConnection>,
     batch_size: usize,
     timeout: std::time::Duration,
+    /// Waiters for outcomes on this replica, and the other replicas'.
+    wakeups: Arc<Wakeups>,
+    notifier: super::notify::Notifier,
 }
 
 /// Why a batch was not committed.
@@ -192,6 +203,20 @@ impl Writer {
                 let elapsed = started.elapsed();
                 tracing::debug!(size = batch.len(), ?elapsed, "batch committed");
                 monitoring::batch_committed(batch.len(), elapsed.as_secs_f64());
+                let decided: Vec<&str> = batch
+                    .iter()
+                    .zip(&outcomes)
+                    .filter_map(
+                        |(write, outcome)| match (job_of(&write.delivery), outcome) {
+                            (Some((_, job_id)), Recorded::New(Outcome::Applied)) => Some(job_id),
+                            _ => None,
+                        },
+                    )
+                    .collect();
+                if !decided.is_empty() {
+                    self.wakeups.wake(decided.iter().copied());
+                    self.notifier.decided(&decided);
+                }
                 for (write, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = write.reply.send(Ok(outcome));
                 }
@@ -333,7 +358,8 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 ///    An id another replica is inserting right now makes the insert wait
 ///    for that commit, then skip the row (a duplicate the statement did not
 ///    know of).
-/// 4. `kept`: their payloads.
+/// 4. `resolved`: the expected jobs the batch decided are no longer pending.
+/// 5. `kept`: their payloads.
 ///
 /// Returns, in the batch's order, each event's label if it was inserted
 /// now, or the original's if it was known.
@@ -343,12 +369,12 @@ with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::text[], $17::text[], $18::int8[])
+                         $16::text[], $17::text[], $18::int8[], $19::text[])
         with ordinality
         as t(event_id, event_type, job_id, patient_note_id, created,
              received_at, attempt, label, reject_reason, payload,
              status, emr_note_id, failure_reason, reasons, patient_mrn,
-             location_id, access_token_reference_id, created_ns, arrival)
+             location_id, access_token_reference_id, created_ns, source, arrival)
 ),
 known as (
     select event_id, outcome from events where event_id = any($1::text[])
@@ -367,17 +393,22 @@ decided as (
 "#,
     super::replace_if_outranked!(),
     r#"
-    returning deciding_event_id
+    returning deciding_event_id, job_id
+),
+resolved as (
+    update expected_jobs set resolved = true
+    from decided
+    where expected_jobs.job_id = decided.job_id and not expected_jobs.resolved
 ),
 new_events as (
     insert into events (event_id, event_type, job_id, patient_note_id, created,
-                        received_at, attempt, outcome, reject_reason)
+                        received_at, attempt, outcome, reject_reason, source)
     select event_id, event_type, job_id, patient_note_id, created, received_at, attempt,
            -- The first test reads `decided` for every row, the first too.
            case when event_id = any(applied.ids) then 'applied'
                 when status is null then label
                 else 'superseded' end,
-           reject_reason
+           reject_reason, source
     from input, (select array(select deciding_event_id from decided) as ids) as applied
     where event_id not in (select event_id from known)
     order by event_id collate "C"
@@ -505,6 +536,7 @@ async fn apply_unique(
                 .map(|r| r.job.map(|j| j.rank.created_ns()))
                 .collect::<Vec<_>>(),
         )
+        .bind(rows.iter().map(|r| r.source).collect::<Vec<_>>())
         .fetch_all(&mut *connection)
         .await?;
 
@@ -585,6 +617,7 @@ struct EventRow<'a> {
     reject_reason: Option<String>,
     payload: &'a str,
     job: Option<&'a JobOutcome>,
+    source: &'static str,
 }
 
 impl<'a> EventRow<'a> {
@@ -614,6 +647,7 @@ impl<'a> EventRow<'a> {
             reject_reason,
             payload: &delivery.payload,
             job,
+            source: delivery.source.as_str(),
         })
     }
 }

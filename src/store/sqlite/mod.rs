@@ -28,7 +28,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Delivery, EventSummary, JobQuery, JobState, Outcome, Recorded, StoreError, StoreOptions,
+    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, Outcome, PendingSummary,
+    Recorded, Registered, Registration, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -39,6 +40,7 @@ pub struct Store {
     readers: reader::Readers,
     write_timeout: Duration,
     cursor_key: [u8; 32],
+    wakeups: std::sync::Arc<Wakeups>,
 }
 
 impl Store {
@@ -75,7 +77,9 @@ impl Store {
             .context("closing the migration connection")?;
         tracing::debug!("db: migrations applied");
 
-        let writes = writer::start(&path, options).context("starting the writer")?;
+        let wakeups = Wakeups::new();
+        let writes =
+            writer::start(&path, options, wakeups.clone()).context("starting the writer")?;
         tracing::debug!("db: writer ready");
         let readers = reader::Readers::start(&path, options).context("starting the readers")?;
         tracing::debug!("db: readers ready");
@@ -84,6 +88,7 @@ impl Store {
             readers,
             write_timeout: options.write_timeout,
             cursor_key,
+            wakeups,
         })
     }
 
@@ -184,6 +189,78 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    pub fn wakeups(&self) -> &std::sync::Arc<Wakeups> {
+        &self.wakeups
+    }
+
+    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
+        self.on_writer(move |db| {
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let registered = writer::register(&tx, &registration)?;
+            tx.commit()?;
+            Ok(registered)
+        })
+        .await
+    }
+
+    pub async fn pending_summary(
+        &self,
+        overdue_before_ns: i64,
+    ) -> Result<PendingSummary, StoreError> {
+        self.readers
+            .run(move |db| reader::pending_summary(db, overdue_before_ns))
+            .await
+    }
+
+    pub async fn overdue_jobs(
+        &self,
+        before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<ExpectedJob>, StoreError> {
+        self.readers
+            .run(move |db| reader::overdue_jobs(db, before_ns, limit))
+            .await
+    }
+
+    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
+        self.on_writer(writer::settle_resolved).await
+    }
+
+    pub async fn begin_submission(
+        &self,
+        key: &str,
+        mac: &str,
+        now_ns: i64,
+        expired_before_ns: i64,
+    ) -> Result<Claim, StoreError> {
+        let (key, mac) = (key.to_owned(), mac.to_owned());
+        self.on_writer(move |db| {
+            writer::begin_submission(db, &key, &mac, now_ns, expired_before_ns)
+        })
+        .await
+    }
+
+    pub async fn end_submission(
+        &self,
+        key: Option<&str>,
+        end: SubmissionEnd,
+    ) -> Result<Option<Registered>, StoreError> {
+        let key = key.map(str::to_owned);
+        self.on_writer(move |db| writer::end_submission(db, key.as_deref(), &end))
+            .await
+    }
+
+    pub async fn take_lease(
+        &self,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let holder = holder.to_owned();
+        self.on_writer(move |db| writer::take_lease(db, &holder, now_ns, until_ns))
+            .await
     }
 
     /// Runs `work` on the write connection once the batch in hand is done,
@@ -310,6 +387,11 @@ fn connect(
     db.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
     db.pragma_update(None, "mmap_size", options.mmap_bytes)?;
     Ok(db)
+}
+
+/// A source as the event log keeps it.
+fn source_column(value: &str) -> rusqlite::Result<Source> {
+    Source::parse(value).ok_or_else(|| decode_error(format!("unknown source {value}")))
 }
 
 /// An outcome as the event log keeps it.

@@ -8,12 +8,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+use rusqlite::{Connection, OpenFlags, Row, params, params_from_iter};
 use tokio::sync::oneshot;
 
-use super::{connect, decode_error, outcome_column};
+use super::{connect, decode_error, outcome_column, source_column};
 use crate::domain::JobStatus;
-use crate::store::{EventSummary, JobKey, JobQuery, JobState, StoreError, StoreOptions};
+use crate::store::{
+    EventSummary, ExpectedJob, JobKey, JobQuery, JobState, ListStatus, PendingSummary, StoreError,
+    StoreOptions,
+};
 
 /// A query for a reader thread; `None` stops the thread that takes it.
 type Query = Option<Box<dyn FnOnce(&Connection) + Send>>;
@@ -83,11 +86,21 @@ impl Readers {
     }
 }
 
-const JOB_COLUMNS: &str = "patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-    patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-    deciding_event_created, deciding_event_created_ns, first_received_at, last_received_at";
+/// A job with an outcome, and when it was submitted if it was registered.
+const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_id,
+    failure_reason, reasons, patient_mrn, location_id, jobs.access_token_reference_id,
+    deciding_event_id, deciding_event_created, deciding_event_created_ns, first_received_at,
+    last_received_at, expected_jobs.submitted_at
+    from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
 
-/// Reads a row selected with [`JOB_COLUMNS`].
+/// A pending job, in the columns of [`JOB_COLUMNS`]. Its outcome may have
+/// landed since `resolved` was read; `jobs` says for sure.
+const PENDING_COLUMNS: &str = "patient_note_id, job_id, 'pending', null, null, null, null, null,
+    access_token_reference_id, null, null, submitted_ns, null, null, submitted_at
+    from expected_jobs
+    where resolved = 0 and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)";
+
+/// Reads a row selected with [`JOB_COLUMNS`] or [`PENDING_COLUMNS`].
 fn job_state(row: &Row<'_>) -> rusqlite::Result<JobState> {
     let patient_note_id: String = row.get(0)?;
     let job_id: String = row.get(1)?;
@@ -105,6 +118,8 @@ fn job_state(row: &Row<'_>) -> rusqlite::Result<JobState> {
         patient_note_id,
         job_id,
         status: row.get(2)?,
+        overdue: false,
+        submitted_at: row.get(14)?,
         emr_note_id: row.get(3)?,
         failure_reason: row.get(4)?,
         reasons,
@@ -118,9 +133,19 @@ fn job_state(row: &Row<'_>) -> rusqlite::Result<JobState> {
     })
 }
 
+/// The job's outcomes (normally one), or its pending state if it has none.
 pub(super) fn jobs_by_job_id(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<JobState>> {
+    let decided: Vec<JobState> = db
+        .prepare_cached(&format!(
+            "select {JOB_COLUMNS} where jobs.job_id = ? order by jobs.patient_note_id"
+        ))?
+        .query_map([job_id], job_state)?
+        .collect::<rusqlite::Result<_>>()?;
+    if !decided.is_empty() {
+        return Ok(decided);
+    }
     db.prepare_cached(&format!(
-        "select {JOB_COLUMNS} from jobs where job_id = ? order by patient_note_id"
+        "select {PENDING_COLUMNS} and expected_jobs.job_id = ?"
     ))?
     .query_map([job_id], job_state)?
     .collect()
@@ -131,30 +156,38 @@ pub(super) fn jobs_by_note(
     patient_note_id: &str,
 ) -> rusqlite::Result<Vec<JobState>> {
     db.prepare_cached(&format!(
-        "select {JOB_COLUMNS} from jobs where patient_note_id = ?
-         order by deciding_event_created_ns desc, job_id desc"
+        "select {JOB_COLUMNS} where jobs.patient_note_id = ?
+         order by deciding_event_created_ns desc, jobs.job_id desc"
     ))?
     .query_map([patient_note_id], job_state)?
     .collect()
 }
 
 pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<Vec<JobState>> {
+    if let Some(ListStatus::Pending {
+        submitted_before_ns,
+    }) = query.status
+    {
+        return list_pending(db, query, submitted_before_ns);
+    }
     const NEWEST_FIRST: &str =
         " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ?";
+    const NEWEST_FIRST_INNER: &str = " order by deciding_event_created_ns desc,
+        jobs.patient_note_id desc, jobs.job_id desc limit ?";
     // Each status has an index of its own, read newest first; without a
     // status filter, the newest of both are merged. The status is written
     // into the SQL (it is one of two fixed words) because SQLite uses a
     // partial index only for a query that names its condition literally.
     let statuses = match query.status {
-        Some(status) => vec![status],
-        None => vec![JobStatus::Created, JobStatus::Failed],
+        Some(ListStatus::Decided(status)) => vec![status],
+        _ => vec![JobStatus::Created, JobStatus::Failed],
     };
     let limit = i64::from(query.limit);
     let mut ranges = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     for status in statuses {
         let mut range = format!(
-            "select * from (select {JOB_COLUMNS} from jobs where status = '{}'",
+            "select * from (select {JOB_COLUMNS} where status = '{}'",
             status.as_str()
         );
         if let Some(since) = query.since_ns {
@@ -162,12 +195,14 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
             values.push(since.into());
         }
         if let Some(after) = &query.after {
-            range.push_str(" and (deciding_event_created_ns, patient_note_id, job_id) < (?, ?, ?)");
+            range.push_str(
+                " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < (?, ?, ?)",
+            );
             values.push(after.created_ns.into());
             values.push(after.patient_note_id.clone().into());
             values.push(after.job_id.clone().into());
         }
-        range.push_str(NEWEST_FIRST);
+        range.push_str(NEWEST_FIRST_INNER);
         range.push(')');
         values.push(limit.into());
         ranges.push(range);
@@ -179,10 +214,78 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
         .collect()
 }
 
+/// Pending jobs, newest submission first, over their partial index.
+fn list_pending(
+    db: &Connection,
+    query: &JobQuery,
+    submitted_before_ns: Option<i64>,
+) -> rusqlite::Result<Vec<JobState>> {
+    let mut sql = format!("select {PENDING_COLUMNS}");
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(since) = query.since_ns {
+        sql.push_str(" and submitted_ns >= ?");
+        values.push(since.into());
+    }
+    if let Some(before) = submitted_before_ns {
+        sql.push_str(" and submitted_ns < ?");
+        values.push(before.into());
+    }
+    if let Some(after) = &query.after {
+        sql.push_str(" and (submitted_ns, patient_note_id, job_id) < (?, ?, ?)");
+        values.push(after.created_ns.into());
+        values.push(after.patient_note_id.clone().into());
+        values.push(after.job_id.clone().into());
+    }
+    sql.push_str(" order by submitted_ns desc, patient_note_id desc, job_id desc limit ?");
+    values.push(i64::from(query.limit).into());
+    db.prepare_cached(&sql)?
+        .query_map(params_from_iter(values), job_state)?
+        .collect()
+}
+
+pub(super) fn pending_summary(
+    db: &Connection,
+    overdue_before_ns: i64,
+) -> rusqlite::Result<PendingSummary> {
+    db.prepare_cached(
+        "select count(*), coalesce(sum(submitted_ns < ?), 0), min(submitted_ns)
+         from expected_jobs
+         where resolved = 0
+           and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
+    )?
+    .query_row([overdue_before_ns], |row| {
+        Ok(PendingSummary {
+            pending: row.get(0)?,
+            overdue: row.get(1)?,
+            oldest_submitted_ns: row.get(2)?,
+        })
+    })
+}
+
+pub(super) fn overdue_jobs(
+    db: &Connection,
+    before_ns: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<ExpectedJob>> {
+    db.prepare_cached(
+        "select job_id, access_token_reference_id from expected_jobs
+         where resolved = 0 and submitted_ns < ?
+           and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)
+         order by submitted_ns, patient_note_id, job_id limit ?",
+    )?
+    .query_map(params![before_ns, limit], |row| {
+        Ok(ExpectedJob {
+            job_id: row.get(0)?,
+            access_token_reference_id: row.get(1)?,
+        })
+    })?
+    .collect()
+}
+
 pub(super) fn job_events(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<EventSummary>> {
     db.prepare_cached(
         "select event_id, event_type, job_id, patient_note_id, created, received_at,
-                attempt, outcome, reject_reason
+                attempt, outcome, reject_reason, source
          from events where job_id = ? order by seq",
     )?
     .query_map([job_id], |row| {
@@ -196,6 +299,7 @@ pub(super) fn job_events(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<
             attempt: row.get(6)?,
             outcome: outcome_column(&row.get::<_, String>(7)?)?,
             reject_reason: row.get(8)?,
+            source: source_column(&row.get::<_, String>(9)?)?,
         })
     })?
     .collect()

@@ -20,7 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
-use crate::store::{Delivery, Outcome, Recorded, StoreError, StoreOptions};
+use crate::store::{
+    Claim, Delivery, Outcome, Recorded, Registered, Registration, StoreError, StoreOptions,
+    SubmissionEnd, Wakeups,
+};
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -44,7 +47,11 @@ pub(super) struct Write {
 }
 
 /// Opens the write connection and starts the writer thread.
-pub(super) fn start(path: &Path, options: &StoreOptions) -> anyhow::Result<mpsc::Sender<Command>> {
+pub(super) fn start(
+    path: &Path,
+    options: &StoreOptions,
+    wakeups: std::sync::Arc<Wakeups>,
+) -> anyhow::Result<mpsc::Sender<Command>> {
     let db = connect(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -69,7 +76,7 @@ pub(super) fn start(path: &Path, options: &StoreOptions) -> anyhow::Result<mpsc:
     let (batch_size, timeout) = (options.write_batch_size, options.write_timeout);
     std::thread::Builder::new()
         .name("db-writer".into())
-        .spawn(move || run(db, receiver, batch_size, timeout))?;
+        .spawn(move || run(db, receiver, batch_size, timeout, &wakeups))?;
     Ok(sender)
 }
 
@@ -78,6 +85,7 @@ fn run(
     mut commands: mpsc::Receiver<Command>,
     batch_size: usize,
     timeout: Duration,
+    wakeups: &Wakeups,
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(batch_size);
     let mut stop = None;
@@ -94,7 +102,7 @@ fn run(
         if task.is_none() {
             drain(&mut commands, &mut batch, batch_size, &mut stop, &mut task);
         }
-        commit_batch(&mut db, &mut batch, timeout);
+        commit_batch(&mut db, &mut batch, timeout, wakeups);
         if let Some(work) = task {
             work(&mut db);
         }
@@ -143,7 +151,12 @@ pub(super) fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()>
     tx.commit()
 }
 
-fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: Duration) {
+fn commit_batch(
+    db: &mut rusqlite::Connection,
+    batch: &mut Vec<Write>,
+    timeout: Duration,
+    wakeups: &Wakeups,
+) {
     // A delivery whose handler has stopped waiting was answered 503 already:
     // storing it now would only hold up the others (the sender retries).
     let now = Instant::now();
@@ -164,6 +177,7 @@ fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: 
         Ok(outcomes) => {
             tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
             monitoring::batch_committed(batch.len(), started.elapsed().as_secs_f64());
+            wakeups.wake(decided_jobs(batch, &outcomes));
             for (write, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = write.reply.send(Ok(outcome));
             }
@@ -177,6 +191,16 @@ fn commit_batch(db: &mut rusqlite::Connection, batch: &mut Vec<Write>, timeout: 
             }
         }
     }
+}
+
+/// The job ids whose state the batch's applied events decided.
+fn decided_jobs<'a>(batch: &'a [Write], outcomes: &'a [Recorded]) -> impl Iterator<Item = &'a str> {
+    batch.iter().zip(outcomes).filter_map(|(write, outcome)| {
+        match (&write.delivery.envelope.meaning, outcome) {
+            (Meaning::Outcome(job), Recorded::New(Outcome::Applied)) => Some(job.job_id.as_str()),
+            _ => None,
+        }
+    })
 }
 
 fn apply_batch(db: &mut rusqlite::Connection, batch: &[Write]) -> rusqlite::Result<Vec<Recorded>> {
@@ -203,6 +227,7 @@ struct Statements<'tx> {
     original_outcome: CachedStatement<'tx>,
     upsert_job: CachedStatement<'tx>,
     touch_job: CachedStatement<'tx>,
+    resolve_expected: CachedStatement<'tx>,
 }
 
 impl<'tx> Statements<'tx> {
@@ -214,8 +239,9 @@ impl<'tx> Statements<'tx> {
             )?,
             insert_event: tx.prepare_cached(
                 "insert into events (event_id, event_type, job_id, patient_note_id, created,
-                                     received_at, attempt, outcome, reject_reason, payload)
-                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     received_at, attempt, outcome, reject_reason, payload,
+                                     source)
+                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  on conflict (event_id) do nothing",
             )?,
             original_outcome: tx.prepare_cached("select outcome from events where event_id = ?")?,
@@ -241,6 +267,9 @@ impl<'tx> Statements<'tx> {
             // A superseded event changes nothing but the job's last-received time.
             touch_job: tx.prepare_cached(
                 "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
+            )?,
+            resolve_expected: tx.prepare_cached(
+                "update expected_jobs set resolved = 1 where job_id = ? and resolved = 0",
             )?,
         })
     }
@@ -270,6 +299,7 @@ impl<'tx> Statements<'tx> {
             outcome.as_str(),
             reject_reason,
             delivery.payload,
+            delivery.source.as_str(),
         ])?;
         if inserted == 0 {
             let original: String = self
@@ -295,6 +325,7 @@ impl<'tx> Statements<'tx> {
                     job.rank.created_ns(),
                     received_at,
                 ])?;
+                self.resolve_expected.execute([&job.job_id])?;
             } else {
                 self.touch_job
                     .execute(params![received_at, job.patient_note_id, job.job_id])?;
@@ -375,4 +406,144 @@ pub(super) fn purge_payloads(
         .execute([through])?;
     tx.commit()?;
     Ok(Sweep { swept, purged })
+}
+
+/// Records an expected job, unless the job id is known with another note.
+/// Its outcome may be in already: then it is resolved from the start.
+pub(super) fn register(tx: &Transaction<'_>, job: &Registration) -> rusqlite::Result<Registered> {
+    let outcome_note: Option<String> = tx
+        .prepare_cached("select patient_note_id from jobs where job_id = ? limit 1")?
+        .query_row([&job.job_id], |row| row.get(0))
+        .optional()?;
+    let expected_note: Option<String> = tx
+        .prepare_cached("select patient_note_id from expected_jobs where job_id = ?")?
+        .query_row([&job.job_id], |row| row.get(0))
+        .optional()?;
+    if [&outcome_note, &expected_note]
+        .into_iter()
+        .flatten()
+        .any(|note| *note != job.patient_note_id)
+    {
+        return Ok(Registered::Conflict);
+    }
+    if expected_note.is_some() {
+        return Ok(Registered::Known);
+    }
+    tx.prepare_cached(
+        "insert into expected_jobs (job_id, patient_note_id, submitted_at, submitted_ns,
+                                    access_token_reference_id, registered_by, resolved)
+         values (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        job.job_id,
+        job.patient_note_id,
+        job.submitted_text(),
+        job.submitted_ns(),
+        job.access_token_reference_id,
+        job.registered_by,
+        outcome_note.is_some(),
+    ])?;
+    Ok(if outcome_note.is_some() {
+        Registered::Known
+    } else {
+        Registered::New
+    })
+}
+
+/// Claims an idempotency key, after forgetting expired ones.
+pub(super) fn begin_submission(
+    db: &mut rusqlite::Connection,
+    key: &str,
+    mac: &str,
+    now_ns: i64,
+    expired_before_ns: i64,
+) -> rusqlite::Result<Claim> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached("delete from submissions where created_ns < ?")?
+        .execute([expired_before_ns])?;
+    let existing: Option<(String, String, Option<String>)> = tx
+        .prepare_cached(
+            "select request_mac, state, job_id from submissions where idempotency_key = ?",
+        )?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()?;
+    let claim = match existing {
+        None => {
+            tx.prepare_cached(
+                "insert into submissions (idempotency_key, request_mac, state, created_ns)
+                 values (?, ?, 'in_flight', ?)",
+            )?
+            .execute(params![key, mac, now_ns])?;
+            Claim::Claimed
+        }
+        Some((first_mac, state, job_id)) => Claim::of(first_mac == mac, &state, job_id),
+    };
+    tx.commit()?;
+    Ok(claim)
+}
+
+/// Settles a submission and, when it created a job, registers the job in
+/// the same transaction.
+pub(super) fn end_submission(
+    db: &mut rusqlite::Connection,
+    key: Option<&str>,
+    end: &SubmissionEnd,
+) -> rusqlite::Result<Option<Registered>> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let registered = match end {
+        SubmissionEnd::Done(job) => {
+            if let Some(key) = key {
+                tx.prepare_cached(
+                    "update submissions set state = 'done', job_id = ? where idempotency_key = ?",
+                )?
+                .execute([&job.job_id, key])?;
+            }
+            Some(register(&tx, job)?)
+        }
+        SubmissionEnd::Unknown => {
+            if let Some(key) = key {
+                tx.prepare_cached(
+                    "update submissions set state = 'unknown' where idempotency_key = ?",
+                )?
+                .execute([key])?;
+            }
+            None
+        }
+        SubmissionEnd::Forget => {
+            if let Some(key) = key {
+                tx.prepare_cached("delete from submissions where idempotency_key = ?")?
+                    .execute([key])?;
+            }
+            None
+        }
+    };
+    tx.commit()?;
+    Ok(registered)
+}
+
+/// Takes the recovery sweep's lease if it has expired.
+pub(super) fn take_lease(
+    db: &mut rusqlite::Connection,
+    holder: &str,
+    now_ns: i64,
+    until_ns: i64,
+) -> rusqlite::Result<bool> {
+    let taken = db
+        .prepare_cached(
+            "update reconcile_lease set holder = ?1, expires_ns = ?3
+             where id = 1 and expires_ns <= ?2",
+        )?
+        .execute(params![holder, now_ns, until_ns])?;
+    Ok(taken == 1)
+}
+
+/// Marks expected jobs whose outcome is in as resolved.
+pub(super) fn settle_resolved(db: &mut rusqlite::Connection) -> rusqlite::Result<u64> {
+    let settled = db
+        .prepare_cached(
+            "update expected_jobs set resolved = 1
+             where resolved = 0 and exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
+        )?
+        .execute([])?;
+    Ok(settled as u64)
 }
