@@ -18,8 +18,12 @@ use tokio::task::JoinHandle;
 pub const SECRET: &str = "whsec_test_7f3a9c2e5b8d4f1a";
 /// A second active secret, as during a rotation; for tests only.
 pub const ROTATED_SECRET: &str = "whsec_test_rotation_second";
-/// A status API token; for tests only.
+/// A status API token (bare: read only); for tests only.
 pub const TOKEN: &str = "test-token-not-a-secret";
+/// The token named `clinic-app`, which may read and submit; for tests only.
+pub const SUBMIT_TOKEN: &str = "test-submit-token-not-a-secret";
+/// The token named `ops`, which may read, submit and operate; for tests only.
+pub const OPS_TOKEN: &str = "test-ops-token-not-a-secret";
 
 pub struct TestApp {
     pub address: String,
@@ -34,7 +38,11 @@ pub fn test_config(dir: &Workspace) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: dir.database_url().to_owned(),
         webhook_secrets: vec![Secret::new(SECRET), Secret::new(ROTATED_SECRET)],
-        api_tokens: vec![Secret::new(TOKEN)],
+        api_tokens: vec![
+            Secret::new(TOKEN),
+            Secret::new(format!("clinic-app:read+submit:{SUBMIT_TOKEN}")),
+            Secret::new(format!("ops:read+submit+operate:{OPS_TOKEN}")),
+        ],
         ..Config::default()
     }
 }
@@ -111,6 +119,47 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         checked(request.send().await.expect("the server answers"))
+    }
+
+    /// Any request, with `token` as bearer and `body` as JSON.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        json_of(checked(request.send().await.expect("the server answers"))).await
+    }
+
+    /// `PUT /v1/jobs/{job_id}` with the submit token.
+    pub async fn register(&self, job_id: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/jobs/{job_id}"),
+            Some(SUBMIT_TOKEN),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    /// GET with the test token, as status and JSON.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        json_of(self.get(path).await).await
     }
 
     pub async fn count(&self, table: &str) -> i64 {
