@@ -84,6 +84,10 @@ async fn patient_data_never_reaches_the_json_logs() {
     assert_eq!(first["webhook_secrets"], 1, "{first}");
     assert_eq!(first["api_tokens"], 1, "{first}");
     assert_eq!(first["payload_retention"], "30 days", "{first}");
+    assert_eq!(
+        first["cobalt"], "no credentials: submission and recovery are off",
+        "{first}"
+    );
 }
 
 /// Runs every kind of delivery past a server logging at debug level in
