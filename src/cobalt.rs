@@ -196,6 +196,7 @@ pub struct Client {
     /// Earliest instant the next listing call may start.
     next_call: Mutex<Instant>,
     spacing: Duration,
+    timeout: Duration,
 }
 
 impl Client {
@@ -211,7 +212,13 @@ impl Client {
             credentials,
             next_call: Mutex::new(Instant::now()),
             spacing: Duration::from_secs(1) / config.cobalt_requests_per_sec.max(1),
+            timeout: Duration::from_millis(config.cobalt_timeout_ms),
         })
+    }
+
+    /// Longest a call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn credentials(&self) -> &Credentials {

@@ -104,15 +104,17 @@ pub fn router(state: AppState, limits: TimeLimits) -> Router {
 
 /// A request still running at its limit has outlived any caller's
 /// patience; 503 tells Cobalt to retry. Waiting for an outcome
-/// (`?wait=`) and submitting a note (which waits for Cobalt) get longer.
+/// (`?wait=`), submitting a note (which waits for Cobalt) and a recovery
+/// sweep on request get longer.
 async fn time_limit(State(limits): State<TimeLimits>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
     let limit = match (request.method().as_str(), route) {
-        ("POST", Some("/v1/patient-notes" | "/v1/recoveries")) => {
-            limits.submission + limits.request
+        ("POST", Some("/v1/patient-notes")) => limits.submission + limits.request,
+        ("POST", Some("/v1/recoveries")) => {
+            Duration::from_secs(status::MAX_WAIT_SECS) + limits.request
         }
         ("GET", Some("/v1/jobs/{job_id}"))
             if request.uri().query().is_some_and(|q| q.contains("wait=")) =>

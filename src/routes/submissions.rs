@@ -21,10 +21,14 @@ use time::format_description::well_known::Rfc3339;
 
 use super::AppState;
 use crate::auth::Caller;
-use crate::cobalt::SubmitError;
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use crate::cobalt::{Account, Client, SubmitError};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::reconcile::{Report, Scope};
-use crate::store::{Claim, JobState, Registered, Registration, SubmissionEnd};
+use crate::store::{Claim, JobState, KeyClaim, Registered, Registration, SubmissionEnd};
 
 /// Idempotency keys are kept this long (as Stripe's are).
 const IDEMPOTENCY_KEY_HOURS: i64 = 24;
@@ -193,12 +197,17 @@ pub async fn submit(
     if let Some(key) = &key {
         let now = OffsetDateTime::now_utc();
         let expired = now - time::Duration::hours(IDEMPOTENCY_KEY_HOURS);
-        let mac = request_mac(&state, account.reference_id.as_deref(), &body);
-        match state
-            .store
-            .begin_submission(key, &mac, nanos(now), nanos(expired))
-            .await?
-        {
+        // A claim still in flight long after Cobalt's timeout belongs to a
+        // process that stopped before it could settle it.
+        let stale = now - cobalt.timeout() * 2;
+        let claim = KeyClaim {
+            key: key.clone(),
+            mac: request_mac(&state, account.reference_id.as_deref(), &body),
+            now_ns: nanos(now),
+            expired_before_ns: nanos(expired),
+            stale_before_ns: nanos(stale),
+        };
+        match state.store.begin_submission(claim).await? {
             Claim::Claimed => {}
             Claim::Done { job_id } => {
                 tracing::info!(
@@ -223,7 +232,7 @@ pub async fn submit(
             }
             Claim::Unknown => {
                 return Err(AppError::Conflict(
-                    "a request with this Idempotency-Key timed out at Cobalt and may have created the note; its outcome will show up in GET /v1/patient-notes once Cobalt reports it. Do not resubmit with a new key unless you accept a possible second note".into(),
+                    "a request with this Idempotency-Key got no clear answer from Cobalt and may have created the note; its outcome will show up in GET /v1/patient-notes once Cobalt reports it. Do not resubmit with a new key unless you accept a possible second note".into(),
                 ));
             }
             Claim::Mismatch => {
@@ -234,42 +243,79 @@ pub async fn submit(
         }
     }
 
-    let submitted_at = OffsetDateTime::now_utc();
-    let result = cobalt.submit(account, &note).await;
-    let key = key.as_deref();
-    match result {
-        Ok(submitted) => {
-            let registration = Registration {
-                job_id: submitted.job_id.clone(),
-                patient_note_id: submitted.patient_note_id.clone(),
-                submitted_at,
-                access_token_reference_id: account.reference_id.clone(),
-                registered_by: caller.name.to_string(),
-            };
-            if let Err(error) = state
-                .store
-                .end_submission(key, SubmissionEnd::Done(registration))
-                .await
-            {
-                tracing::error!(error = %error, "a submitted note could not be recorded");
-                return Err(cobalt_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "created_not_recorded",
-                    &format!(
-                        "Cobalt created the note (job_id {}, patient_note_id {}) but the database could not record it; register it with PUT /v1/jobs/{}; do not resubmit",
-                        submitted.job_id, submitted.patient_note_id, submitted.job_id
-                    ),
-                ));
+    // The call and its settling run on a task of their own: a client that
+    // hangs up must not leave its key in flight, nor a created note
+    // unrecorded.
+    let submission = Submission {
+        state,
+        cobalt: cobalt.clone(),
+        account: account.clone(),
+        note,
+        key,
+        caller: caller.name.to_string(),
+    };
+    tokio::spawn(submission.forward().instrument(tracing::Span::current()))
+        .await
+        .map_err(|_| AppError::Store(crate::store::StoreError::Stopped))?
+}
+
+/// A claimed submission on its way to Cobalt.
+struct Submission {
+    state: AppState,
+    cobalt: Arc<Client>,
+    account: Account,
+    note: Value,
+    key: Option<String>,
+    caller: String,
+}
+
+impl Submission {
+    async fn forward(self) -> Result<Response> {
+        let Self {
+            state,
+            cobalt,
+            account,
+            note,
+            key,
+            caller,
+        } = self;
+        let account = &account;
+        let submitted_at = OffsetDateTime::now_utc();
+        let result = cobalt.submit(account, &note).await;
+        let key = key.as_deref();
+        match result {
+            Ok(submitted) => {
+                let registration = Registration {
+                    job_id: submitted.job_id.clone(),
+                    patient_note_id: submitted.patient_note_id.clone(),
+                    submitted_at,
+                    access_token_reference_id: account.reference_id.clone(),
+                    registered_by: caller,
+                };
+                if let Err(error) = state
+                    .store
+                    .end_submission(key, SubmissionEnd::Done(registration))
+                    .await
+                {
+                    tracing::error!(error = %error, "a submitted note could not be recorded");
+                    return Err(cobalt_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "created_not_recorded",
+                        &format!(
+                            "Cobalt created the note (job_id {}, patient_note_id {}) but the database could not record it; register it with PUT /v1/jobs/{}; do not resubmit",
+                            submitted.job_id, submitted.patient_note_id, submitted.job_id
+                        ),
+                    ));
+                }
+                tracing::info!(outcome = "accepted", "note submitted to Cobalt");
+                Ok((
+                    StatusCode::ACCEPTED,
+                    Json(job_state(&state, &submitted.job_id).await?),
+                )
+                    .into_response())
             }
-            tracing::info!(outcome = "accepted", "note submitted to Cobalt");
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(job_state(&state, &submitted.job_id).await?),
-            )
-                .into_response())
-        }
-        Err(error) => {
-            let (end, status, code, detail) = match &error {
+            Err(error) => {
+                let (end, status, code, detail) = match &error {
                 SubmitError::Rejected { status, message } => (
                     SubmissionEnd::Forget,
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -304,11 +350,12 @@ pub async fn submit(
                     ),
                 ),
             };
-            tracing::warn!(code, status = status.as_u16(), "note submission failed");
-            if let Err(store_error) = state.store.end_submission(key, end).await {
-                tracing::error!(error = %store_error, "settling an idempotency key failed");
+                tracing::warn!(code, status = status.as_u16(), "note submission failed");
+                if let Err(store_error) = state.store.end_submission(key, end).await {
+                    tracing::error!(error = %store_error, "settling an idempotency key failed");
+                }
+                Err(cobalt_error(status, code, &detail))
             }
-            Err(cobalt_error(status, code, &detail))
         }
     }
 }
@@ -360,12 +407,15 @@ pub async fn recover(
         .as_deref()
         .map(|text| parse_day(text).ok_or_else(|| bad("since must be a date, YYYY-MM-DD")))
         .transpose()?;
-    let report = reconciler
-        .sweep(&Scope {
-            job_ids: request.job_ids,
-            since,
-        })
-        .await;
+    let scope = Scope {
+        job_ids: request.job_ids,
+        since,
+    };
+    // On a task of its own: a sweep outliving the request's time limit
+    // still finishes.
+    let report = tokio::spawn(async move { reconciler.sweep(&scope).await })
+        .await
+        .map_err(|_| AppError::Store(crate::store::StoreError::Stopped))?;
     tracing::info!(
         recovered = report.recovered,
         errors = report.errors.len(),

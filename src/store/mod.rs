@@ -180,17 +180,11 @@ impl Store {
         on_engine!(self, store => store.settle_resolved().await)
     }
 
-    /// Claims `key` for a submission of the request whose MAC is `mac`, or
-    /// says what became of the submission that claimed it first. Keys
-    /// older than `expired_before_ns` are forgotten first.
-    pub async fn begin_submission(
-        &self,
-        key: &str,
-        mac: &str,
-        now_ns: i64,
-        expired_before_ns: i64,
-    ) -> Result<Claim, StoreError> {
-        on_engine!(self, store => store.begin_submission(key, mac, now_ns, expired_before_ns).await)
+    /// Claims an idempotency key for a submission, or says what became of
+    /// the submission that claimed it first. Expired keys are forgotten
+    /// first.
+    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        on_engine!(self, store => store.begin_submission(claim).await)
     }
 
     /// Settles a submission: `Done` registers its job in the same
@@ -374,13 +368,33 @@ pub enum Claim {
     Mismatch,
 }
 
+/// A claim on an idempotency key, for [`Store::begin_submission`].
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    pub key: String,
+    /// The HMAC of the request, to tell a retry from another request.
+    pub mac: String,
+    pub now_ns: i64,
+    /// Keys claimed before this are forgotten.
+    pub expired_before_ns: i64,
+    /// A claim still in flight from before this was cut off (its process
+    /// stopped before Cobalt answered): its fate is unknown.
+    pub stale_before_ns: i64,
+}
+
 impl Claim {
     /// What the row a key claimed says about its submission.
-    pub(crate) fn of(same_request: bool, state: &str, job_id: Option<String>) -> Self {
-        match (same_request, state, job_id) {
+    pub(crate) fn of(
+        claim: &KeyClaim,
+        first_mac: &str,
+        state: &str,
+        job_id: Option<String>,
+        claimed_ns: i64,
+    ) -> Self {
+        match (first_mac == claim.mac, state, job_id) {
             (false, _, _) => Self::Mismatch,
             (true, "done", Some(job_id)) => Self::Done { job_id },
-            (true, "in_flight", _) => Self::InFlight,
+            (true, "in_flight", _) if claimed_ns >= claim.stale_before_ns => Self::InFlight,
             _ => Self::Unknown,
         }
     }
@@ -545,4 +559,41 @@ pub struct EventSummary {
     pub source: Source,
     pub outcome: Outcome,
     pub reject_reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_says_what_became_of_the_first_request() {
+        let claim = KeyClaim {
+            key: "k".into(),
+            mac: "m".into(),
+            now_ns: 100,
+            expired_before_ns: 0,
+            stale_before_ns: 50,
+        };
+        let done = Claim::of(&claim, "m", "done", Some("42".into()), 60);
+        assert_eq!(
+            done,
+            Claim::Done {
+                job_id: "42".into()
+            }
+        );
+        assert_eq!(
+            Claim::of(&claim, "other", "done", Some("42".into()), 60),
+            Claim::Mismatch
+        );
+        assert_eq!(
+            Claim::of(&claim, "m", "in_flight", None, 60),
+            Claim::InFlight
+        );
+        // In flight since before the stale mark: its process stopped.
+        assert_eq!(
+            Claim::of(&claim, "m", "in_flight", None, 40),
+            Claim::Unknown
+        );
+        assert_eq!(Claim::of(&claim, "m", "unknown", None, 60), Claim::Unknown);
+    }
 }

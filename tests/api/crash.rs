@@ -2,7 +2,7 @@
 //! acknowledged, and shows nothing half-applied when it comes back.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -18,6 +18,7 @@ async fn client(
     round: u64,
     client: usize,
     stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
 ) -> Vec<(String, &'static str)> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -51,7 +52,10 @@ async fn client(
             .send()
             .await;
         match sent {
-            Ok(response) if response.status().is_success() => acknowledged.push((id, kind)),
+            Ok(response) if response.status().is_success() => {
+                acknowledged.push((id, kind));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(response) => panic!("{id}: unexpected {}", response.status()),
             // The server died under this request: its outcome is unknown.
             Err(_) => break,
@@ -67,11 +71,27 @@ async fn no_acknowledged_event_is_lost_when_the_server_is_killed() {
     for round in 0..KILL_POINTS {
         let mut server = start(&dir, &TEST_ENV, &[]);
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| tokio::spawn(client(server.address.clone(), round, c, stop.clone())))
+            .map(|c| {
+                tokio::spawn(client(
+                    server.address.clone(),
+                    round,
+                    c,
+                    stop.clone(),
+                    answered.clone(),
+                ))
+            })
             .collect();
-        // A different moment in each round.
-        tokio::time::sleep(Duration::from_millis(150 + 97 * round)).await;
+        // Traffic flowing first (a busy machine starts slowly), then a
+        // different moment in each round.
+        for _ in 0..500 {
+            if answered.load(Ordering::Relaxed) >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50 + 97 * round)).await;
         server.child.kill().unwrap();
         server.child.wait().unwrap();
         stop.store(true, Ordering::Relaxed);

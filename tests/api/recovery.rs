@@ -873,3 +873,136 @@ async fn overdue_jobs_are_asked_about_oldest_first_a_bounded_number_per_sweep() 
     let (_, third) = app.get_json("/v1/jobs/90003").await;
     assert_eq!(third["status"], "created");
 }
+
+#[tokio::test]
+async fn each_linked_account_is_swept_and_submitted_to_with_its_own_token() {
+    let cobalt = FakeCobalt::start(None).await;
+    cobalt.add_account("at_test_second_account", "user_second");
+    let point = point_at(&cobalt);
+    let app = spawn_app_with(move |config| {
+        point(config);
+        config.cobalt_access_tokens = vec![Secret::new("user_second:at_test_second_account")];
+    })
+    .await;
+    let mut second = created_event("evt_acc2", "91002", "pn-acc2", "2026-11-27T08:00:00Z");
+    second["access_token_reference_id"] = json!("user_second");
+    cobalt.add_event(second, "failed");
+    cobalt.add_event(
+        created_event("evt_acc1", "91001", "pn-acc1", "2026-11-27T08:00:00Z"),
+        "failed",
+    );
+    let (_, report) = app
+        .call(
+            Method::POST,
+            "/v1/recoveries",
+            Some(OPS_TOKEN),
+            Some(&json!({ "since": "2026-11-26" })),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        report["recovered"], 2,
+        "both accounts' lists were read: {report}"
+    );
+    let (_, job) = app.get_json("/v1/jobs/91002").await;
+    assert_eq!(job["access_token_reference_id"], "user_second");
+
+    // A submission names its account; the job remembers it.
+    let (status, job) = app
+        .call(
+            Method::POST,
+            "/v1/patient-notes?access_token_reference_id=user_second",
+            Some(SUBMIT_TOKEN),
+            Some(&note(1, false)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["access_token_reference_id"], "user_second");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/patient-notes?access_token_reference_id=nobody",
+            Some(SUBMIT_TOKEN),
+            Some(&note(2, false)),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(cobalt.calls(NOTES_PATH), 1);
+    assert_eq!(
+        cobalt.unauthorized_calls(),
+        0,
+        "each account's calls carried its own token"
+    );
+}
+
+#[tokio::test]
+async fn calls_to_cobalt_s_event_list_are_paced() {
+    let cobalt = FakeCobalt::start(None).await;
+    let point = point_at(&cobalt);
+    let app = spawn_app_with(move |config| {
+        point(config);
+        config.cobalt_requests_per_sec = 4;
+    })
+    .await;
+    for n in 0..6 {
+        let submitted = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        app.register(
+            &format!("{}", 92_000 + n),
+            json!({ "patient_note_id": "pn-p", "submitted_at": submitted }),
+        )
+        .await;
+    }
+    // Six job queries and two listings: eight calls at four a second.
+    let started = Instant::now();
+    let (_, report) = app
+        .call(Method::POST, "/v1/recoveries", Some(OPS_TOKEN), None, &[])
+        .await;
+    let took = started.elapsed();
+    assert_eq!(
+        (report["jobs_asked"].as_u64(), report["pages_read"].as_u64()),
+        (Some(6), Some(8)),
+        "{report}"
+    );
+    assert!(
+        took >= Duration::from_millis(1_700),
+        "8 calls at 4/s took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_two_replicas_one_sweeps_per_interval() {
+    if !runs_on(
+        Engine::Postgres,
+        "with_two_replicas_one_sweeps_per_interval",
+    ) {
+        return;
+    }
+    let cobalt = FakeCobalt::start(None).await;
+    let dir = Arc::new(workspace());
+    let configure = {
+        let point = point_at(&cobalt);
+        move |config: &mut Config| {
+            point(config);
+            config.reconcile_interval_secs = 1;
+        }
+    };
+    let replicas = [
+        spawn_app_in(dir.clone(), configure.clone()).await,
+        spawn_app_in(dir.clone(), configure.clone()).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    // Each sweep lists the failed deliveries of created notes once.
+    let sweeps = cobalt
+        .event_queries()
+        .iter()
+        .filter(|q| q.contains("event_type=patient_note.created"))
+        .count();
+    // One sweep a second between the two: about 4, where two replicas
+    // sweeping on their own would make about 8.
+    assert!((2..=5).contains(&sweeps), "{sweeps} sweeps in 4.5 s");
+    drop(replicas);
+}

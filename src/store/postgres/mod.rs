@@ -25,8 +25,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, Outcome, PendingSummary,
-    Recorded, Registered, Registration, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, Outcome,
+    PendingSummary, Recorded, Registered, Registration, StoreError, StoreOptions, SubmissionEnd,
+    Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -184,17 +185,11 @@ impl Store {
         .map_err(read_error)
     }
 
-    pub async fn begin_submission(
-        &self,
-        key: &str,
-        mac: &str,
-        now_ns: i64,
-        expired_before_ns: i64,
-    ) -> Result<Claim, StoreError> {
-        let claim = async {
+    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        let result = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query("delete from submissions where created_ns < $1")
-                .bind(expired_before_ns)
+                .bind(claim.expired_before_ns)
                 .execute(&mut *tx)
                 .await?;
             // A second request with the key waits here for the first's commit.
@@ -203,29 +198,30 @@ impl Store {
                  values ($1, $2, 'in_flight', $3)
                  on conflict (idempotency_key) do nothing",
             )
-            .bind(key)
-            .bind(mac)
-            .bind(now_ns)
+            .bind(&claim.key)
+            .bind(&claim.mac)
+            .bind(claim.now_ns)
             .execute(&mut *tx)
             .await?
             .rows_affected()
                 == 1;
-            let claim = if claimed {
+            let result = if claimed {
                 Claim::Claimed
             } else {
-                let (first_mac, state, job_id): (String, String, Option<String>) = sqlx::query_as(
-                    "select request_mac, state, job_id from submissions
+                let (mac, state, job_id, claimed_ns): (String, String, Option<String>, i64) =
+                    sqlx::query_as(
+                        "select request_mac, state, job_id, created_ns from submissions
                          where idempotency_key = $1",
-                )
-                .bind(key)
-                .fetch_one(&mut *tx)
-                .await?;
-                Claim::of(first_mac == mac, &state, job_id)
+                    )
+                    .bind(&claim.key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Claim::of(&claim, &mac, &state, job_id, claimed_ns)
             };
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(claim)
+            Ok::<_, sqlx::Error>(result)
         };
-        claim.await.map_err(read_error)
+        result.await.map_err(read_error)
     }
 
     pub async fn end_submission(

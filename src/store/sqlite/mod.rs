@@ -28,8 +28,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, Outcome, PendingSummary,
-    Recorded, Registered, Registration, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, Outcome,
+    PendingSummary, Recorded, Registered, Registration, Source, StoreError, StoreOptions,
+    SubmissionEnd, Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -228,18 +229,9 @@ impl Store {
         self.on_writer(writer::settle_resolved).await
     }
 
-    pub async fn begin_submission(
-        &self,
-        key: &str,
-        mac: &str,
-        now_ns: i64,
-        expired_before_ns: i64,
-    ) -> Result<Claim, StoreError> {
-        let (key, mac) = (key.to_owned(), mac.to_owned());
-        self.on_writer(move |db| {
-            writer::begin_submission(db, &key, &mac, now_ns, expired_before_ns)
-        })
-        .await
+    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        self.on_writer(move |db| writer::begin_submission(db, &claim))
+            .await
     }
 
     pub async fn end_submission(

@@ -21,8 +21,8 @@ use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
 use crate::store::{
-    Claim, Delivery, Outcome, Recorded, Registered, Registration, StoreError, StoreOptions,
-    SubmissionEnd, Wakeups,
+    Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, StoreError,
+    StoreOptions, SubmissionEnd, Wakeups,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -453,33 +453,35 @@ pub(super) fn register(tx: &Transaction<'_>, job: &Registration) -> rusqlite::Re
 /// Claims an idempotency key, after forgetting expired ones.
 pub(super) fn begin_submission(
     db: &mut rusqlite::Connection,
-    key: &str,
-    mac: &str,
-    now_ns: i64,
-    expired_before_ns: i64,
+    claim: &KeyClaim,
 ) -> rusqlite::Result<Claim> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.prepare_cached("delete from submissions where created_ns < ?")?
-        .execute([expired_before_ns])?;
-    let existing: Option<(String, String, Option<String>)> = tx
+        .execute([claim.expired_before_ns])?;
+    let existing: Option<(String, String, Option<String>, i64)> = tx
         .prepare_cached(
-            "select request_mac, state, job_id from submissions where idempotency_key = ?",
+            "select request_mac, state, job_id, created_ns from submissions
+             where idempotency_key = ?",
         )?
-        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .query_row([&claim.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
         .optional()?;
-    let claim = match existing {
+    let result = match existing {
         None => {
             tx.prepare_cached(
                 "insert into submissions (idempotency_key, request_mac, state, created_ns)
                  values (?, ?, 'in_flight', ?)",
             )?
-            .execute(params![key, mac, now_ns])?;
+            .execute(params![claim.key, claim.mac, claim.now_ns])?;
             Claim::Claimed
         }
-        Some((first_mac, state, job_id)) => Claim::of(first_mac == mac, &state, job_id),
+        Some((mac, state, job_id, claimed_ns)) => {
+            Claim::of(claim, &mac, &state, job_id, claimed_ns)
+        }
     };
     tx.commit()?;
-    Ok(claim)
+    Ok(result)
 }
 
 /// Settles a submission and, when it created a job, registers the job in
