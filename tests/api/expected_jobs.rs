@@ -172,16 +172,7 @@ async fn pending_jobs_turn_overdue_and_are_listed_page_by_page() {
     assert_eq!(status, 400);
 
     // Metrics: pending and overdue counts and the oldest one's age.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let value = |name: &str| -> f64 {
         metrics
             .lines()

@@ -157,6 +157,19 @@ impl TestApp {
         .await
     }
 
+    /// `GET /metrics` (Prometheus text) with the test token.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// GET with the test token, as status and JSON.
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
         json_of(self.get(path).await).await

@@ -27,7 +27,35 @@ fn point_at(cobalt: &FakeCobalt) -> impl Fn(&mut Config) + Clone + use<> {
     }
 }
 
-/// The environment that points a server process at `cobalt`.
+/// The environment of a server process with the test secret and token,
+/// pointed at `cobalt`.
+fn server_env(cobalt: &FakeCobalt) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&str, String)> = TEST_ENV
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
+    env.extend(cobalt_env(cobalt));
+    env
+}
+
+/// `env` as the process helpers take it.
+fn refs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `POST /v1/recoveries` with the operate token.
+async fn recover(app: &TestApp, body: Option<Value>) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/v1/recoveries",
+        Some(OPS_TOKEN),
+        body.as_ref(),
+        &[],
+    )
+    .await
+}
+
+/// The variables that point a server process at `cobalt`.
 fn cobalt_env(cobalt: &FakeCobalt) -> Vec<(&'static str, String)> {
     vec![
         ("COBALT_RECEIVER_COBALT_API_URL", cobalt.url.clone()),
@@ -153,16 +181,7 @@ async fn every_submitted_note_reaches_its_final_state_through_recovery() {
         assert_eq!(log[0]["source"], source, "{log:?}");
     }
     assert_eq!(a.count("events").await, 100, "no event recorded twice");
-    let metrics = a
-        .client
-        .get(format!("{}/metrics", a.address))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains("cobalt_receiver_pending_jobs 0"),
         "{metrics}"
@@ -413,15 +432,7 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
     other["type"] = json!("appointment.created");
     cobalt.add_event(other, "failed");
 
-    let (status, report) = app
-        .call(
-            Method::POST,
-            "/v1/recoveries",
-            Some(OPS_TOKEN),
-            Some(&json!({ "since": "2026-11-26" })),
-            &[],
-        )
-        .await;
+    let (status, report) = recover(&app, Some(json!({ "since": "2026-11-26" }))).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["recovered"], 120, "{report}");
     assert_eq!(report["already_known"], 0);
@@ -454,15 +465,7 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
 
     // A second run finds them all known, changes nothing.
     cobalt.set_shape(Shape::A);
-    let (_, again) = app
-        .call(
-            Method::POST,
-            "/v1/recoveries",
-            Some(OPS_TOKEN),
-            Some(&json!({ "since": "2026-11-26" })),
-            &[],
-        )
-        .await;
+    let (_, again) = recover(&app, Some(json!({ "since": "2026-11-26" }))).await;
     assert_eq!(
         (again["recovered"].as_u64(), again["already_known"].as_u64()),
         (Some(0), Some(120)),
@@ -475,15 +478,11 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
         created_event("evt_single", "40001", "pn-s", "2026-11-27T09:00:00Z"),
         "success",
     );
-    let (_, single) = app
-        .call(
-            Method::POST,
-            "/v1/recoveries",
-            Some(OPS_TOKEN),
-            Some(&json!({ "job_ids": ["40001"], "since": "2026-11-27" })),
-            &[],
-        )
-        .await;
+    let (_, single) = recover(
+        &app,
+        Some(json!({ "job_ids": ["40001"], "since": "2026-11-27" })),
+    )
+    .await;
     assert_eq!(single["jobs_asked"], 1);
     assert_eq!(single["recovered"], 1, "{single}");
     assert!(
@@ -498,15 +497,7 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
         json!({ "job_ids": "40001" }),
         json!({ "jobs": [] }),
     ] {
-        let (status, _) = app
-            .call(
-                Method::POST,
-                "/v1/recoveries",
-                Some(OPS_TOKEN),
-                Some(&bad),
-                &[],
-            )
-            .await;
+        let (status, _) = recover(&app, Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad}");
     }
 }
@@ -531,14 +522,10 @@ async fn recovery_rides_out_cobalt_errors_keeps_deliveries_fast_and_logs_no_cred
     cobalt.malformed_next(1);
     cobalt.stall(EVENTS_PATH, Duration::from_millis(300));
     let dir = workspace();
-    let mut env: Vec<(&str, String)> = TEST_ENV
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
-    env.extend(cobalt_env(&cobalt));
+    let mut env = server_env(&cobalt);
     env.push(("COBALT_RECEIVER_RECONCILE_INTERVAL_SECS", "1".into()));
     env.push(("RUST_LOG", "debug".into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = refs(&env);
     let server = start(&dir, &env_refs, &[]);
 
     // Deliveries during the sweeps are answered at once.
@@ -609,17 +596,13 @@ async fn refused_credentials_stop_recovery_with_one_log_line_and_a_metric() {
         "failed",
     );
     let dir = workspace();
-    let mut env: Vec<(&str, String)> = TEST_ENV
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
-    env.extend(cobalt_env(&cobalt));
+    let mut env = server_env(&cobalt);
     env.push((
         "COBALT_RECEIVER_COBALT_ACCESS_TOKEN",
         "at_revoked_token_for_test".into(),
     ));
     env.push(("COBALT_RECEIVER_RECONCILE_INTERVAL_SECS", "1".into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = refs(&env);
     let server = start(&dir, &env_refs, &[]);
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     assert!(cobalt.unauthorized_calls() >= 2, "sweeps kept running");
@@ -655,12 +638,8 @@ async fn the_reconcile_command_runs_one_sweep_and_prints_what_it_found() {
         "failed",
     );
     let dir = workspace();
-    let mut env: Vec<(&str, String)> = TEST_ENV
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
-    env.extend(cobalt_env(&cobalt));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = server_env(&cobalt);
+    let env_refs = refs(&env);
     // The command blocks this thread; the fake serves on the others.
     let args = ["reconcile", "--job-id", "80001", "--since", "2025-10-09"];
     let (status, output) = tokio::task::block_in_place(|| run(&dir, &env_refs, &args));
@@ -689,18 +668,14 @@ async fn the_reconcile_command_runs_one_sweep_and_prints_what_it_found() {
 async fn a_failed_note_leaves_no_note_text_anywhere_and_logs_never_carry_it() {
     let cobalt = FakeCobalt::start(None).await;
     let dir = workspace();
-    let mut env: Vec<(&str, String)> = TEST_ENV
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
+    let mut env = server_env(&cobalt);
     env.push((
         "COBALT_RECEIVER_API_TOKENS",
         format!("clinic-app:read+submit:{SUBMIT_TOKEN}"),
     ));
-    env.extend(cobalt_env(&cobalt));
     env.push(("COBALT_RECEIVER_COBALT_TIMEOUT_MS", "1000".into()));
     env.push(("RUST_LOG", "debug".into()));
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env_refs = refs(&env);
     let server = start(&dir, &env_refs, &[]);
     cobalt.set_webhook_url(Some(format!("{}/webhooks/cobalt", server.address)));
     let client = reqwest::Client::new();
@@ -843,7 +818,7 @@ async fn overdue_jobs_are_asked_about_oldest_first_a_bounded_number_per_sweep() 
             "success",
         );
     }
-    let sweep = || app.call(Method::POST, "/v1/recoveries", Some(OPS_TOKEN), None, &[]);
+    let sweep = || recover(&app, None);
     let (status, first) = sweep().await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(
@@ -891,15 +866,7 @@ async fn each_linked_account_is_swept_and_submitted_to_with_its_own_token() {
         created_event("evt_acc1", "91001", "pn-acc1", "2026-11-27T08:00:00Z"),
         "failed",
     );
-    let (_, report) = app
-        .call(
-            Method::POST,
-            "/v1/recoveries",
-            Some(OPS_TOKEN),
-            Some(&json!({ "since": "2026-11-26" })),
-            &[],
-        )
-        .await;
+    let (_, report) = recover(&app, Some(json!({ "since": "2026-11-26" }))).await;
     assert_eq!(
         report["recovered"], 2,
         "both accounts' lists were read: {report}"
@@ -958,9 +925,7 @@ async fn calls_to_cobalt_s_event_list_are_paced() {
     }
     // Six job queries and two listings: eight calls at four a second.
     let started = Instant::now();
-    let (_, report) = app
-        .call(Method::POST, "/v1/recoveries", Some(OPS_TOKEN), None, &[])
-        .await;
+    let (_, report) = recover(&app, None).await;
     let took = started.elapsed();
     assert_eq!(
         (report["jobs_asked"].as_u64(), report["pages_read"].as_u64()),
