@@ -67,16 +67,16 @@ pub(super) async fn jobs_by_job_id(
     pool: &PgPool,
     job_id: &str,
 ) -> Result<Vec<JobState>, sqlx::Error> {
-    // One statement: the outcomes, or else the pending state.
-    let sql = format!(
-        "with decided as (select {JOB_COLUMNS} where jobs.job_id = $1)
-         select * from decided
-         union all
-         (select {PENDING_COLUMNS} and expected_jobs.job_id = $1
-            and not exists (select 1 from decided))
-         order by 1"
-    );
-    job_states(sqlx::query(&sql).bind(job_id).fetch_all(pool).await?)
+    // The outcomes; a pending state only for a job that has none (a
+    // second statement, for the rarer case, keeps the common one simple).
+    let decided =
+        format!("select {JOB_COLUMNS} where jobs.job_id = $1 order by jobs.patient_note_id");
+    let jobs = job_states(sqlx::query(&decided).bind(job_id).fetch_all(pool).await?)?;
+    if !jobs.is_empty() {
+        return Ok(jobs);
+    }
+    let pending = format!("select {PENDING_COLUMNS} and expected_jobs.job_id = $1");
+    job_states(sqlx::query(&pending).bind(job_id).fetch_all(pool).await?)
 }
 
 pub(super) async fn jobs_by_note(
