@@ -92,7 +92,12 @@ impl ApiTokens {
     /// The caller an `Authorization` header value names, if its token is
     /// configured.
     pub fn caller(&self, authorization: Option<&[u8]>) -> Option<Caller> {
-        let token = authorization.and_then(bearer_token)?;
+        self.caller_of(authorization.and_then(bearer_token)?)
+    }
+
+    /// The caller a token names (the console's sign-in form), if it is
+    /// configured.
+    pub fn caller_of(&self, token: &str) -> Option<Caller> {
         let presented = digest(token);
         // Every digest is compared, whichever matches.
         let mut found = 0u32;

@@ -95,6 +95,15 @@ pub struct Config {
     pub cobalt_requests_per_sec: u32,
     /// Longest a call to Cobalt's API may take, in milliseconds.
     pub cobalt_timeout_ms: u64,
+    /// Address of the operator console's own listener (`host:port`); off
+    /// when unset. HTTPS with the TLS settings above when they are set.
+    pub console_listen: Option<SocketAddr>,
+    /// Minutes of inactivity after which a console session ends.
+    pub console_session_idle_minutes: u64,
+    /// The clinic's time zone (IANA name): the console's "today".
+    pub console_time_zone: String,
+    /// Days audit rows are kept (who looked at what). 0 keeps them forever.
+    pub audit_retention_days: u32,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
@@ -135,6 +144,11 @@ impl Default for Config {
             cobalt_access_tokens: Vec::new(),
             cobalt_requests_per_sec: 5,
             cobalt_timeout_ms: 10_000,
+            console_listen: None,
+            console_session_idle_minutes: 15,
+            console_time_zone: "UTC".into(),
+            // Six years, as HIPAA keeps its documentation.
+            audit_retention_days: 6 * 366,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
         }
@@ -212,6 +226,18 @@ impl Config {
             .map_err(|(key, reason)| ConfigError::key(key, &reason))?;
         crate::store::Engine::check(&self.database_url)
             .map_err(|reason| ConfigError::key("database_url", &reason))?;
+        if jiff::tz::TimeZone::get(&self.console_time_zone).is_err() {
+            return Err(ConfigError::key(
+                "console_time_zone",
+                "is not a time zone name such as UTC or America/New_York",
+            ));
+        }
+        if self.console_listen.is_some() && self.console_listen == Some(self.listen) {
+            return Err(ConfigError::key(
+                "console_listen",
+                "must differ from listen: the console never shares the webhook port",
+            ));
+        }
         for (key, value) in [
             ("body_limit_bytes", self.body_limit_bytes as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -233,6 +259,10 @@ impl Config {
                 u64::from(self.cobalt_requests_per_sec),
             ),
             ("cobalt_timeout_ms", self.cobalt_timeout_ms),
+            (
+                "console_session_idle_minutes",
+                self.console_session_idle_minutes,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));
@@ -452,7 +482,12 @@ fn expected(key: &str) -> Option<&'static str> {
         | "max_database_bytes"
         | "purge_interval_secs"
         | "tls_reload_check_secs" => "a whole number",
-        "overdue_after_secs" | "reconcile_interval_secs" | "cobalt_timeout_ms" => "a whole number",
+        "overdue_after_secs"
+        | "reconcile_interval_secs"
+        | "cobalt_timeout_ms"
+        | "console_session_idle_minutes" => "a whole number",
+        "console_listen" => "an address and port, such as 127.0.0.1:8081",
+        "console_time_zone" => "a time zone name such as UTC or America/New_York",
         "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
         "cobalt_client_id" | "cobalt_client_secret" | "cobalt_access_token" => "a string",
         "cobalt_access_tokens" => {
@@ -463,6 +498,7 @@ fn expected(key: &str) -> Option<&'static str> {
         | "payload_retention_days"
         | "reconcile_lookback_days"
         | "reconcile_max_jobs"
+        | "audit_retention_days"
         | "cobalt_requests_per_sec" => "a whole number from 0 to 4294967295",
         "tls_cert_path" | "tls_key_path" => "a file path",
         "log_filter" => "a string such as \"info\"",

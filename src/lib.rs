@@ -6,11 +6,13 @@
 //! only then is it answered 2xx. Status queries under `/v1` read the same
 //! store ([`routes`]). [`startup`] wires it together for `main` and the tests.
 
+pub mod audit;
 pub mod auth;
 pub mod canonical_json;
 pub mod cli;
 pub mod cobalt;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod linger;

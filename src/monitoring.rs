@@ -80,6 +80,9 @@ fn export_zeros() {
         counter!("cobalt_receiver_rejected_events_total", "field" => field).increment(0);
     }
     counter!("cobalt_receiver_database_errors_total").increment(0);
+    for outcome in ["recorded", "dropped"] {
+        counter!("cobalt_receiver_audit_rows_total", "outcome" => outcome).increment(0);
+    }
     for (call, outcomes) in [
         ("submit_note", &SUBMIT_OUTCOMES[..]),
         ("list_events", &LIST_OUTCOMES[..]),
@@ -173,6 +176,12 @@ pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
 pub fn batch_committed(size: usize, seconds: f64) {
     histogram!("cobalt_receiver_writer_batch_size").record(size as f64);
     histogram!("cobalt_receiver_writer_commit_seconds").record(seconds);
+}
+
+/// Audit rows `recorded` or `dropped` (the database took no writes for
+/// longer than the queue holds).
+pub fn audit_rows(outcome: &'static str, count: usize) {
+    counter!("cobalt_receiver_audit_rows_total", "outcome" => outcome).increment(count as u64);
 }
 
 /// A database operation that failed (a batch, a probe, a purge).

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{health, status, submissions, webhooks};
+use crate::routes::{audit, health, status, submissions, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::routes::{health, status, submissions, webhooks};
         submissions::register,
         submissions::submit,
         submissions::recover,
+        audit::list_audit,
         health::health,
         health::ready,
     ),
@@ -32,6 +33,7 @@ use crate::routes::{health, status, submissions, webhooks};
         (name = "webhooks", description = "Cobalt's deliveries"),
         (name = "status", description = "Job states and the event log"),
         (name = "jobs", description = "Jobs expected: registration, submission to Cobalt, recovery of lost outcomes"),
+        (name = "audit", description = "Who read what, searched, exported or ran recovery"),
         (name = "operation", description = "Health, readiness and metrics"),
     )
 )]

@@ -9,18 +9,20 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::store::JobKey;
+use crate::store::{JobKey, Narrowing};
 
 /// Bytes of the tag a cursor carries (128 bits).
 const TAG_LEN: usize = 16;
 
 /// The filters a cursor is bound to: the listing's, except the page size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
     pub status: Option<StatusFilter>,
     /// Only pending jobs past their overdue time.
     pub overdue: bool,
     pub since_ns: Option<i64>,
+    /// The console's further filters.
+    pub narrow: Narrowing,
 }
 
 /// The states a listing can be filtered by.
@@ -63,7 +65,7 @@ impl Cursors {
     }
 
     /// The cursor that continues after `last` in the listing `filters` selects.
-    pub fn issue(&self, filters: Filters, last: &JobKey) -> String {
+    pub fn issue(&self, filters: &Filters, last: &JobKey) -> String {
         let position = serde_json::to_vec(last).expect("a key always serializes");
         let tag = self.mac(filters, &position).finalize().into_bytes();
         format!(
@@ -74,7 +76,7 @@ impl Cursors {
     }
 
     /// The position `cursor` holds, if this key issued it for `filters`.
-    pub fn open(&self, filters: Filters, cursor: &str) -> Option<JobKey> {
+    pub fn open(&self, filters: &Filters, cursor: &str) -> Option<JobKey> {
         let (position, tag) = cursor.split_once('.')?;
         let position = hex::decode(position).ok()?;
         let tag = hex::decode(tag).ok().filter(|tag| tag.len() == TAG_LEN)?;
@@ -85,7 +87,7 @@ impl Cursors {
         serde_json::from_slice(&position).ok()
     }
 
-    fn mac(&self, filters: Filters, position: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, filters: &Filters, position: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
         // `overdue` joins the status, so cursors issued before it existed
         // stay valid.
@@ -103,6 +105,24 @@ impl Cursors {
         for part in [b"cursor v1".as_slice(), status.as_bytes(), since.as_bytes()] {
             mac.update(part);
             mac.update(&[0]);
+        }
+        // The console's filters, each named, and only when set: so the
+        // API's cursors read as they always have.
+        let narrow = &filters.narrow;
+        let until = narrow.until_ns.map(|ns| ns.to_string());
+        for (name, value) in [
+            ("reason", narrow.failure_reason.as_deref()),
+            ("location", narrow.location_id.as_deref()),
+            ("account", narrow.access_token_reference_id.as_deref()),
+            ("until", until.as_deref()),
+        ] {
+            if let Some(value) = value {
+                mac.update(name.as_bytes());
+                mac.update(&[0]);
+                // The length first: a value may hold any byte.
+                mac.update(&(value.len() as u64).to_be_bytes());
+                mac.update(value.as_bytes());
+            }
         }
         mac.update(position);
         mac

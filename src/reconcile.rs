@@ -58,6 +58,20 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
+/// What a sweep will ask Cobalt.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Overdue jobs asked about one by one (oldest first).
+    pub jobs: u64,
+    /// The first day of the failed-deliveries window.
+    pub since: Date,
+    /// Linked accounts whose failed deliveries are listed.
+    pub accounts: usize,
+}
+
+/// Sees a sweep's report as it grows.
+pub type Observer = dyn Fn(&Report) + Send + Sync;
+
 pub struct Reconciler {
     store: Store,
     client: Arc<Client>,
@@ -87,8 +101,25 @@ impl Reconciler {
         }
     }
 
+    /// What a sweep of the default scope would ask Cobalt, with `overdue`
+    /// jobs overdue now.
+    pub fn plan(&self, overdue: i64) -> Plan {
+        let now = OffsetDateTime::now_utc();
+        Plan {
+            jobs: u64::try_from(overdue).unwrap_or(0).min(u64::from(self.max_jobs)),
+            since: (now - time::Duration::days(i64::from(self.lookback_days))).date(),
+            accounts: self.client.credentials().accounts().len(),
+        }
+    }
+
     /// Runs one sweep now.
     pub async fn sweep(&self, scope: &Scope) -> Report {
+        self.sweep_observed(scope, &|_| {}).await
+    }
+
+    /// Runs one sweep now, showing `observe` the report so far after each
+    /// call to Cobalt (the console's progress).
+    pub async fn sweep_observed(&self, scope: &Scope, observe: &Observer) -> Report {
         let now = OffsetDateTime::now_utc();
         let since = scope
             .since
@@ -136,7 +167,10 @@ impl Reconciler {
                 job_id: Some(job_id),
                 ..EventQuery::default()
             };
-            match self.read_all(account, query, &mut seen, &mut report).await {
+            match self
+                .read_all(account, query, &mut seen, &mut report, observe)
+                .await
+            {
                 Ok(()) => {}
                 Err(Stop::Refused) => {
                     refused.insert(account.reference_id.clone());
@@ -156,7 +190,10 @@ impl Reconciler {
                     start_date: Some(start_date.clone()),
                     ..EventQuery::default()
                 };
-                match self.read_all(account, query, &mut seen, &mut report).await {
+                match self
+                    .read_all(account, query, &mut seen, &mut report, observe)
+                    .await
+                {
                     Ok(()) => {}
                     Err(Stop::Refused) => break,
                     Err(Stop::Database) => return report,
@@ -173,9 +210,11 @@ impl Reconciler {
         mut query: EventQuery,
         seen: &mut HashSet<String>,
         report: &mut Report,
+        observe: &Observer,
     ) -> Result<(), Stop> {
         query.page = 1;
         loop {
+            observe(report);
             let page = match self.client.list_events(account, &query).await {
                 Ok(page) => {
                     self.refusal_logged.store(false, Ordering::Relaxed);

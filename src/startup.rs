@@ -13,9 +13,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::audit::{self, Audit};
 use crate::auth::ApiTokens;
 use crate::cobalt;
 use crate::config::Config;
+use crate::console::{self, ConsoleState};
 use crate::linger::Linger;
 use crate::monitoring;
 use crate::pagination::Cursors;
@@ -34,7 +36,10 @@ const MAX_HEAD_BYTES: usize = 32 * 1024;
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    /// The operator console's own listener and routes, when it is on.
+    console: Option<(TcpListener, axum::Router)>,
     store: Store,
+    audit: Audit,
     header_read_timeout: Duration,
     /// Longest shutdown waits for requests in flight.
     drain_timeout: Duration,
@@ -79,6 +84,16 @@ impl Application {
             "starting cobalt-receiver"
         );
 
+        // The console listens apart from the webhook port, or not at all.
+        let console_listener = match config.console_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {address} (console_listen): {}",
+                    crate::os_error::describe(&e)
+                )
+            })?),
+            None => None,
+        };
         let tls = match (&config.tls_cert_path, &config.tls_key_path) {
             (Some(cert), Some(key)) => Some(
                 tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
@@ -130,6 +145,15 @@ impl Application {
             )),
             _ => None,
         };
+        let audit = Audit::start(store.clone());
+        if config.audit_retention_days > 0 {
+            let days = u64::from(config.audit_retention_days);
+            audit::spawn_purge(
+                store.clone(),
+                Duration::from_secs(days * 24 * 60 * 60),
+                Duration::from_secs(config.purge_interval_secs),
+            );
+        }
         let state = AppState {
             store: store.clone(),
             verifier,
@@ -140,6 +164,22 @@ impl Application {
             overdue_after,
             cobalt,
             reconciler,
+            audit: audit.clone(),
+            signature_rejections: Arc::default(),
+        };
+        let console = match console_listener {
+            Some(listener) => {
+                let zone = jiff::tz::TimeZone::get(&config.console_time_zone)
+                    .context("console_time_zone")?;
+                let idle = Duration::from_secs(config.console_session_idle_minutes * 60);
+                let console_state = ConsoleState::new(state.clone(), zone, idle, tls.is_some());
+                tracing::info!(
+                    console = %format_args!("{}://{}/ui", config.scheme(), listener.local_addr()?),
+                    "the operator console is on"
+                );
+                Some((listener, console::router(console_state)))
+            }
+            None => None,
         };
         let limits = TimeLimits {
             request: config.request_timeout(),
@@ -150,7 +190,9 @@ impl Application {
             tls,
             listener,
             router,
+            console,
             store,
+            audit,
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
             reconcile,
@@ -161,6 +203,13 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// The console's address, when it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// Serves until SIGTERM or SIGINT.
@@ -183,45 +232,26 @@ impl Application {
             .keep_alive(true);
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
+        let connection = Connection {
+            http,
+            tls: self.tls.clone(),
+            header_read_timeout: self.header_read_timeout,
+        };
+        let console = self.console.as_ref();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let linger = Linger::keep(&stream);
-                        let service = TowerToHyperService::new(self.router.clone());
-                        let (http, watcher) = (http.clone(), graceful.watcher());
-                        match self.tls.clone() {
-                            None => {
-                                tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher, linger));
-                            }
-                            // The handshake runs in the connection's own task,
-                            // held to the same deadline as a request head.
-                            Some(acceptor) => {
-                                let deadline = self.header_read_timeout;
-                                tokio::spawn(async move {
-                                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                                        Ok(Ok(stream)) => {
-                                            serve_connection(http, TokioIo::new(stream), service, watcher, linger).await;
-                                        }
-                                        Ok(Err(error)) => tracing::debug!(error = %error, "TLS handshake failed"),
-                                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                                    }
-                                });
-                            }
-                        }
-                    }
-                    // Out of file descriptors, say: keep serving the
-                    // connections there are, and try again shortly.
-                    Err(error) => {
-                        tracing::warn!(error = %error, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                accepted = self.listener.accept() => {
+                    connection.serve(accepted, &self.router, &graceful).await;
+                }
+                accepted = accept(console.map(|(listener, _)| listener)) => {
+                    let (_, router) = console.expect("accepted on the console listener");
+                    connection.serve(accepted, router, &graceful).await;
+                }
                 () = &mut shutdown => break,
             }
         }
         drop(self.listener);
+        drop(self.console);
         // Clients waiting for an outcome get the current state now.
         self.store.wakeups().close();
         if let Some(sweep) = &self.reconcile {
@@ -233,9 +263,69 @@ impl Application {
         {
             tracing::warn!("requests still in flight at shutdown were cut off");
         }
+        // What was looked at before shutdown is on record.
+        self.audit.flush().await;
         self.store.close().await;
         tracing::info!("stopped; database closed");
         Ok(())
+    }
+}
+
+/// A connection on `listener`, or never when there is none.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How each accepted connection is served, on either listener.
+struct Connection {
+    http: http1::Builder,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+}
+
+impl Connection {
+    async fn serve(
+        &self,
+        accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        router: &axum::Router,
+        graceful: &GracefulShutdown,
+    ) {
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let linger = Linger::keep(&stream);
+                let service = TowerToHyperService::new(router.clone());
+                let (http, watcher) = (self.http.clone(), graceful.watcher());
+                match self.tls.clone() {
+                    None => {
+                        tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher, linger));
+                    }
+                    // The handshake runs in the connection's own task,
+                    // held to the same deadline as a request head.
+                    Some(acceptor) => {
+                        let deadline = self.header_read_timeout;
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(http, TokioIo::new(stream), service, watcher, linger).await;
+                                }
+                                Ok(Err(error)) => tracing::debug!(error = %error, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+            // Out of file descriptors, say: keep serving the connections
+            // there are, and try again shortly.
+            Err(error) => {
+                tracing::warn!(error = %error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

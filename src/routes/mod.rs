@@ -1,6 +1,7 @@
 //! HTTP routes. Each module exposes `router()`; [`router`] merges them and
 //! applies the layers every request goes through.
 
+pub mod audit;
 pub mod health;
 pub mod status;
 pub mod submissions;
@@ -21,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::audit::Audit;
 use crate::auth::{ApiTokens, Permission};
 use crate::cobalt;
 use crate::error::{AppError, ErrorBody};
@@ -45,6 +47,9 @@ pub struct AppState {
     /// Cobalt's API, when credentials are configured.
     pub cobalt: Option<Arc<cobalt::Client>>,
     pub reconciler: Option<Arc<Reconciler>>,
+    /// Who read which job or note (and, from the console, what else).
+    pub audit: Audit,
+    pub signature_rejections: Arc<webhooks::SignatureRejections>,
 }
 
 impl AppState {
@@ -72,13 +77,19 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// answers from the inner layers (timeouts, panics) are made JSON before they
 /// are traced.
 pub fn router(state: AppState, limits: TimeLimits) -> Router {
-    let api =
-        status::router()
-            .merge(submissions::router())
-            .route_layer(middleware::from_fn_with_state(
-                state.api_tokens.clone(),
-                authorize,
-            ));
+    // Route layers run outermost last-added: the caller is known before
+    // the read is audited.
+    let api = status::router()
+        .merge(submissions::router())
+        .merge(audit::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.audit.clone(),
+            audit_reads,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.api_tokens.clone(),
+            authorize,
+        ));
     Router::new()
         .merge(webhooks::router(state.body_limit))
         .merge(api)
@@ -183,7 +194,7 @@ async fn record_request(request: Request, next: Next) -> Response {
 fn permission_for(method: &str, route: &str) -> Permission {
     match (method, route) {
         ("PUT", "/v1/jobs/{job_id}") | ("POST", "/v1/patient-notes") => Permission::Submit,
-        ("POST", "/v1/recoveries") => Permission::Operate,
+        ("POST", "/v1/recoveries") | ("GET", "/v1/audit") => Permission::Operate,
         _ => Permission::Read,
     }
 }
@@ -220,6 +231,47 @@ async fn authorize(
         .into_response();
     }
     request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The audit action of a read of the status API, by route.
+fn read_action(route: &str) -> Option<&'static str> {
+    Some(match route {
+        "/v1/jobs/{job_id}" => "api.job.read",
+        "/v1/jobs/{job_id}/events" => "api.job_events.read",
+        "/v1/patient-notes" => "api.list.read",
+        "/v1/patient-notes/{patient_note_id}" => "api.note.read",
+        "/v1/audit" => "api.audit.read",
+        _ => return None,
+    })
+}
+
+/// Records every read of a job, a note, a listing or the audit trail
+/// (who, which path and query, the request id) before it is answered.
+async fn audit_reads(State(audit): State<Audit>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    if let (&axum::http::Method::GET, Some(action), Some(caller)) = (
+        request.method(),
+        read_action(route),
+        request.extensions().get::<crate::auth::Caller>(),
+    ) {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("", |p| p.as_str());
+        audit.record(crate::audit::Action {
+            actor: &caller.name,
+            action,
+            target: crate::audit::bounded(target),
+            request_id: request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok()),
+        });
+    }
     next.run(request).await
 }
 

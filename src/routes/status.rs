@@ -317,10 +317,11 @@ pub async fn list_patient_notes(
                     })
             })
             .transpose()?,
+        narrow: Default::default(),
     };
     let after = match params.cursor.as_deref() {
         None => None,
-        Some(cursor) => Some(state.cursors.open(filters, cursor).ok_or_else(|| {
+        Some(cursor) => Some(state.cursors.open(&filters, cursor).ok_or_else(|| {
             bad("cursor was not issued by this service for this listing: pass `next_cursor` as given, with the same status and since")
         })?),
     };
@@ -336,6 +337,7 @@ pub async fn list_patient_notes(
         after,
         // One more than asked shows whether another page follows.
         limit: limit + 1,
+        narrow: Default::default(),
     };
     let mut items = state.store.list_jobs(&query).await?;
     let overdue_before = state.overdue_before_ns();
@@ -346,7 +348,7 @@ pub async fn list_patient_notes(
         items.truncate(limit as usize);
         items
             .last()
-            .map(|last| state.cursors.issue(filters, &last.key))
+            .map(|last| state.cursors.issue(&filters, &last.key))
     } else {
         None
     };

@@ -133,7 +133,10 @@ async fn receive(
         // The reason, never the header's value: a wrong secret shows up here.
         verifier
             .verify(header(headers, signature::HEADER), &body)
-            .inspect_err(|error| tracing::warn!(reason = %error, "delivery refused: 401"))?;
+            .inspect_err(|error| {
+                state.signature_rejections.note(OffsetDateTime::now_utc());
+                tracing::warn!(reason = %error, "delivery refused: 401");
+            })?;
     }
 
     let header_id = header(headers, "webhook-id").and_then(|v| std::str::from_utf8(v).ok());
@@ -188,4 +191,47 @@ async fn receive(
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get(name).map(|v| v.as_bytes())
+}
+
+/// Deliveries refused for their signature, by hour, over the last two days
+/// (for the console: a wrong secret shows up there first). Counted by this
+/// process, in memory: a refused delivery costs no write.
+#[derive(Default)]
+pub struct SignatureRejections {
+    /// (hour since the epoch, count), newest last.
+    hours: std::sync::Mutex<std::collections::VecDeque<(i64, u64)>>,
+}
+
+impl SignatureRejections {
+    const HOURS_KEPT: usize = 48;
+
+    pub fn note(&self, at: OffsetDateTime) {
+        let hour = at.unix_timestamp().div_euclid(3600);
+        let mut hours = self.hours.lock().expect("not poisoned");
+        match hours.back_mut() {
+            Some((last, count)) if *last == hour => *count += 1,
+            _ => {
+                hours.push_back((hour, 1));
+                if hours.len() > Self::HOURS_KEPT {
+                    hours.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Refusals in the hours that start at or after `since` (rounded down
+    /// to its hour), and the hour of the latest.
+    pub fn since(&self, since: OffsetDateTime) -> (u64, Option<OffsetDateTime>) {
+        let from = since.unix_timestamp().div_euclid(3600);
+        let hours = self.hours.lock().expect("not poisoned");
+        let count = hours
+            .iter()
+            .filter(|(hour, _)| *hour >= from)
+            .map(|(_, count)| count)
+            .sum();
+        let latest = hours
+            .back()
+            .and_then(|(hour, _)| OffsetDateTime::from_unix_timestamp(hour * 3600).ok());
+        (count, latest)
+    }
 }

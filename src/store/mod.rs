@@ -216,6 +216,42 @@ impl Store {
     pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
         on_engine!(self, store => store.purge_payloads(cutoff).await)
     }
+
+    /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by reason.
+    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
+        on_engine!(self, store => store.day_summary(from_ns, to_ns).await)
+    }
+
+    /// The newest delivery Cobalt made, if any.
+    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
+        on_engine!(self, store => store.last_delivery().await)
+    }
+
+    /// Job ids of the jobs whose note has this EMR note id (normally one).
+    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
+        on_engine!(self, store => store.jobs_by_emr_note(emr_note_id).await)
+    }
+
+    /// The job a recorded event was about.
+    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        on_engine!(self, store => store.job_of_event(event_id).await)
+    }
+
+    /// Appends rows to the audit trail, in one transaction.
+    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        on_engine!(self, store => store.append_audit(entries).await)
+    }
+
+    /// A page of the audit trail, newest first.
+    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        on_engine!(self, store => store.audit_page(query).await)
+    }
+
+    /// Deletes audit rows recorded before `cutoff_ns`, in small
+    /// transactions. Returns how many it deleted.
+    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        on_engine!(self, store => store.purge_audit(cutoff_ns).await)
+    }
 }
 
 /// What became of a delivery, as kept in the event log.
@@ -315,15 +351,24 @@ pub struct Registration {
 
 impl Registration {
     pub(crate) fn submitted_ns(&self) -> i64 {
-        i64::try_from(self.submitted_at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+        unix_ns(self.submitted_at)
     }
 
     pub(crate) fn submitted_text(&self) -> String {
-        self.submitted_at
-            .to_offset(time::UtcOffset::UTC)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
+        rfc3339(self.submitted_at)
     }
+}
+
+/// An instant as unix nanoseconds, as the database keeps them.
+pub(crate) fn unix_ns(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// An instant as RFC 3339 text in UTC, as the database keeps them.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The answer to [`Store::register`].
@@ -485,6 +530,81 @@ pub struct JobQuery {
     pub since_ns: Option<i64>,
     /// Start after this job (the last one of the previous page).
     pub after: Option<JobKey>,
+    pub limit: u32,
+    pub narrow: Narrowing,
+}
+
+/// Further filters of a listing (the console's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Only failures with this `failure_reason`.
+    pub failure_reason: Option<String>,
+    pub location_id: Option<String>,
+    pub access_token_reference_id: Option<String>,
+    /// Only jobs decided (pending ones: submitted) before this instant.
+    pub until_ns: Option<i64>,
+}
+
+/// Outcomes of one day.
+#[derive(Debug, Clone, Default)]
+pub struct DaySummary {
+    pub created: i64,
+    pub failed: i64,
+    /// Failures by `failure_reason`, most frequent first.
+    pub failures: Vec<FailureGroup>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FailureGroup {
+    pub reason: Option<String>,
+    pub count: i64,
+    pub first_ns: i64,
+    pub last_ns: i64,
+}
+
+/// The newest delivery received from Cobalt.
+#[derive(Debug, Clone)]
+pub struct LastDelivery {
+    pub received_at: String,
+    pub event_type: Option<String>,
+}
+
+/// A row to append to the audit trail. Ids and filters only: never patient
+/// data.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    /// The API token's name.
+    pub actor: String,
+    /// What was done, as `area.verb` (`console.job.view`, `api.job.read`, ...).
+    pub action: String,
+    /// What it was done to: an id, or a listing's filter.
+    pub target: String,
+    pub request_id: Option<String>,
+}
+
+/// A recorded row of the audit trail.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditRow {
+    /// Increases in the order rows were recorded; `before` of the next page.
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+}
+
+/// Filters and position of a page of the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Rows recorded before this one.
+    pub before_id: Option<i64>,
+    pub since_ns: Option<i64>,
+    pub until_ns: Option<i64>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
     pub limit: u32,
 }
 

@@ -27,6 +27,8 @@ pub const OPS_TOKEN: &str = "test-ops-token-not-a-secret";
 
 pub struct TestApp {
     pub address: String,
+    /// `http://host:port` of the console, when `console_listen` was set.
+    pub console: Option<String>,
     pub client: reqwest::Client,
     pub dir: Arc<Workspace>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -61,12 +63,14 @@ pub async fn spawn_app_in(dir: Arc<Workspace>, customize: impl FnOnce(&mut Confi
     customize(&mut config);
     let app = Application::build(&config).await.expect("the app builds");
     let address = format!("http://{}", app.local_addr());
+    let console = app.console_addr().map(|a| format!("http://{a}"));
     let (shutdown, stopped) = oneshot::channel();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
     TestApp {
         address,
+        console,
         client: reqwest::Client::new(),
         dir,
         shutdown: Some(shutdown),

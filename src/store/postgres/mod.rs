@@ -25,9 +25,9 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, Outcome,
-    PendingSummary, Recorded, Registered, Registration, StoreError, StoreOptions, SubmissionEnd,
-    Wakeups,
+    AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
+    JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
+    Registration, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -347,6 +347,86 @@ impl Store {
             Err(_) => Err(StoreError::Timeout(self.write_timeout)),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result,
+        }
+    }
+
+    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
+        reader::day_summary(&self.pool, from_ns, to_ns)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
+        reader::last_delivery(&self.pool).await.map_err(read_error)
+    }
+
+    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
+        reader::jobs_by_emr_note(&self.pool, emr_note_id)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        reader::job_of_event(&self.pool, event_id)
+            .await
+            .map_err(read_error)
+    }
+
+    /// Appends audit rows with one multi-row insert.
+    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        let mut at = Vec::with_capacity(entries.len());
+        let mut at_ns = Vec::with_capacity(entries.len());
+        let (mut actor, mut action, mut target, mut request_id) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for entry in entries {
+            at.push(super::rfc3339(entry.at));
+            at_ns.push(super::unix_ns(entry.at));
+            actor.push(entry.actor);
+            action.push(entry.action);
+            target.push(entry.target);
+            request_id.push(entry.request_id);
+        }
+        sqlx::query(
+            "insert into audit_log (at, at_ns, actor, action, target, request_id)
+             select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[])",
+        )
+        .bind(at)
+        .bind(at_ns)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(request_id)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(read_error)
+    }
+
+    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        reader::audit_page(&self.pool, &query)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        const CHUNK: i64 = 5_000;
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "delete from audit_log where id in
+                   (select id from audit_log where at_ns < $1 order by id limit $2)",
+            )
+            .bind(cutoff_ns)
+            .bind(CHUNK)
+            .execute(&self.pool)
+            .await
+            .map_err(read_error)?
+            .rows_affected();
+            total += deleted;
+            if deleted < CHUNK as u64 {
+                return Ok(total);
+            }
         }
     }
 

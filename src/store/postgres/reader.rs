@@ -7,7 +7,8 @@ use sqlx::postgres::{PgPool, PgRow};
 use super::outcome_column;
 use crate::domain::JobStatus;
 use crate::store::{
-    EventSummary, ExpectedJob, JobKey, JobQuery, JobState, ListStatus, PendingSummary, Source,
+    AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
+    JobState, LastDelivery, ListStatus, PendingSummary, Source,
 };
 
 /// A job with an outcome, and when it was submitted if it was registered.
@@ -113,31 +114,53 @@ pub(super) async fn list_jobs(
         jobs.patient_note_id desc, jobs.job_id desc limit $1";
     let statuses = match query.status {
         Some(ListStatus::Decided(status)) => vec![status],
+        // Only failures have a reason.
+        _ if query.narrow.failure_reason.is_some() => vec![JobStatus::Failed],
         _ => vec![JobStatus::Created, JobStatus::Failed],
     };
-    // $1 is the limit; then the since bound and the position, each only
-    // when asked for (PostgreSQL refuses a parameter no clause uses).
-    let since = query.since_ns.map(|_| "$2");
-    let position = match (&query.after, since) {
-        (None, _) => None,
-        (Some(_), Some(_)) => Some("($3, $4, $5)"),
-        (Some(_), None) => Some("($2, $3, $4)"),
+    // $1 is the limit; then each bound asked for, in this order
+    // (PostgreSQL refuses a parameter no clause uses). Every range of the
+    // union uses the same parameters.
+    let narrow = &query.narrow;
+    let mut conditions = String::new();
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
     };
-    let mut ranges = Vec::new();
-    for status in statuses {
-        let mut range = format!("(select {JOB_COLUMNS} where status = '{}'", status.as_str());
-        if let Some(since) = since {
-            range.push_str(&format!(" and deciding_event_created_ns >= {since}"));
-        }
-        if let Some(position) = position {
-            range.push_str(&format!(
-                " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < {position}"
-            ));
-        }
-        range.push_str(NEWEST_FIRST_INNER);
-        range.push(')');
-        ranges.push(range);
+    if query.since_ns.is_some() {
+        conditions.push_str(&format!(" and deciding_event_created_ns >= {}", next()));
     }
+    if narrow.until_ns.is_some() {
+        conditions.push_str(&format!(" and deciding_event_created_ns < {}", next()));
+    }
+    let texts = [
+        ("failure_reason", &narrow.failure_reason),
+        ("location_id", &narrow.location_id),
+        ("jobs.access_token_reference_id", &narrow.access_token_reference_id),
+    ];
+    for (column, value) in texts {
+        if value.is_some() {
+            conditions.push_str(&format!(" and {column} = {}", next()));
+        }
+    }
+    if query.after.is_some() {
+        conditions.push_str(&format!(
+            " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < ({}, {}, {})",
+            next(),
+            next(),
+            next()
+        ));
+    }
+    let ranges: Vec<String> = statuses
+        .iter()
+        .map(|status| {
+            format!(
+                "(select {JOB_COLUMNS} where status = '{}'{conditions}{NEWEST_FIRST_INNER})",
+                status.as_str()
+            )
+        })
+        .collect();
     let sql = format!(
         "select * from ({}) as merged{NEWEST_FIRST}",
         ranges.join(" union all ")
@@ -145,6 +168,14 @@ pub(super) async fn list_jobs(
     let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
     if let Some(since) = query.since_ns {
         statement = statement.bind(since);
+    }
+    if let Some(until) = narrow.until_ns {
+        statement = statement.bind(until);
+    }
+    for (_, value) in texts {
+        if let Some(value) = value {
+            statement = statement.bind(value.as_str());
+        }
     }
     if let Some(after) = &query.after {
         statement = statement
@@ -162,6 +193,10 @@ async fn list_pending(
     query: &JobQuery,
     submitted_before_ns: Option<i64>,
 ) -> Result<Vec<JobState>, sqlx::Error> {
+    // A pending job has no reason and no location yet.
+    if query.narrow.failure_reason.is_some() || query.narrow.location_id.is_some() {
+        return Ok(Vec::new());
+    }
     let mut sql = format!("select {PENDING_COLUMNS}");
     let mut n = 1;
     let mut next = || {
@@ -173,6 +208,12 @@ async fn list_pending(
     }
     if submitted_before_ns.is_some() {
         sql.push_str(&format!(" and submitted_ns < {}", next()));
+    }
+    if query.narrow.until_ns.is_some() {
+        sql.push_str(&format!(" and submitted_ns < {}", next()));
+    }
+    if query.narrow.access_token_reference_id.is_some() {
+        sql.push_str(&format!(" and access_token_reference_id = {}", next()));
     }
     if query.after.is_some() {
         sql.push_str(&format!(
@@ -189,6 +230,12 @@ async fn list_pending(
     }
     if let Some(before) = submitted_before_ns {
         statement = statement.bind(before);
+    }
+    if let Some(until) = query.narrow.until_ns {
+        statement = statement.bind(until);
+    }
+    if let Some(account) = &query.narrow.access_token_reference_id {
+        statement = statement.bind(account.as_str());
     }
     if let Some(after) = &query.after {
         statement = statement
@@ -288,4 +335,136 @@ pub(super) async fn jobs_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, 
     )
     .fetch_all(pool)
     .await
+}
+
+/// Outcomes decided in `[from_ns, to_ns)`; as the SQLite engine's.
+pub(super) async fn day_summary(
+    pool: &PgPool,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<DaySummary, sqlx::Error> {
+    let (created, failed): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from jobs where status = 'created'
+                   and deciding_event_created_ns >= $1 and deciding_event_created_ns < $2),
+                (select count(*) from jobs where status = 'failed'
+                   and deciding_event_created_ns >= $1 and deciding_event_created_ns < $2)",
+    )
+    .bind(from_ns)
+    .bind(to_ns)
+    .fetch_one(pool)
+    .await?;
+    let failures = sqlx::query(
+        "select failure_reason, count(*), min(deciding_event_created_ns),
+                max(deciding_event_created_ns)
+         from jobs where status = 'failed'
+           and deciding_event_created_ns >= $1 and deciding_event_created_ns < $2
+         group by failure_reason order by count(*) desc, failure_reason",
+    )
+    .bind(from_ns)
+    .bind(to_ns)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(FailureGroup {
+            reason: row.try_get(0)?,
+            count: row.try_get(1)?,
+            first_ns: row.try_get(2)?,
+            last_ns: row.try_get(3)?,
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    Ok(DaySummary {
+        created,
+        failed,
+        failures,
+    })
+}
+
+pub(super) async fn last_delivery(pool: &PgPool) -> Result<Option<LastDelivery>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "select received_at, event_type from events where source = 'webhook'
+         order by seq desc limit 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(received_at, event_type)| LastDelivery {
+        received_at,
+        event_type,
+    }))
+}
+
+pub(super) async fn jobs_by_emr_note(
+    pool: &PgPool,
+    emr_note_id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("select job_id from jobs where emr_note_id = $1 order by job_id limit 10")
+        .bind(emr_note_id)
+        .fetch_all(pool)
+        .await
+}
+
+pub(super) async fn job_of_event(
+    pool: &PgPool,
+    event_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let job: Option<Option<String>> =
+        sqlx::query_scalar("select job_id from events where event_id = $1")
+            .bind(event_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(job.flatten())
+}
+
+pub(super) async fn audit_page(
+    pool: &PgPool,
+    query: &AuditQuery,
+) -> Result<Vec<AuditRow>, sqlx::Error> {
+    let mut sql = String::from(
+        "select id, at, actor, action, target, request_id from audit_log where true",
+    );
+    let mut n = 1;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let numbers = [
+        ("id <", query.before_id),
+        ("at_ns >=", query.since_ns),
+        ("at_ns <", query.until_ns),
+    ];
+    for (condition, value) in numbers {
+        if value.is_some() {
+            sql.push_str(&format!(" and {condition} {}", next()));
+        }
+    }
+    let texts = [("actor", &query.actor), ("action", &query.action)];
+    for (column, value) in texts {
+        if value.is_some() {
+            sql.push_str(&format!(" and {column} = {}", next()));
+        }
+    }
+    sql.push_str(" order by id desc limit $1");
+    let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
+    for value in numbers.iter().filter_map(|(_, value)| *value) {
+        statement = statement.bind(value);
+    }
+    for value in texts.iter().filter_map(|(_, value)| value.as_deref()) {
+        statement = statement.bind(value);
+    }
+    statement
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AuditRow {
+                id: row.try_get(0)?,
+                at: row.try_get(1)?,
+                actor: row.try_get(2)?,
+                action: row.try_get(3)?,
+                target: row.try_get(4)?,
+                request_id: row.try_get(5)?,
+            })
+        })
+        .collect()
 }

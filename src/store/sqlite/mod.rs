@@ -28,10 +28,13 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, Delivery, EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, Outcome,
-    PendingSummary, Recorded, Registered, Registration, Source, StoreError, StoreOptions,
-    SubmissionEnd, Wakeups,
+    AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
+    JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
+    Registration, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
+
+/// Audit rows deleted per transaction.
+const PURGE_CHUNK: u64 = 5_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -253,6 +256,55 @@ impl Store {
         let holder = holder.to_owned();
         self.on_writer(move |db| writer::take_lease(db, &holder, now_ns, until_ns))
             .await
+    }
+
+    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
+        self.readers
+            .run(move |db| reader::day_summary(db, from_ns, to_ns))
+            .await
+    }
+
+    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
+        self.readers.run(reader::last_delivery).await
+    }
+
+    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = emr_note_id.to_owned();
+        self.readers
+            .run(move |db| reader::jobs_by_emr_note(db, &id))
+            .await
+    }
+
+    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let id = event_id.to_owned();
+        self.readers
+            .run(move |db| reader::job_of_event(db, &id))
+            .await
+    }
+
+    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        self.on_writer(move |db| writer::append_audit(db, &entries))
+            .await
+    }
+
+    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        self.readers
+            .run(move |db| reader::audit_page(db, &query))
+            .await
+    }
+
+    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            // Small transactions, so deliveries wait behind none of them long.
+            let deleted = self
+                .on_writer(move |db| writer::purge_audit(db, cutoff_ns, PURGE_CHUNK))
+                .await?;
+            total += deleted;
+            if deleted < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
     }
 
     /// Runs `work` on the write connection once the batch in hand is done,

@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use super::{connect, decode_error, outcome_column, source_column};
 use crate::domain::JobStatus;
 use crate::store::{
-    EventSummary, ExpectedJob, JobKey, JobQuery, JobState, ListStatus, PendingSummary, StoreError,
-    StoreOptions,
+    AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
+    JobState, LastDelivery, ListStatus, PendingSummary, StoreError, StoreOptions,
 };
 
 /// A query for a reader thread; `None` stops the thread that takes it.
@@ -180,6 +180,8 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
     // partial index only for a query that names its condition literally.
     let statuses = match query.status {
         Some(ListStatus::Decided(status)) => vec![status],
+        // Only failures have a reason.
+        _ if query.narrow.failure_reason.is_some() => vec![JobStatus::Failed],
         _ => vec![JobStatus::Created, JobStatus::Failed],
     };
     let limit = i64::from(query.limit);
@@ -193,6 +195,20 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
         if let Some(since) = query.since_ns {
             range.push_str(" and deciding_event_created_ns >= ?");
             values.push(since.into());
+        }
+        if let Some(until) = query.narrow.until_ns {
+            range.push_str(" and deciding_event_created_ns < ?");
+            values.push(until.into());
+        }
+        for (column, value) in [
+            ("failure_reason", &query.narrow.failure_reason),
+            ("location_id", &query.narrow.location_id),
+            ("jobs.access_token_reference_id", &query.narrow.access_token_reference_id),
+        ] {
+            if let Some(value) = value {
+                range.push_str(&format!(" and {column} = ?"));
+                values.push(value.clone().into());
+            }
         }
         if let Some(after) = &query.after {
             range.push_str(
@@ -220,11 +236,23 @@ fn list_pending(
     query: &JobQuery,
     submitted_before_ns: Option<i64>,
 ) -> rusqlite::Result<Vec<JobState>> {
+    // A pending job has no reason and no location yet.
+    if query.narrow.failure_reason.is_some() || query.narrow.location_id.is_some() {
+        return Ok(Vec::new());
+    }
     let mut sql = format!("select {PENDING_COLUMNS}");
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(since) = query.since_ns {
         sql.push_str(" and submitted_ns >= ?");
         values.push(since.into());
+    }
+    if let Some(until) = query.narrow.until_ns {
+        sql.push_str(" and submitted_ns < ?");
+        values.push(until.into());
+    }
+    if let Some(account) = &query.narrow.access_token_reference_id {
+        sql.push_str(" and access_token_reference_id = ?");
+        values.push(account.clone().into());
     }
     if let Some(before) = submitted_before_ns {
         sql.push_str(" and submitted_ns < ?");
@@ -319,4 +347,112 @@ pub(super) fn jobs_by_status(db: &Connection) -> rusqlite::Result<Vec<(String, i
     )?
     .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
     .collect()
+}
+
+/// Outcomes decided in `[from_ns, to_ns)`: counts, and failures by reason,
+/// each over its status's index.
+pub(super) fn day_summary(db: &Connection, from_ns: i64, to_ns: i64) -> rusqlite::Result<DaySummary> {
+    let count = |status: &str| -> rusqlite::Result<i64> {
+        db.prepare_cached(&format!(
+            "select count(*) from jobs where status = '{status}'
+             and deciding_event_created_ns >= ? and deciding_event_created_ns < ?"
+        ))?
+        .query_row(params![from_ns, to_ns], |row| row.get(0))
+    };
+    let created = count("created")?;
+    let failed = count("failed")?;
+    let failures = db
+        .prepare_cached(
+            "select failure_reason, count(*), min(deciding_event_created_ns),
+                    max(deciding_event_created_ns)
+             from jobs where status = 'failed'
+               and deciding_event_created_ns >= ? and deciding_event_created_ns < ?
+             group by failure_reason order by count(*) desc, failure_reason",
+        )?
+        .query_map(params![from_ns, to_ns], |row| {
+            Ok(FailureGroup {
+                reason: row.get(0)?,
+                count: row.get(1)?,
+                first_ns: row.get(2)?,
+                last_ns: row.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(DaySummary {
+        created,
+        failed,
+        failures,
+    })
+}
+
+/// The newest delivery Cobalt made (recovered events are not deliveries).
+pub(super) fn last_delivery(db: &Connection) -> rusqlite::Result<Option<LastDelivery>> {
+    db.prepare_cached(
+        "select received_at, event_type from events where source = 'webhook'
+         order by seq desc limit 1",
+    )?
+    .query_map([], |row| {
+        Ok(LastDelivery {
+            received_at: row.get(0)?,
+            event_type: row.get(1)?,
+        })
+    })?
+    .next()
+    .transpose()
+}
+
+/// Job ids of the jobs whose note has this EMR note id.
+pub(super) fn jobs_by_emr_note(db: &Connection, emr_note_id: &str) -> rusqlite::Result<Vec<String>> {
+    db.prepare_cached("select job_id from jobs where emr_note_id = ? order by job_id limit 10")?
+        .query_map([emr_note_id], |row| row.get(0))?
+        .collect()
+}
+
+/// The job an event was about, if the event is recorded and named one.
+pub(super) fn job_of_event(db: &Connection, event_id: &str) -> rusqlite::Result<Option<String>> {
+    db.prepare_cached("select job_id from events where event_id = ?")?
+        .query_map([event_id], |row| row.get::<_, Option<String>>(0))?
+        .next()
+        .transpose()
+        .map(Option::flatten)
+}
+
+/// A page of the audit trail, newest first.
+pub(super) fn audit_page(db: &Connection, query: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
+    let mut sql = String::from(
+        "select id, at, actor, action, target, request_id from audit_log where 1 = 1",
+    );
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(before) = query.before_id {
+        sql.push_str(" and id < ?");
+        values.push(before.into());
+    }
+    if let Some(since) = query.since_ns {
+        sql.push_str(" and at_ns >= ?");
+        values.push(since.into());
+    }
+    if let Some(until) = query.until_ns {
+        sql.push_str(" and at_ns < ?");
+        values.push(until.into());
+    }
+    for (column, value) in [("actor", &query.actor), ("action", &query.action)] {
+        if let Some(value) = value {
+            sql.push_str(&format!(" and {column} = ?"));
+            values.push(value.clone().into());
+        }
+    }
+    sql.push_str(" order by id desc limit ?");
+    values.push(i64::from(query.limit).into());
+    db.prepare_cached(&sql)?
+        .query_map(params_from_iter(values), |row| {
+            Ok(AuditRow {
+                id: row.get(0)?,
+                at: row.get(1)?,
+                actor: row.get(2)?,
+                action: row.get(3)?,
+                target: row.get(4)?,
+                request_id: row.get(5)?,
+            })
+        })?
+        .collect()
 }

@@ -21,7 +21,7 @@ use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
 use crate::store::{
-    Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, StoreError,
+    AuditEntry, Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, StoreError,
     StoreOptions, SubmissionEnd, Wakeups,
 };
 
@@ -548,4 +548,37 @@ pub(super) fn settle_resolved(db: &mut rusqlite::Connection) -> rusqlite::Result
         )?
         .execute([])?;
     Ok(settled as u64)
+}
+
+/// Appends audit rows in one transaction.
+pub(super) fn append_audit(db: &mut rusqlite::Connection, entries: &[AuditEntry]) -> rusqlite::Result<()> {
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "insert into audit_log (at, at_ns, actor, action, target, request_id)
+             values (?, ?, ?, ?, ?, ?)",
+        )?;
+        for entry in entries {
+            insert.execute(rusqlite::params![
+                crate::store::rfc3339(entry.at),
+                crate::store::unix_ns(entry.at),
+                entry.actor,
+                entry.action,
+                entry.target,
+                entry.request_id,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes up to `limit` audit rows recorded before `cutoff_ns`.
+pub(super) fn purge_audit(db: &mut rusqlite::Connection, cutoff_ns: i64, limit: u64) -> rusqlite::Result<u64> {
+    let deleted = db
+        .prepare_cached(
+            "delete from audit_log where id in
+               (select id from audit_log where at_ns < ? order by id limit ?)",
+        )?
+        .execute(rusqlite::params![cutoff_ns, limit as i64])?;
+    Ok(deleted as u64)
 }

@@ -1,0 +1,21 @@
+-- The audit trail: who looked at what, who exported, who ran recovery.
+-- Rows are only ever appended, and deleted after `audit_retention_days`.
+-- `actor` is an API token's name, never the token; `target` is an id or a
+-- filter, never patient data (an MRN reveal names the job, not the MRN).
+create table audit_log (
+    id          integer primary key,   -- order of recording
+    at          text    not null,      -- RFC 3339, UTC
+    at_ns       integer not null,      -- unix nanoseconds, for ranges and purging
+    actor       text    not null,
+    action      text    not null,
+    target      text    not null,
+    request_id  text
+) strict;
+
+create index audit_log_by_time on audit_log (at_ns);
+
+-- The console finds a job by its EMR note id, and lists failures by reason.
+create index jobs_by_emr_note on jobs (emr_note_id) where emr_note_id is not null;
+create index jobs_failed_by_reason
+    on jobs (failure_reason, deciding_event_created_ns, patient_note_id, job_id)
+    where status = 'failed';

@@ -1,0 +1,192 @@
+//! Job: its whole story as a timeline (submitted, each event received or
+//! recovered, the deciding one, overdue since), and the MRN reveal.
+
+use axum::extract::{Extension, Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+
+use super::html::{self, Nav, at, masked_mrn, document, status_badge};
+use super::sign_in::Csrf;
+use super::{ConsoleState, RequestId, Session};
+use crate::audit::Action;
+use crate::store::{EventSummary, JobState, Outcome, Source};
+
+pub async fn page(
+    State(state): State<ConsoleState>,
+    Extension(session): Extension<Session>,
+    request_id: RequestId,
+    Path(job_id): Path<String>,
+) -> Response {
+    state.audit(&session, &request_id, "console.job.view", job_id.clone());
+    show(&state, &session, &job_id, None).await
+}
+
+/// `POST /ui/jobs/{job_id}/reveal-mrn`: the page again with the MRN shown,
+/// once the reveal's audit row is committed; refused if it cannot be.
+pub async fn reveal_mrn(
+    State(state): State<ConsoleState>,
+    Extension(session): Extension<Session>,
+    request_id: RequestId,
+    Path(job_id): Path<String>,
+    form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
+        return html::error_page(StatusCode::FORBIDDEN, "This form has expired; reload the page.");
+    }
+    let recorded = state
+        .app
+        .audit
+        .record_committed(Action {
+            actor: &session.caller.name,
+            action: "console.mrn.reveal",
+            target: crate::audit::bounded(&job_id),
+            request_id: request_id.0.as_deref(),
+        })
+        .await;
+    if let Err(error) = recorded {
+        tracing::warn!(error = %error, "console: an MRN reveal was refused: its audit row could not be written");
+        return html::error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The MRN is not shown: its viewing could not be recorded. Try again in a moment.",
+        );
+    }
+    show(&state, &session, &job_id, Some(())).await
+}
+
+async fn show(state: &ConsoleState, session: &Session, job_id: &str, reveal: Option<()>) -> Response {
+    let store = &state.app.store;
+    let (jobs, events) = match tokio::try_join!(store.jobs_by_job_id(job_id), store.job_events(job_id)) {
+        Ok(found) => found,
+        Err(error) => return html::unavailable(&error),
+    };
+    if jobs.is_empty() && events.is_empty() {
+        let body = html! {
+            h1 { "Job " code { (job_id) } }
+            p { "No job with this id is registered here, and no event about it has been received." }
+            p { a href={ "/ui/search?q=" (html::encode_query(job_id)) } { "Search other ids for it" } }
+        };
+        return (StatusCode::NOT_FOUND, document("Job", Nav::Jobs, Some(session), body)).into_response();
+    }
+    let overdue_before = state.app.overdue_before_ns();
+    let jobs: Vec<JobState> = jobs
+        .into_iter()
+        .map(|mut job| {
+            job.flag_overdue(overdue_before);
+            job
+        })
+        .collect();
+    let zone = &state.zone;
+    let overdue_after = time::Duration::try_from(state.app.overdue_after).unwrap_or(time::Duration::MAX);
+    let body = html! {
+        h1 { "Job " code { (job_id) } }
+        @if jobs.len() > 1 {
+            p.panel role="alert" { "Two or more patient notes claim this job id; each is shown." }
+        }
+        @for job in &jobs {
+            section.panel {
+                h2 { "Patient note " code { (job.patient_note_id) } " " (status_badge(&job.status, job.overdue)) }
+                dl.facts {
+                    @if let Some(emr) = &job.emr_note_id { dt { "EMR note" } dd { code { (emr) } } }
+                    @if let Some(reason) = &job.failure_reason { dt { "Failure reason" } dd { (reason) } }
+                    @if let Some(reasons) = job.reasons.as_ref().and_then(|r| r.as_array()) {
+                        dt { "Reasons" }
+                        dd { ul { @for reason in reasons { li { (reason_text(reason)) } } } }
+                    }
+                    @if let Some(location) = &job.location_id { dt { "Location" } dd { (location) } }
+                    @if let Some(account) = &job.access_token_reference_id { dt { "Account" } dd { (account) } }
+                    @if let Some(mrn) = &job.patient_mrn {
+                        dt { "MRN" }
+                        dd {
+                            @if reveal.is_some() {
+                                strong { (mrn) } " " span.note { "(this viewing is recorded)" }
+                            } @else {
+                                (masked_mrn(mrn)) " "
+                                form.inline method="post" action={ (html::job_href(job_id)) "/reveal-mrn" } {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button type="submit" { "Reveal (recorded)" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Timeline" }
+        ol.timeline { (timeline(&jobs, &events, zone, overdue_after)) }
+        p.note {
+            "A repeated delivery of an event already received is acknowledged and not stored again; "
+            "the attempt number is the one Cobalt sent."
+        }
+    };
+    document(&format!("Job {job_id}"), Nav::Jobs, Some(session), body).into_response()
+}
+
+/// Cobalt's `{code, description}`, as text.
+fn reason_text(reason: &serde_json::Value) -> String {
+    let field = |name: &str| reason.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    match (field("code"), field("description")) {
+        ("", description) => description.to_owned(),
+        (code, "") => code.to_owned(),
+        (code, description) => format!("{code}: {description}"),
+    }
+}
+
+/// Submitted, then each event in the order received, then overdue since.
+fn timeline(
+    jobs: &[JobState],
+    events: &[EventSummary],
+    zone: &jiff::tz::TimeZone,
+    overdue_after: time::Duration,
+) -> Markup {
+    let submitted = jobs.iter().find_map(|job| job.submitted_at.as_deref());
+    let deciding: Vec<&str> = jobs
+        .iter()
+        .filter_map(|job| job.deciding_event_id.as_deref())
+        .collect();
+    let overdue_since = jobs
+        .iter()
+        .find(|job| job.overdue)
+        .and_then(|job| job.submitted_at.as_deref())
+        .and_then(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map(|submitted| crate::store::rfc3339(submitted + overdue_after));
+    html! {
+        @if let Some(submitted) = submitted {
+            li { time { (at(submitted, zone)) } "Submitted to Cobalt" }
+        }
+        @for event in events {
+            li {
+                time { (at(&event.received_at, zone)) }
+                (event_line(event, deciding.contains(&event.event_id.as_str())))
+            }
+        }
+        @if let Some(since) = &overdue_since {
+            li { time { (at(since, zone)) } strong { "Overdue since then" } ": no outcome yet" }
+        }
+    }
+}
+
+fn event_line(event: &EventSummary, deciding: bool) -> Markup {
+    let how = match event.source {
+        Source::Webhook => "Delivered",
+        Source::Recovered => "Recovered from Cobalt's event list",
+    };
+    let outcome = match event.outcome {
+        Outcome::Applied if deciding => "decided the job",
+        Outcome::Applied => "applied, later outranked",
+        Outcome::Superseded => "outranked by an event already here",
+        Outcome::Ignored => "ignored (not a patient-note outcome)",
+        Outcome::Rejected => "rejected",
+    };
+    html! {
+        (how) ": "
+        strong { (event.event_type.as_deref().unwrap_or("(no type)")) }
+        @if let Some(attempt) = event.attempt { ", attempt " (attempt) }
+        ", " (outcome)
+        @if let Some(reason) = &event.reject_reason { " (" (reason) ")" }
+        " · event " code { (event.event_id) }
+        @if let Some(created) = &event.created { " · created by Cobalt " (created) }
+    }
+}

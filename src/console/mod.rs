@@ -1,0 +1,243 @@
+//! The operator console: server-rendered pages on a listener of their own
+//! (`console_listen`), never on the webhook port.
+//!
+//! - Pages are HTML with one stylesheet, no script: every filter is a GET
+//!   form, so the state is in the URL (shareable, opens in a new tab).
+//! - Sign-in turns an API token into a server-side session ([`session`]);
+//!   every POST checks the request's origin and the session's CSRF token.
+//! - No note text, subject or payload is ever shown. MRNs are masked to
+//!   their last four characters; revealing one is a POST that is refused
+//!   unless its audit row is committed. Every page view, search, export
+//!   and recovery writes an audit row.
+
+mod html;
+mod job;
+mod jobs;
+mod recovery;
+mod search;
+mod session;
+mod sign_in;
+mod today;
+mod trail;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use jiff::tz::TimeZone;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::audit::Action;
+use crate::routes::AppState;
+pub use recovery::Recoveries;
+pub use session::{Session, Sessions};
+
+/// What the console's handlers share.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub app: AppState,
+    pub sessions: Arc<Sessions>,
+    pub zone: TimeZone,
+    /// The listener speaks HTTPS: cookies are `Secure`.
+    pub https: bool,
+    pub recoveries: Arc<Recoveries>,
+}
+
+impl ConsoleState {
+    pub fn new(app: AppState, zone: TimeZone, idle: Duration, https: bool) -> Self {
+        Self {
+            app,
+            sessions: Arc::new(Sessions::new(idle)),
+            zone,
+            https,
+            recoveries: Arc::new(Recoveries::default()),
+        }
+    }
+
+    /// Queues an audit row for what `session` did in this request.
+    fn audit(&self, session: &Session, request_id: &RequestId, action: &'static str, target: String) {
+        self.app.audit.record(Action {
+            actor: &session.caller.name,
+            action,
+            target: crate::audit::bounded(&target),
+            request_id: request_id.0.as_deref(),
+        });
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, for audit rows.
+pub struct RequestId(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
+/// The console's routes. Everything but the sign-in page and the
+/// stylesheet needs a session.
+pub fn router(state: ConsoleState) -> Router {
+    let signed_in = Router::new()
+        .route("/ui", get(today::page))
+        .route("/ui/jobs", get(jobs::page))
+        .route("/ui/jobs.csv", get(jobs::export))
+        .route("/ui/jobs/{job_id}", get(job::page))
+        .route("/ui/jobs/{job_id}/reveal-mrn", axum::routing::post(job::reveal_mrn))
+        .route("/ui/search", get(search::page))
+        .route("/ui/overdue", get(recovery::overdue))
+        .route("/ui/recoveries", axum::routing::post(recovery::start))
+        .route("/ui/recoveries/{id}", get(recovery::progress))
+        .route("/ui/audit", get(trail::page))
+        .route("/ui/sign-out", axum::routing::post(sign_in::sign_out))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_session));
+    Router::new()
+        .merge(signed_in)
+        .route("/ui/sign-in", get(sign_in::form).post(sign_in::sign_in))
+        .route("/ui/style.css", get(html::stylesheet))
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(same_origin_posts))
+                .layer(middleware::from_fn(security_headers)),
+        )
+}
+
+/// A span per request, with the path but never the query (filters could
+/// one day hold something a log should not).
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::info_span!(
+        "console",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        token = tracing::field::Empty,
+    )
+}
+
+/// No script, no third party, no framing; nothing cached, no referrer.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    // Pages hold ids that lead to patient data: never kept. The stylesheet
+    // (no data) may be.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A state-changing request from another site is refused: its `Origin`
+/// must be this console's (or, without one, `Sec-Fetch-Site` must say
+/// same-origin). The CSRF token is checked by each form's handler.
+async fn same_origin_posts(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET
+        && request.method() != Method::HEAD
+        && !from_this_origin(request.headers())
+    {
+        return html::error_page(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site, so it was refused.",
+        );
+    }
+    next.run(request).await
+}
+
+fn from_this_origin(headers: &HeaderMap) -> bool {
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), Some(host)) => {
+            let origin = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            origin == Some(host)
+        }
+        (Some(_), None) => false,
+        (None, _) => text(HeaderName::from_static("sec-fetch-site")) == Some("same-origin"),
+    }
+}
+
+/// Finds the session the cookie names; without a live one, sends the
+/// browser to sign in (and back here after).
+async fn require_session(
+    State(state): State<ConsoleState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let session = session::cookie(request.headers()).and_then(|id| state.sessions.get(id));
+    match session {
+        Some(session) => {
+            tracing::Span::current().record("token", &*session.caller.name);
+            request.extensions_mut().insert(session);
+            next.run(request).await
+        }
+        None => {
+            let back = match request.method() {
+                &Method::GET => request
+                    .uri()
+                    .path_and_query()
+                    .map_or("/ui", |p| p.as_str())
+                    .to_owned(),
+                _ => "/ui".to_owned(),
+            };
+            let to = format!("/ui/sign-in?next={}", html::encode_query(&back));
+            (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, to)],
+                session::expired_cookie(state.https),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    html::error_page(StatusCode::NOT_FOUND, "There is no such page.")
+}
