@@ -62,10 +62,11 @@ impl Action<'_> {
 }
 
 impl Audit {
-    /// Starts the writer task.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task; a batch not committed within
+    /// `write_timeout` counts as failed.
+    pub fn start(store: Store, write_timeout: Duration) -> Self {
         let (commands, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(write_rows(store, queue));
+        tokio::spawn(write_rows(store, queue, write_timeout));
         Self { commands }
     }
 
@@ -107,7 +108,7 @@ impl Audit {
 /// Writes queued rows in batches until every handle is dropped. A failed
 /// batch is retried (with growing pauses) unless its rows had a waiter,
 /// which is told of the failure instead.
-async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>) {
+async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>, write_timeout: Duration) {
     let mut rows: Vec<AuditEntry> = Vec::new();
     let mut waiters = Vec::new();
     let mut flushes = Vec::new();
@@ -132,7 +133,10 @@ async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>) {
             continue;
         }
         let count = rows.len();
-        match store.append_audit(rows.clone()).await {
+        let written = tokio::time::timeout(write_timeout, store.append_audit(rows.clone()))
+            .await
+            .unwrap_or(Err(StoreError::Timeout(write_timeout)));
+        match written {
             Ok(()) => {
                 monitoring::audit_rows("recorded", count);
                 rows.clear();
@@ -205,7 +209,9 @@ pub fn spawn_purge(store: Store, retention: Duration, interval: Duration) {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted audit rows past their retention"),
                 Err(StoreError::Stopped) => return,
-                Err(error) => tracing::warn!(error = %error, "purging audit rows failed; retrying later"),
+                Err(error) => {
+                    tracing::warn!(error = %error, "purging audit rows failed; retrying later")
+                }
             }
         }
     });

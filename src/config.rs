@@ -98,8 +98,8 @@ pub struct Config {
     /// Address of the operator console's own listener (`host:port`); off
     /// when unset. HTTPS with the TLS settings above when they are set.
     pub console_listen: Option<SocketAddr>,
-    /// Minutes of inactivity after which a console session ends.
-    pub console_session_idle_minutes: u64,
+    /// Seconds of inactivity after which a console session ends (15 minutes).
+    pub console_session_idle_secs: u64,
     /// The clinic's time zone (IANA name): the console's "today".
     pub console_time_zone: String,
     /// Days audit rows are kept (who looked at what). 0 keeps them forever.
@@ -145,7 +145,7 @@ impl Default for Config {
             cobalt_requests_per_sec: 5,
             cobalt_timeout_ms: 10_000,
             console_listen: None,
-            console_session_idle_minutes: 15,
+            console_session_idle_secs: 900,
             console_time_zone: "UTC".into(),
             // Six years, as HIPAA keeps its documentation.
             audit_retention_days: 6 * 366,
@@ -259,10 +259,7 @@ impl Config {
                 u64::from(self.cobalt_requests_per_sec),
             ),
             ("cobalt_timeout_ms", self.cobalt_timeout_ms),
-            (
-                "console_session_idle_minutes",
-                self.console_session_idle_minutes,
-            ),
+            ("console_session_idle_secs", self.console_session_idle_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));
@@ -485,7 +482,7 @@ fn expected(key: &str) -> Option<&'static str> {
         "overdue_after_secs"
         | "reconcile_interval_secs"
         | "cobalt_timeout_ms"
-        | "console_session_idle_minutes" => "a whole number",
+        | "console_session_idle_secs" => "a whole number",
         "console_listen" => "an address and port, such as 127.0.0.1:8081",
         "console_time_zone" => "a time zone name such as UTC or America/New_York",
         "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
@@ -658,6 +655,24 @@ mod tests {
     }
 
     #[test]
+    fn the_console_needs_a_port_of_its_own_and_a_real_time_zone() {
+        let config = from_toml("console_time_zone = \"America/New_York\"").unwrap();
+        assert!(config.console_listen.is_none(), "off by default");
+        let error = from_toml("console_time_zone = \"Mars/Olympus\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`console_time_zone`"), "{error}");
+        let error = from_toml("listen = \"127.0.0.1:8080\"\nconsole_listen = \"127.0.0.1:8080\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("never shares the webhook port"), "{error}");
+        let error = from_toml("console_session_idle_secs = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`console_session_idle_secs`"), "{error}");
+    }
+
+    #[test]
     fn the_read_pool_has_one_reader_per_core_unless_set() {
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
         assert_eq!(
@@ -732,12 +747,13 @@ mod tests {
             cobalt_client_id: Some(Secret::new("ci")),
             cobalt_client_secret: Some(Secret::new("cs")),
             cobalt_access_token: Some(Secret::new("at")),
+            console_listen: Some("127.0.0.1:8081".parse().unwrap()),
             ..Config::default()
         };
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 33, "every key, the optional ones set");
+        assert_eq!(keys.len(), 37, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

@@ -141,51 +141,73 @@ mod tests {
         }
     }
 
-    const FAILED: Filters = Filters {
-        status: Some(StatusFilter::Failed),
-        overdue: false,
-        since_ns: None,
-    };
+    fn failed() -> Filters {
+        Filters {
+            status: Some(StatusFilter::Failed),
+            ..Filters::default()
+        }
+    }
 
     #[test]
     fn a_cursor_opens_only_for_the_filters_and_key_it_was_issued_for() {
         let cursors = Cursors::new([7; 32]);
-        let cursor = cursors.issue(FAILED, &key());
-        assert_eq!(cursors.open(FAILED, &cursor), Some(key()));
+        let cursor = cursors.issue(&failed(), &key());
+        assert_eq!(cursors.open(&failed(), &cursor), Some(key()));
 
         let created = Filters {
             status: Some(StatusFilter::Created),
-            ..FAILED
+            ..failed()
         };
         let pending = Filters {
             status: Some(StatusFilter::Pending),
-            ..FAILED
+            ..failed()
         };
         let overdue = Filters {
             overdue: true,
-            ..pending
+            ..pending.clone()
         };
         let since = Filters {
             since_ns: Some(0),
-            ..FAILED
+            ..failed()
         };
-        let unfiltered = Filters {
-            status: None,
-            overdue: false,
-            since_ns: None,
-        };
-        for other in [created, pending, overdue, since, unfiltered] {
-            assert_eq!(cursors.open(other, &cursor), None, "{other:?}");
+        let narrowed = |narrow: Narrowing| Filters { narrow, ..failed() };
+        let reason = narrowed(Narrowing {
+            failure_reason: Some("EMR down".into()),
+            ..Narrowing::default()
+        });
+        let location = narrowed(Narrowing {
+            location_id: Some("EMR down".into()),
+            ..Narrowing::default()
+        });
+        let until = narrowed(Narrowing {
+            until_ns: Some(0),
+            ..Narrowing::default()
+        });
+        for other in [
+            created,
+            pending.clone(),
+            overdue.clone(),
+            since,
+            Filters::default(),
+            reason.clone(),
+            location.clone(),
+            until,
+        ] {
+            assert_eq!(cursors.open(&other, &cursor), None, "{other:?}");
         }
-        assert_eq!(Cursors::new([8; 32]).open(FAILED, &cursor), None);
-        let pending_cursor = cursors.issue(pending, &key());
-        assert_eq!(cursors.open(overdue, &pending_cursor), None);
+        assert_eq!(Cursors::new([8; 32]).open(&failed(), &cursor), None);
+        let pending_cursor = cursors.issue(&pending, &key());
+        assert_eq!(cursors.open(&overdue, &pending_cursor), None);
+        // The same value under another filter's name is another listing.
+        let reason_cursor = cursors.issue(&reason, &key());
+        assert_eq!(cursors.open(&reason, &reason_cursor), Some(key()));
+        assert_eq!(cursors.open(&location, &reason_cursor), None);
     }
 
     #[test]
     fn a_cursor_made_or_altered_by_hand_is_refused() {
         let cursors = Cursors::new([7; 32]);
-        let cursor = cursors.issue(FAILED, &key());
+        let cursor = cursors.issue(&failed(), &key());
         let (position, tag) = cursor.split_once('.').unwrap();
         let mut moved = key();
         moved.job_id = "43".into();
@@ -199,7 +221,7 @@ mod tests {
             String::new(),
             ".".into(),
         ] {
-            assert_eq!(cursors.open(FAILED, &bad), None, "{bad}");
+            assert_eq!(cursors.open(&failed(), &bad), None, "{bad}");
         }
     }
 }

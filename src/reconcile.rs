@@ -106,7 +106,9 @@ impl Reconciler {
     pub fn plan(&self, overdue: i64) -> Plan {
         let now = OffsetDateTime::now_utc();
         Plan {
-            jobs: u64::try_from(overdue).unwrap_or(0).min(u64::from(self.max_jobs)),
+            jobs: u64::try_from(overdue)
+                .unwrap_or(0)
+                .min(u64::from(self.max_jobs)),
             since: (now - time::Duration::days(i64::from(self.lookback_days))).date(),
             accounts: self.client.credentials().accounts().len(),
         }

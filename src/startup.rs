@@ -145,7 +145,7 @@ impl Application {
             )),
             _ => None,
         };
-        let audit = Audit::start(store.clone());
+        let audit = Audit::start(store.clone(), config.write_timeout());
         if config.audit_retention_days > 0 {
             let days = u64::from(config.audit_retention_days);
             audit::spawn_purge(
@@ -171,7 +171,7 @@ impl Application {
             Some(listener) => {
                 let zone = jiff::tz::TimeZone::get(&config.console_time_zone)
                     .context("console_time_zone")?;
-                let idle = Duration::from_secs(config.console_session_idle_minutes * 60);
+                let idle = Duration::from_secs(config.console_session_idle_secs);
                 let console_state = ConsoleState::new(state.clone(), zone, idle, tls.is_some());
                 tracing::info!(
                     console = %format_args!("{}://{}/ui", config.scheme(), listener.local_addr()?),
@@ -272,7 +272,9 @@ impl Application {
 }
 
 /// A connection on `listener`, or never when there is none.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
@@ -301,7 +303,13 @@ impl Connection {
                 let (http, watcher) = (self.http.clone(), graceful.watcher());
                 match self.tls.clone() {
                     None => {
-                        tokio::spawn(serve_connection(http, TokioIo::new(stream), service, watcher, linger));
+                        tokio::spawn(serve_connection(
+                            http,
+                            TokioIo::new(stream),
+                            service,
+                            watcher,
+                            linger,
+                        ));
                     }
                     // The handshake runs in the connection's own task,
                     // held to the same deadline as a request head.
@@ -310,9 +318,18 @@ impl Connection {
                         tokio::spawn(async move {
                             match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                                 Ok(Ok(stream)) => {
-                                    serve_connection(http, TokioIo::new(stream), service, watcher, linger).await;
+                                    serve_connection(
+                                        http,
+                                        TokioIo::new(stream),
+                                        service,
+                                        watcher,
+                                        linger,
+                                    )
+                                    .await;
                                 }
-                                Ok(Err(error)) => tracing::debug!(error = %error, "TLS handshake failed"),
+                                Ok(Err(error)) => {
+                                    tracing::debug!(error = %error, "TLS handshake failed")
+                                }
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
                         });

@@ -23,6 +23,20 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The tab's icon (browsers ask for one; without it, a 404 each page).
+const ICON: &str = include_str!("icon.svg");
+
+pub async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        ICON,
+    )
+        .into_response()
+}
+
 /// The pages, for the navigation bar.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
@@ -59,6 +73,7 @@ pub fn document_refreshing(
                 meta name="color-scheme" content="light dark";
                 title { (title) " · cobalt-receiver" }
                 link rel="stylesheet" href="/ui/style.css";
+                link rel="icon" href="/ui/icon.svg" type="image/svg+xml";
             }
             body {
                 header.top {
@@ -124,14 +139,21 @@ pub fn unavailable(error: &crate::store::StoreError) -> Response {
 /// `ns` (unix nanoseconds) in the clinic's zone.
 pub fn at_ns(ns: i64, zone: &TimeZone) -> String {
     Timestamp::from_nanosecond(i128::from(ns))
-        .map(|t| t.to_zoned_datetime(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string())
+        .map(|t| {
+            t.to_zoned_datetime(zone.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
 /// An RFC 3339 time as the database keeps it, in the clinic's zone.
 pub fn at(text: &str, zone: &TimeZone) -> String {
     match text.parse::<Timestamp>() {
-        Ok(t) => t.to_zoned_datetime(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        Ok(t) => t
+            .to_zoned_datetime(zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
         Err(_) => text.to_owned(),
     }
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::html::{self, Nav, at, masked_mrn, document, status_badge};
+use super::html::{self, Nav, at, document, masked_mrn, status_badge};
 use super::sign_in::Csrf;
 use super::{ConsoleState, RequestId, Session};
 use crate::audit::Action;
@@ -32,7 +32,10 @@ pub async fn reveal_mrn(
     form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return html::error_page(StatusCode::FORBIDDEN, "This form has expired; reload the page.");
+        return html::error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired; reload the page.",
+        );
     }
     let recorded = state
         .app
@@ -54,19 +57,29 @@ pub async fn reveal_mrn(
     show(&state, &session, &job_id, Some(())).await
 }
 
-async fn show(state: &ConsoleState, session: &Session, job_id: &str, reveal: Option<()>) -> Response {
+async fn show(
+    state: &ConsoleState,
+    session: &Session,
+    job_id: &str,
+    reveal: Option<()>,
+) -> Response {
     let store = &state.app.store;
-    let (jobs, events) = match tokio::try_join!(store.jobs_by_job_id(job_id), store.job_events(job_id)) {
-        Ok(found) => found,
-        Err(error) => return html::unavailable(&error),
-    };
+    let (jobs, events) =
+        match tokio::try_join!(store.jobs_by_job_id(job_id), store.job_events(job_id)) {
+            Ok(found) => found,
+            Err(error) => return html::unavailable(&error),
+        };
     if jobs.is_empty() && events.is_empty() {
         let body = html! {
             h1 { "Job " code { (job_id) } }
             p { "No job with this id is registered here, and no event about it has been received." }
             p { a href={ "/ui/search?q=" (html::encode_query(job_id)) } { "Search other ids for it" } }
         };
-        return (StatusCode::NOT_FOUND, document("Job", Nav::Jobs, Some(session), body)).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            document("Job", Nav::Jobs, Some(session), body),
+        )
+            .into_response();
     }
     let overdue_before = state.app.overdue_before_ns();
     let jobs: Vec<JobState> = jobs
@@ -77,7 +90,8 @@ async fn show(state: &ConsoleState, session: &Session, job_id: &str, reveal: Opt
         })
         .collect();
     let zone = &state.zone;
-    let overdue_after = time::Duration::try_from(state.app.overdue_after).unwrap_or(time::Duration::MAX);
+    let overdue_after =
+        time::Duration::try_from(state.app.overdue_after).unwrap_or(time::Duration::MAX);
     let body = html! {
         h1 { "Job " code { (job_id) } }
         @if jobs.len() > 1 {

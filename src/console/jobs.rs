@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::html::{self, Nav, at, job_href, masked_mrn, document, query, status_badge};
+use super::html::{self, Nav, at, document, job_href, masked_mrn, query, status_badge};
 use super::today::day_bounds;
 use super::{ConsoleState, RequestId, Session};
 use crate::domain::JobStatus;
@@ -79,8 +79,7 @@ impl Listing {
         let status = match params.status.as_deref() {
             None | Some("") => None,
             Some(value) => Some(
-                StatusFilter::parse(value)
-                    .ok_or("status must be created, failed or pending.")?,
+                StatusFilter::parse(value).ok_or("status must be created, failed or pending.")?,
             ),
         };
         let status = match (status, overdue) {
@@ -145,7 +144,12 @@ pub async fn page(
     let Ok(Query(params)) = params else {
         return html::error_page(StatusCode::BAD_REQUEST, "The filters could not be read.");
     };
-    state.audit(&session, &request_id, "console.jobs.view", params.described());
+    state.audit(
+        &session,
+        &request_id,
+        "console.jobs.view",
+        params.described(),
+    );
     let listing = match Listing::read(&params, &state) {
         Ok(listing) => listing,
         Err(problem) => return list_page(&state, &session, &params, Err(&problem), None),
@@ -160,7 +164,12 @@ pub async fn page(
             }
         },
     };
-    let mut jobs = match state.app.store.list_jobs(&listing.query(after, PAGE + 1)).await {
+    let mut jobs = match state
+        .app
+        .store
+        .list_jobs(&listing.query(after, PAGE + 1))
+        .await
+    {
         Ok(jobs) => jobs,
         Err(error) => return html::unavailable(&error),
     };
@@ -229,7 +238,11 @@ fn list_page(
             }
         }
     };
-    let status = if jobs.is_ok() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let status = if jobs.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     (status, document("Jobs", Nav::Jobs, Some(session), body)).into_response()
 }
 
@@ -309,7 +322,9 @@ pub async fn export(
         (Some(None::<JobKey>), true),
         move |(after, first)| {
             let store = store.clone();
-            let query = after.clone().map(|after| listing.query(after, EXPORT_CHUNK));
+            let query = after
+                .clone()
+                .map(|after| listing.query(after, EXPORT_CHUNK));
             async move {
                 let query = query?;
                 let mut out = if first { csv_header() } else { String::new() };
@@ -325,7 +340,10 @@ pub async fn export(
                     }
                     Err(error) => {
                         tracing::warn!(error = %error, "console: the export stopped: the database failed");
-                        Some((Err(std::io::Error::other("the database failed")), (None, false)))
+                        Some((
+                            Err(std::io::Error::other("the database failed")),
+                            (None, false),
+                        ))
                     }
                 }
             }

@@ -62,7 +62,13 @@ impl ConsoleState {
     }
 
     /// Queues an audit row for what `session` did in this request.
-    fn audit(&self, session: &Session, request_id: &RequestId, action: &'static str, target: String) {
+    fn audit(
+        &self,
+        session: &Session,
+        request_id: &RequestId,
+        action: &'static str,
+        target: String,
+    ) {
         self.app.audit.record(Action {
             actor: &session.caller.name,
             action,
@@ -102,18 +108,25 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/ui/jobs", get(jobs::page))
         .route("/ui/jobs.csv", get(jobs::export))
         .route("/ui/jobs/{job_id}", get(job::page))
-        .route("/ui/jobs/{job_id}/reveal-mrn", axum::routing::post(job::reveal_mrn))
+        .route(
+            "/ui/jobs/{job_id}/reveal-mrn",
+            axum::routing::post(job::reveal_mrn),
+        )
         .route("/ui/search", get(search::page))
         .route("/ui/overdue", get(recovery::overdue))
         .route("/ui/recoveries", axum::routing::post(recovery::start))
         .route("/ui/recoveries/{id}", get(recovery::progress))
         .route("/ui/audit", get(trail::page))
         .route("/ui/sign-out", axum::routing::post(sign_in::sign_out))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_session));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_session,
+        ));
     Router::new()
         .merge(signed_in)
         .route("/ui/sign-in", get(sign_in::form).post(sign_in::sign_in))
         .route("/ui/style.css", get(html::stylesheet))
+        .route("/ui/icon.svg", get(html::icon))
         .route("/", get(|| async { Redirect::to("/ui") }))
         .fallback(not_found)
         .with_state(state)

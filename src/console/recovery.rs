@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use time::OffsetDateTime;
 
-use super::html::{self, Nav, at, job_href, document, document_refreshing};
+use super::html::{self, Nav, at, document, document_refreshing, job_href};
 use super::sign_in::Csrf;
 use super::{ConsoleState, RequestId, Session};
 use crate::auth::Permission;
@@ -55,7 +55,13 @@ impl Recoveries {
     fn running(&self) -> Option<Arc<Run>> {
         let runs = self.runs.lock().expect("not poisoned");
         runs.iter()
-            .find(|run| run.progress.lock().expect("not poisoned").finished_at.is_none())
+            .find(|run| {
+                run.progress
+                    .lock()
+                    .expect("not poisoned")
+                    .finished_at
+                    .is_none()
+            })
             .cloned()
     }
 
@@ -158,7 +164,10 @@ pub async fn start(
     form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return html::error_page(StatusCode::FORBIDDEN, "This form has expired; reload the page.");
+        return html::error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired; reload the page.",
+        );
     }
     if !session.caller.may(Permission::Operate) {
         return html::error_page(
@@ -175,7 +184,12 @@ pub async fn start(
     if let Some(run) = state.recoveries.running() {
         return see_other(&run.id);
     }
-    let overdue = match state.app.store.pending_summary(state.app.overdue_before_ns()).await {
+    let overdue = match state
+        .app
+        .store
+        .pending_summary(state.app.overdue_before_ns())
+        .await
+    {
         Ok(summary) => summary.overdue,
         Err(error) => return html::unavailable(&error),
     };

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::html::{self, Nav, job_href, document};
+use super::html::{self, Nav, document, job_href};
 use super::{ConsoleState, RequestId, Session};
 
 const MAX_ID: usize = 255;
@@ -74,6 +74,10 @@ pub async fn page(
             }
         }
     };
-    let status = if jobs.is_empty() { StatusCode::NOT_FOUND } else { StatusCode::OK };
+    let status = if jobs.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
     (status, document("Search", Nav::None, Some(&session), body)).into_response()
 }

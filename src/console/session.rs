@@ -1,7 +1,7 @@
 //! Console sessions: an API token, checked once at sign-in, becomes a
 //! random session id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
 //! over HTTPS); the token itself never reaches the browser again. Sessions
-//! live in this process's memory and end after `console_session_idle_minutes`
+//! live in this process's memory and end after `console_session_idle_secs`
 //! without a request, at sign-out, or when the process stops.
 
 use std::collections::HashMap;
@@ -132,7 +132,10 @@ mod tests {
             HeaderValue::from_static("a=1; cobalt_console=abc; b=2"),
         );
         assert_eq!(cookie(&headers), Some("abc"));
-        headers.insert(header::COOKIE, HeaderValue::from_static("xcobalt_console=abc"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("xcobalt_console=abc"),
+        );
         assert_eq!(cookie(&headers), None);
     }
 

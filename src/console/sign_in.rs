@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::html::{Nav, error_page, document};
+use super::html::{Nav, document, error_page};
 use super::session::{expired_cookie, session_cookie};
 use super::{ConsoleState, RequestId, Session};
 
@@ -80,7 +80,9 @@ pub async fn sign_in(
         .caller_of(form.token.trim())
         .filter(|caller| caller.may(crate::auth::Permission::Read));
     let Some(caller) = caller else {
-        tracing::warn!("console: a sign-in with an unknown token (or one that may not read) was refused");
+        tracing::warn!(
+            "console: a sign-in with an unknown token (or one that may not read) was refused"
+        );
         return form_page(
             StatusCode::UNAUTHORIZED,
             &next,
@@ -109,7 +111,10 @@ pub async fn sign_out(
     form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return super::html::error_page(StatusCode::FORBIDDEN, "This form has expired; reload the page.");
+        return super::html::error_page(
+            StatusCode::FORBIDDEN,
+            "This form has expired; reload the page.",
+        );
     }
     state.sessions.end(&session.id);
     state.audit(&session, &request_id, "console.sign_out", String::new());
@@ -127,8 +132,18 @@ mod tests {
 
     #[test]
     fn only_console_pages_are_destinations() {
-        assert_eq!(destination(Some("/ui/jobs?status=failed")), "/ui/jobs?status=failed");
-        for elsewhere in ["https://evil.example", "//evil.example", "/ui//evil", "/metrics", "/ui/sign-out", "/ui\\x"] {
+        assert_eq!(
+            destination(Some("/ui/jobs?status=failed")),
+            "/ui/jobs?status=failed"
+        );
+        for elsewhere in [
+            "https://evil.example",
+            "//evil.example",
+            "/ui//evil",
+            "/metrics",
+            "/ui/sign-out",
+            "/ui\\x",
+        ] {
             assert_eq!(destination(Some(elsewhere)), "/ui", "{elsewhere}");
         }
         assert_eq!(destination(None), "/ui");

@@ -19,7 +19,12 @@ pub struct DayParams {
 /// The instants a day of the clinic's calendar starts and ends (DST-aware).
 pub fn day_bounds(day: Date, zone: &TimeZone) -> Option<(i64, i64)> {
     let start = day.to_zoned_datetime(zone.clone()).ok()?.timestamp();
-    let end = day.tomorrow().ok()?.to_zoned_datetime(zone.clone()).ok()?.timestamp();
+    let end = day
+        .tomorrow()
+        .ok()?
+        .to_zoned_datetime(zone.clone())
+        .ok()?
+        .timestamp();
     Some((ns(start), ns(end)))
 }
 
@@ -28,15 +33,18 @@ fn ns(t: jiff::Timestamp) -> i64 {
 }
 
 pub fn today(zone: &TimeZone) -> Date {
-    jiff::Timestamp::now().to_zoned_datetime(zone.clone()).date()
+    jiff::Timestamp::now()
+        .to_zoned_datetime(zone.clone())
+        .date()
 }
 
-pub async fn page_handler(
-    state: &ConsoleState,
-    session: &Session,
-    request_id: &RequestId,
-    params: DayParams,
+pub async fn page(
+    State(state): State<ConsoleState>,
+    Extension(session): Extension<Session>,
+    request_id: RequestId,
+    Query(params): Query<DayParams>,
 ) -> Response {
+    let (state, session, request_id) = (&state, &session, &request_id);
     let zone = &state.zone;
     let today = today(zone);
     let day = match params.day.as_deref() {
@@ -52,7 +60,10 @@ pub async fn page_handler(
         },
     };
     let Some((from_ns, to_ns)) = day_bounds(day, zone) else {
-        return html::error_page(axum::http::StatusCode::BAD_REQUEST, "That day is out of range.");
+        return html::error_page(
+            axum::http::StatusCode::BAD_REQUEST,
+            "That day is out of range.",
+        );
     };
     state.audit(session, request_id, "console.today.view", day.to_string());
     let store = &state.app.store;
@@ -87,7 +98,11 @@ pub async fn page_handler(
             ])
         )
     };
-    let title = if day == today { "Today".to_owned() } else { day_text.clone() };
+    let title = if day == today {
+        "Today".to_owned()
+    } else {
+        day_text.clone()
+    };
     let body = html! {
         h1 { (title) " " span.note { "(" (day_text) ", " (zone.iana_name().unwrap_or("UTC")) ")" } }
         nav.pager aria-label="Days" {
@@ -157,13 +172,4 @@ pub async fn page_handler(
         }
     };
     document("Today", Nav::Today, Some(session), body).into_response()
-}
-
-pub async fn page(
-    State(state): State<ConsoleState>,
-    Extension(session): Extension<Session>,
-    request_id: RequestId,
-    Query(params): Query<DayParams>,
-) -> Response {
-    page_handler(&state, &session, &request_id, params).await
 }

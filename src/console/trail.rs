@@ -37,15 +37,27 @@ pub async fn page(
     let Ok(Query(params)) = params else {
         return html::error_page(StatusCode::BAD_REQUEST, "The filters could not be read.");
     };
-    let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let set = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
     let (actor, action) = (set(&params.actor), set(&params.action));
     let before_id = match set(&params.before).map(|b| b.parse::<i64>()) {
         None => None,
         Some(Ok(id)) => Some(id),
-        Some(Err(_)) => return html::error_page(StatusCode::BAD_REQUEST, "before must be a row id."),
+        Some(Err(_)) => {
+            return html::error_page(StatusCode::BAD_REQUEST, "before must be a row id.");
+        }
     };
     let filter = query(&[("actor", actor.as_deref()), ("action", action.as_deref())]);
-    state.audit(&session, &request_id, "console.audit.view", filter.trim_start_matches('?').to_owned());
+    state.audit(
+        &session,
+        &request_id,
+        "console.audit.view",
+        filter.trim_start_matches('?').to_owned(),
+    );
     let rows = state
         .app
         .store
@@ -61,10 +73,12 @@ pub async fn page(
         Ok(rows) => rows,
         Err(error) => return html::unavailable(&error),
     };
-    let next = (rows.len() > PAGE as usize).then(|| {
-        rows.truncate(PAGE as usize);
-        rows.last().map(|row| row.id)
-    }).flatten();
+    let next = (rows.len() > PAGE as usize)
+        .then(|| {
+            rows.truncate(PAGE as usize);
+            rows.last().map(|row| row.id)
+        })
+        .flatten();
     let zone = &state.zone;
     let body = html! {
         h1 { "Audit" }

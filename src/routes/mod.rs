@@ -258,10 +258,7 @@ async fn audit_reads(State(audit): State<Audit>, request: Request, next: Next) -
         read_action(route),
         request.extensions().get::<crate::auth::Caller>(),
     ) {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or("", |p| p.as_str());
+        let target = request.uri().path_and_query().map_or("", |p| p.as_str());
         audit.record(crate::audit::Action {
             actor: &caller.name,
             action,

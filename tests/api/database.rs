@@ -234,7 +234,7 @@ impl Workspace {
             Engine::Sqlite => &["begin immediate"],
             Engine::Postgres => &[
                 "begin",
-                "lock table events, jobs, writer_probe in exclusive mode",
+                "lock table events, jobs, writer_probe, audit_log in exclusive mode",
             ],
         };
         for statement in statements {

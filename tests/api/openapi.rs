@@ -19,6 +19,7 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
         ("put", "/v1/jobs/{job_id}", Some("bearer")),
         ("post", "/v1/patient-notes", Some("bearer")),
         ("post", "/v1/recoveries", Some("bearer")),
+        ("get", "/v1/audit", Some("bearer")),
         ("get", "/healthz", None),
         ("get", "/readyz", None),
     ];
@@ -56,6 +57,7 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
         "EventSummary",
         "Page",
         "WebhookEvent",
+        "AuditPage",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

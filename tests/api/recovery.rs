@@ -14,7 +14,7 @@ use crate::helpers::*;
 use crate::process::{TEST_ENV, run, start};
 
 /// Points a test server at `cobalt`, sweeping only on request.
-fn point_at(cobalt: &FakeCobalt) -> impl Fn(&mut Config) + Clone + use<> {
+pub fn point_at(cobalt: &FakeCobalt) -> impl Fn(&mut Config) + Clone + use<> {
     let url = cobalt.url.clone();
     move |config: &mut Config| {
         config.cobalt_api_url = url.clone();

@@ -137,7 +137,10 @@ pub(super) async fn list_jobs(
     let texts = [
         ("failure_reason", &narrow.failure_reason),
         ("location_id", &narrow.location_id),
-        ("jobs.access_token_reference_id", &narrow.access_token_reference_id),
+        (
+            "jobs.access_token_reference_id",
+            &narrow.access_token_reference_id,
+        ),
     ];
     for (column, value) in texts {
         if value.is_some() {
@@ -420,9 +423,8 @@ pub(super) async fn audit_page(
     pool: &PgPool,
     query: &AuditQuery,
 ) -> Result<Vec<AuditRow>, sqlx::Error> {
-    let mut sql = String::from(
-        "select id, at, actor, action, target, request_id from audit_log where true",
-    );
+    let mut sql =
+        String::from("select id, at, actor, action, target, request_id from audit_log where true");
     let mut n = 1;
     let mut next = || {
         n += 1;

@@ -203,7 +203,10 @@ pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<V
         for (column, value) in [
             ("failure_reason", &query.narrow.failure_reason),
             ("location_id", &query.narrow.location_id),
-            ("jobs.access_token_reference_id", &query.narrow.access_token_reference_id),
+            (
+                "jobs.access_token_reference_id",
+                &query.narrow.access_token_reference_id,
+            ),
         ] {
             if let Some(value) = value {
                 range.push_str(&format!(" and {column} = ?"));
@@ -351,7 +354,11 @@ pub(super) fn jobs_by_status(db: &Connection) -> rusqlite::Result<Vec<(String, i
 
 /// Outcomes decided in `[from_ns, to_ns)`: counts, and failures by reason,
 /// each over its status's index.
-pub(super) fn day_summary(db: &Connection, from_ns: i64, to_ns: i64) -> rusqlite::Result<DaySummary> {
+pub(super) fn day_summary(
+    db: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+) -> rusqlite::Result<DaySummary> {
     let count = |status: &str| -> rusqlite::Result<i64> {
         db.prepare_cached(&format!(
             "select count(*) from jobs where status = '{status}'
@@ -402,7 +409,10 @@ pub(super) fn last_delivery(db: &Connection) -> rusqlite::Result<Option<LastDeli
 }
 
 /// Job ids of the jobs whose note has this EMR note id.
-pub(super) fn jobs_by_emr_note(db: &Connection, emr_note_id: &str) -> rusqlite::Result<Vec<String>> {
+pub(super) fn jobs_by_emr_note(
+    db: &Connection,
+    emr_note_id: &str,
+) -> rusqlite::Result<Vec<String>> {
     db.prepare_cached("select job_id from jobs where emr_note_id = ? order by job_id limit 10")?
         .query_map([emr_note_id], |row| row.get(0))?
         .collect()
@@ -419,9 +429,8 @@ pub(super) fn job_of_event(db: &Connection, event_id: &str) -> rusqlite::Result<
 
 /// A page of the audit trail, newest first.
 pub(super) fn audit_page(db: &Connection, query: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
-    let mut sql = String::from(
-        "select id, at, actor, action, target, request_id from audit_log where 1 = 1",
-    );
+    let mut sql =
+        String::from("select id, at, actor, action, target, request_id from audit_log where 1 = 1");
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(before) = query.before_id {
         sql.push_str(" and id < ?");

@@ -551,7 +551,10 @@ pub(super) fn settle_resolved(db: &mut rusqlite::Connection) -> rusqlite::Result
 }
 
 /// Appends audit rows in one transaction.
-pub(super) fn append_audit(db: &mut rusqlite::Connection, entries: &[AuditEntry]) -> rusqlite::Result<()> {
+pub(super) fn append_audit(
+    db: &mut rusqlite::Connection,
+    entries: &[AuditEntry],
+) -> rusqlite::Result<()> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(
@@ -573,7 +576,11 @@ pub(super) fn append_audit(db: &mut rusqlite::Connection, entries: &[AuditEntry]
 }
 
 /// Deletes up to `limit` audit rows recorded before `cutoff_ns`.
-pub(super) fn purge_audit(db: &mut rusqlite::Connection, cutoff_ns: i64, limit: u64) -> rusqlite::Result<u64> {
+pub(super) fn purge_audit(
+    db: &mut rusqlite::Connection,
+    cutoff_ns: i64,
+    limit: u64,
+) -> rusqlite::Result<u64> {
     let deleted = db
         .prepare_cached(
             "delete from audit_log where id in
