@@ -83,6 +83,13 @@ pub async fn sign_in(
         tracing::warn!(
             "console: a sign-in with an unknown token (or one that may not read) was refused"
         );
+        // Failed sign-ins are security events too; the token is not kept.
+        state.app.audit.record(crate::audit::Action {
+            actor: "(unknown token)",
+            action: "console.sign_in_refused",
+            target: String::new(),
+            request_id: request_id.0.as_deref(),
+        });
         return form_page(
             StatusCode::UNAUTHORIZED,
             &next,

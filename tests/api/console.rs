@@ -207,6 +207,10 @@ async fn a_page_without_a_session_sends_the_browser_to_sign_in_and_back() {
         !refused.body.contains("not-a-token"),
         "the token is not echoed"
     );
+    let rows = audit_rows(&app, "console.sign_in_refused").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["actor"], "(unknown token)");
+    assert_eq!(rows[0]["target"], "", "the token is not recorded");
 
     // The right one: a session, then back where the browser was going;
     // never to another site.
