@@ -133,7 +133,9 @@ async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>, write_time
             continue;
         }
         let count = rows.len();
-        let written = tokio::time::timeout(write_timeout, store.append_audit(rows.clone()))
+        // Each engine bounds a batch by the write timeout itself; this is
+        // the last resort against a connection that hangs.
+        let written = tokio::time::timeout(write_timeout * 3, store.append_audit(rows.clone()))
             .await
             .unwrap_or(Err(StoreError::Timeout(write_timeout)));
         match written {

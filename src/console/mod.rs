@@ -187,9 +187,13 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// A state-changing request from another site is refused: its `Origin`
-/// must be this console's (or, without one, `Sec-Fetch-Site` must say
-/// same-origin). The CSRF token is checked by each form's handler.
+/// A state-changing request from another site is refused. Browsers say
+/// where a request comes from in `Sec-Fetch-Site` (which a page cannot
+/// forge), and in `Origin`, except that with `Referrer-Policy:
+/// no-referrer` a form's `Origin` is `null`. So: a `Sec-Fetch-Site` other
+/// than `same-origin` is refused, an `Origin` must be this console's, and a
+/// request with neither is refused. The CSRF token is checked by each
+/// form's handler.
 async fn same_origin_posts(request: Request, next: Next) -> Response {
     if request.method() != Method::GET
         && request.method() != Method::HEAD
@@ -205,15 +209,18 @@ async fn same_origin_posts(request: Request, next: Next) -> Response {
 
 fn from_this_origin(headers: &HeaderMap) -> bool {
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    match (text(header::ORIGIN), text(header::HOST)) {
-        (Some(origin), Some(host)) => {
+    let site = text(HeaderName::from_static("sec-fetch-site"));
+    let origin = text(header::ORIGIN).filter(|origin| *origin != "null");
+    match (site, origin) {
+        (Some(site), _) if site != "same-origin" => false,
+        (_, Some(origin)) => {
             let origin = origin
                 .strip_prefix("https://")
                 .or_else(|| origin.strip_prefix("http://"));
-            origin == Some(host)
+            origin.is_some() && origin == text(header::HOST)
         }
-        (Some(_), None) => false,
-        (None, _) => text(HeaderName::from_static("sec-fetch-site")) == Some("same-origin"),
+        (Some(_), None) => true,
+        (None, None) => false,
     }
 }
 

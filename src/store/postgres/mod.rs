@@ -386,21 +386,30 @@ impl Store {
             target.push(entry.target);
             request_id.push(entry.request_id);
         }
-        sqlx::query(
-            "insert into audit_log (at, at_ns, actor, action, target, request_id)
-             select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[])",
-        )
-        .bind(at)
-        .bind(at_ns)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(request_id)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(read_error)
+        // A lock held past the write timeout fails the batch here, in the
+        // database, so a batch reported as failed is never committed later.
+        let written = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("select set_config('lock_timeout', $1, true)")
+                .bind(format!("{}ms", self.write_timeout.as_millis()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "insert into audit_log (at, at_ns, actor, action, target, request_id)
+                 select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
+                                      $5::text[], $6::text[])",
+            )
+            .bind(at)
+            .bind(at_ns)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        };
+        written.await.map_err(read_error)
     }
 
     pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {

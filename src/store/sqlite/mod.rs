@@ -282,9 +282,26 @@ impl Store {
             .await
     }
 
+    /// Rows reported as failed must not be written later: a batch that
+    /// reaches the writer past the write timeout is dropped, and the answer
+    /// is awaited whole (the writer bounds each batch by its busy timeout).
     pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        self.on_writer(move |db| writer::append_audit(db, &entries))
+        let timeout = self.write_timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = writer::Command::Task(Box::new(move |db| {
+            let result = if std::time::Instant::now() > deadline {
+                Err(StoreError::Timeout(timeout))
+            } else {
+                writer::append_audit(db, &entries).map_err(StoreError::from)
+            };
+            let _ = reply.send(result);
+        }));
+        self.writes
+            .send(command)
             .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
