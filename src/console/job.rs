@@ -173,7 +173,7 @@ fn timeline(
         @for event in events {
             li {
                 time { (at(&event.received_at, zone)) }
-                (event_line(event, deciding.contains(&event.event_id.as_str())))
+                (event_line(event, deciding.contains(&event.event_id.as_str()), zone))
             }
         }
         @if let Some(since) = &overdue_since {
@@ -182,7 +182,7 @@ fn timeline(
     }
 }
 
-fn event_line(event: &EventSummary, deciding: bool) -> Markup {
+fn event_line(event: &EventSummary, deciding: bool, zone: &jiff::tz::TimeZone) -> Markup {
     let how = match event.source {
         Source::Webhook => "Delivered",
         Source::Recovered => "Recovered from Cobalt's event list",
@@ -201,6 +201,6 @@ fn event_line(event: &EventSummary, deciding: bool) -> Markup {
         ", " (outcome)
         @if let Some(reason) = &event.reject_reason { " (" (reason) ")" }
         " · event " code { (event.event_id) }
-        @if let Some(created) = &event.created { " · created by Cobalt " (created) }
+        @if let Some(created) = &event.created { " · created by Cobalt " (at(created, zone)) }
     }
 }

@@ -3,6 +3,8 @@
 //! talks HTTP to it.
 
 mod cli;
+mod console;
+mod console_browser;
 mod copy;
 mod crash;
 mod database;
