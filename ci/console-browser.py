@@ -326,6 +326,29 @@ class Round:
         finally:
             context.close()
 
+    # A phone's screen: every main page fits its width (wide tables scroll
+    # inside their own box, not the page), with a screenshot of each.
+    def phone(self, browser):
+        context, page, watch = self.context(
+            browser, "phone", viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+        )
+        try:
+            def visit():
+                for name in PAGES:
+                    self.revisit(page, name)
+                    page.screenshot(path=str(self.out / f"{name}-phone.png"), full_page=True)
+                    watch.check(name)
+                    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    if overflow > 0:
+                        raise Failure(f"{name} is {overflow} px wider than a phone's screen")
+                    if name == "sign-in":
+                        self.sign_in(page)
+                return f"{len(PAGES)} pages fit 390 px"
+
+            self.step("phone screenshots", visit)
+        finally:
+            context.close()
+
     # axe-core on every main page, in both schemes: every violation is
     # reported, and counted.
     def accessibility(self, browser):
@@ -395,6 +418,7 @@ def main():
             try:
                 run.round(browser)
                 run.dark(browser)
+                run.phone(browser)
                 violations = run.accessibility(browser)
             finally:
                 browser.close()
