@@ -1,14 +1,13 @@
 //! Job: its whole story as a timeline (submitted, each event received or
 //! recovered, the deciding one, overdue since), and the MRN reveal.
 
-use axum::extract::{Extension, Form, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::html::{self, Nav, at, document, masked_mrn, status_badge};
-use super::sign_in::Csrf;
-use super::{ConsoleState, RequestId, Session};
+use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::audit::Action;
 use crate::store::{EventSummary, JobState, Outcome, Source};
 
@@ -29,14 +28,8 @@ pub async fn reveal_mrn(
     Extension(session): Extension<Session>,
     request_id: RequestId,
     Path(job_id): Path<String>,
-    form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
+    _: CsrfChecked,
 ) -> Response {
-    if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return html::error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired; reload the page.",
-        );
-    }
     let recorded = state
         .app
         .audit

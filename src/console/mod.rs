@@ -100,6 +100,31 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
     }
 }
 
+/// A form POST whose `csrf` field is the session's token; anything else
+/// is refused with 403. It reads the body, so it comes last.
+pub struct CsrfChecked;
+
+#[derive(serde::Deserialize)]
+struct CsrfField {
+    csrf: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for CsrfChecked {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let session = request.extensions().get::<Session>().cloned();
+        let form = axum::Form::<CsrfField>::from_request(request, state).await;
+        match (session, form) {
+            (Some(session), Ok(axum::Form(form))) if session.checks(&form.csrf) => Ok(Self),
+            _ => Err(html::error_page(
+                StatusCode::FORBIDDEN,
+                "This form has expired; reload the page.",
+            )),
+        }
+    }
+}
+
 /// The console's routes. Everything but the sign-in page and the
 /// stylesheet needs a session.
 pub fn router(state: ConsoleState) -> Router {

@@ -6,15 +6,14 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Extension, Form, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use time::OffsetDateTime;
 
 use super::html::{self, Nav, at, document, document_refreshing, job_href};
-use super::sign_in::Csrf;
-use super::{ConsoleState, RequestId, Session};
+use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::auth::Permission;
 use crate::domain::JobStatus;
 use crate::reconcile::{Report, Scope};
@@ -161,14 +160,8 @@ pub async fn start(
     State(state): State<ConsoleState>,
     Extension(session): Extension<Session>,
     request_id: RequestId,
-    form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
+    _: CsrfChecked,
 ) -> Response {
-    if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return html::error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired; reload the page.",
-        );
-    }
     if !session.caller.may(Permission::Operate) {
         return html::error_page(
             StatusCode::FORBIDDEN,

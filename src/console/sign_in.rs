@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::html::{Nav, document, error_page};
 use super::session::{expired_cookie, session_cookie};
-use super::{ConsoleState, RequestId, Session};
+use super::{ConsoleState, CsrfChecked, RequestId, Session};
 
 #[derive(Deserialize)]
 pub struct Next {
@@ -106,23 +106,12 @@ pub async fn sign_in(
         .into_response()
 }
 
-#[derive(Deserialize)]
-pub struct Csrf {
-    pub csrf: String,
-}
-
 pub async fn sign_out(
     State(state): State<ConsoleState>,
     Extension(session): Extension<Session>,
     request_id: RequestId,
-    form: Result<Form<Csrf>, axum::extract::rejection::FormRejection>,
+    _: CsrfChecked,
 ) -> Response {
-    if !form.is_ok_and(|Form(form)| session.checks(&form.csrf)) {
-        return super::html::error_page(
-            StatusCode::FORBIDDEN,
-            "This form has expired; reload the page.",
-        );
-    }
     state.sessions.end(&session.id);
     state.audit(&session, &request_id, "console.sign_out", String::new());
     (

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
-use crate::error::{AppError, ErrorBody, Result};
+use super::{AppState, bad};
+use crate::error::{ErrorBody, Result};
 use crate::store::{AuditQuery, AuditRow};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -64,14 +64,7 @@ pub async fn list_audit(
     params: std::result::Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>> {
     let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| bad("limit must be a whole number from 1 to 1000"))?,
-    };
+    let limit = super::page_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let before_id = params
         .before
         .as_deref()
@@ -108,8 +101,4 @@ pub async fn list_audit(
         None
     };
     Ok(Json(AuditPage { items, next_before }))
-}
-
-fn bad(detail: &str) -> AppError {
-    AppError::BadRequest(detail.to_owned())
 }

@@ -234,6 +234,24 @@ async fn authorize(
     next.run(request).await
 }
 
+/// A listing's `limit`: `default` when absent, else a whole number from 1
+/// to `max`.
+fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, AppError> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| bad(&format!("limit must be a whole number from 1 to {max}"))),
+    }
+}
+
+/// A 400 with `detail`.
+fn bad(detail: &str) -> AppError {
+    AppError::BadRequest(detail.to_owned())
+}
+
 /// The audit action of a read of the status API, by route.
 fn read_action(route: &str) -> Option<&'static str> {
     Some(match route {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
+use super::{AppState, bad};
 use crate::domain::JobStatus;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
@@ -267,14 +267,7 @@ pub async fn list_patient_notes(
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page>> {
     let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
-    let limit = match params.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(text) => text
-            .parse()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| bad("limit must be a whole number from 1 to 500"))?,
-    };
+    let limit = super::page_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let overdue = match params.overdue.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -353,8 +346,4 @@ pub async fn list_patient_notes(
         None
     };
     Ok(Json(Page { items, next_cursor }))
-}
-
-fn bad(detail: &str) -> AppError {
-    AppError::BadRequest(detail.to_owned())
 }

@@ -19,7 +19,7 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::AppState;
+use super::{AppState, bad};
 use crate::auth::Caller;
 use std::sync::Arc;
 
@@ -468,10 +468,6 @@ fn check_id(field: &str, id: &str) -> Result<()> {
 
 fn nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
-fn bad(detail: &str) -> AppError {
-    AppError::BadRequest(detail.to_owned())
 }
 
 fn cobalt_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
