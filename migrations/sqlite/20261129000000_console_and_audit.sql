@@ -19,3 +19,14 @@ create index jobs_by_emr_note on jobs (emr_note_id) where emr_note_id is not nul
 create index jobs_failed_by_reason
     on jobs (failure_reason, deciding_event_created_ns, patient_note_id, job_id)
     where status = 'failed';
+
+-- Deliveries of an event already recorded (Cobalt's retry of a delivery it
+-- thought lost, a double send): the event is stored once, and each repeat
+-- is noted here so a job's story shows it. Webhook deliveries only.
+create table repeated_deliveries (
+    event_id    text not null,
+    received_at text not null,
+    attempt     integer
+) strict;
+
+create index repeated_deliveries_by_event on repeated_deliveries (event_id);

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use super::html::{self, Nav, at, document, masked_mrn, status_badge};
 use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::audit::Action;
-use crate::store::{EventSummary, JobState, Outcome, Source};
+use crate::store::{EventSummary, JobState, Outcome, RepeatedDelivery, Source};
 
 pub async fn page(
     State(state): State<ConsoleState>,
@@ -57,11 +57,14 @@ async fn show(
     reveal: Option<()>,
 ) -> Response {
     let store = &state.app.store;
-    let (jobs, events) =
-        match tokio::try_join!(store.jobs_by_job_id(job_id), store.job_events(job_id)) {
-            Ok(found) => found,
-            Err(error) => return html::unavailable(&error),
-        };
+    let (jobs, events, repeats) = match tokio::try_join!(
+        store.jobs_by_job_id(job_id),
+        store.job_events(job_id),
+        store.repeated_deliveries(job_id)
+    ) {
+        Ok(found) => found,
+        Err(error) => return html::unavailable(&error),
+    };
     if jobs.is_empty() && events.is_empty() {
         let body = html! {
             h1 { "Job " code { (job_id) } }
@@ -120,11 +123,8 @@ async fn show(
             }
         }
         h2 { "Timeline" }
-        ol.timeline { (timeline(&jobs, &events, zone, overdue_after)) }
-        p.note {
-            "A repeated delivery of an event already received is acknowledged and not stored again; "
-            "the attempt number is the one Cobalt sent."
-        }
+        ol.timeline { (timeline(&jobs, &events, &repeats, zone, overdue_after)) }
+        p.note { "Attempt numbers are the ones Cobalt sent." }
     };
     document(&format!("Job {job_id}"), Nav::Jobs, Some(session), body).into_response()
 }
@@ -139,18 +139,37 @@ fn reason_text(reason: &serde_json::Value) -> String {
     }
 }
 
-/// Submitted, then each event in the order received, then overdue since.
+/// Submitted, each event received (and each repeated delivery of one),
+/// and overdue since: in time order.
 fn timeline(
     jobs: &[JobState],
     events: &[EventSummary],
+    repeats: &[RepeatedDelivery],
     zone: &jiff::tz::TimeZone,
     overdue_after: time::Duration,
 ) -> Markup {
-    let submitted = jobs.iter().find_map(|job| job.submitted_at.as_deref());
     let deciding: Vec<&str> = jobs
         .iter()
         .filter_map(|job| job.deciding_event_id.as_deref())
         .collect();
+    let mut entries: Vec<(&str, Markup)> = Vec::new();
+    if let Some(submitted) = jobs.iter().find_map(|job| job.submitted_at.as_deref()) {
+        entries.push((submitted, html! { "Submitted to Cobalt" }));
+    }
+    for event in events {
+        let deciding = deciding.contains(&event.event_id.as_str());
+        entries.push((&event.received_at, event_line(event, deciding, zone)));
+    }
+    for repeat in repeats {
+        entries.push((
+            &repeat.received_at,
+            html! {
+                "Delivered again"
+                @if let Some(attempt) = repeat.attempt { ", attempt " (attempt) }
+                ": a duplicate of event " code { (repeat.event_id) } ", acknowledged, changed nothing"
+            },
+        ));
+    }
     let overdue_since = jobs
         .iter()
         .find(|job| job.overdue)
@@ -159,18 +178,18 @@ fn timeline(
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
         })
         .map(|submitted| crate::store::rfc3339(submitted + overdue_after));
+    if let Some(since) = &overdue_since {
+        entries.push((
+            since,
+            html! { strong { "Overdue since then" } ": no outcome yet" },
+        ));
+    }
+    // By instant, not by text: RFC 3339 texts with fractions of different
+    // lengths do not sort as their instants do. Ties keep their order.
+    entries.sort_by_key(|(at, _)| at.parse::<jiff::Timestamp>().ok());
     html! {
-        @if let Some(submitted) = submitted {
-            li { time { (at(submitted, zone)) } "Submitted to Cobalt" }
-        }
-        @for event in events {
-            li {
-                time { (at(&event.received_at, zone)) }
-                (event_line(event, deciding.contains(&event.event_id.as_str()), zone))
-            }
-        }
-        @if let Some(since) = &overdue_since {
-            li { time { (at(since, zone)) } strong { "Overdue since then" } ": no outcome yet" }
+        @for (when, line) in &entries {
+            li { time { (at(when, zone)) } (line) }
         }
     }
 }

@@ -222,6 +222,14 @@ impl Store {
         on_engine!(self, store => store.day_summary(from_ns, to_ns).await)
     }
 
+    /// Repeated deliveries of the job's events, in the order received.
+    pub async fn repeated_deliveries(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
+        on_engine!(self, store => store.repeated_deliveries(job_id).await)
+    }
+
     /// The newest delivery Cobalt made, if any.
     pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
         on_engine!(self, store => store.last_delivery().await)
@@ -560,6 +568,15 @@ pub struct FailureGroup {
     pub count: i64,
     pub first_ns: i64,
     pub last_ns: i64,
+}
+
+/// A delivery of an event already recorded: acknowledged, and changed
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct RepeatedDelivery {
+    pub event_id: String,
+    pub received_at: String,
+    pub attempt: Option<i64>,
 }
 
 /// The newest delivery received from Cobalt.

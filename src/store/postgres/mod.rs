@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
-    Registration, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -352,6 +352,15 @@ impl Store {
 
     pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
         reader::day_summary(&self.pool, from_ns, to_ns)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn repeated_deliveries(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
+        reader::repeated_deliveries(&self.pool, job_id)
             .await
             .map_err(read_error)
     }

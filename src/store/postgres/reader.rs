@@ -8,7 +8,7 @@ use super::outcome_column;
 use crate::domain::JobStatus;
 use crate::store::{
     AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
-    JobState, LastDelivery, ListStatus, PendingSummary, Source,
+    JobState, LastDelivery, ListStatus, PendingSummary, RepeatedDelivery, Source,
 };
 
 /// A job with an outcome, and when it was submitted if it was registered.
@@ -469,4 +469,26 @@ pub(super) async fn audit_page(
             })
         })
         .collect()
+}
+
+pub(super) async fn repeated_deliveries(
+    pool: &PgPool,
+    job_id: &str,
+) -> Result<Vec<RepeatedDelivery>, sqlx::Error> {
+    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+        "select r.event_id, r.received_at, r.attempt
+         from events e join repeated_deliveries r on r.event_id = e.event_id
+         where e.job_id = $1 order by r.received_at",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, received_at, attempt)| RepeatedDelivery {
+            event_id,
+            received_at,
+            attempt,
+        })
+        .collect())
 }

@@ -41,7 +41,7 @@ use tokio::time::Instant as Deadline;
 use super::cause;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
-use crate::store::{Delivery, Outcome, Recorded, StoreError, StoreOptions, Wakeups};
+use crate::store::{Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups};
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -451,7 +451,7 @@ async fn apply(
         )
         .collect();
     let recorded = apply_unique(connection, &unique).await?;
-    Ok(slots
+    let recorded: Vec<Recorded> = slots
         .into_iter()
         .map(|slot| match slot {
             Ok(own) => recorded[own],
@@ -461,7 +461,49 @@ async fn apply(
                 }
             },
         })
-        .collect())
+        .collect();
+    note_repeats(connection, batch, &recorded).await?;
+    Ok(recorded)
+}
+
+/// Notes each webhook delivery of an event already recorded, in the
+/// batch's transaction (rare: a statement only when there is one).
+async fn note_repeats(
+    connection: &mut PgConnection,
+    batch: &[Write],
+    recorded: &[Recorded],
+) -> Result<(), sqlx::Error> {
+    let repeats: Vec<&Delivery> = batch
+        .iter()
+        .zip(recorded)
+        .filter(|(write, recorded)| {
+            matches!(recorded, Recorded::Duplicate(_)) && write.delivery.source == Source::Webhook
+        })
+        .map(|(write, _)| &write.delivery)
+        .collect();
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    let received_at = repeats
+        .iter()
+        .map(|delivery| delivery.received_at.format(&Rfc3339))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query(
+        "insert into repeated_deliveries (event_id, received_at, attempt)
+         select * from unnest($1::text[], $2::text[], $3::bigint[])",
+    )
+    .bind(
+        repeats
+            .iter()
+            .map(|d| d.envelope.event_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(received_at)
+    .bind(repeats.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
 
 /// Deliveries of distinct event ids (and at most one event a job), in one

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
-    Registration, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 /// Audit rows deleted per transaction.
@@ -261,6 +261,16 @@ impl Store {
     pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
         self.readers
             .run(move |db| reader::day_summary(db, from_ns, to_ns))
+            .await
+    }
+
+    pub async fn repeated_deliveries(
+        &self,
+        job_id: &str,
+    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.readers
+            .run(move |db| reader::repeated_deliveries(db, &job_id))
             .await
     }
 

@@ -15,7 +15,7 @@ use super::{connect, decode_error, outcome_column, source_column};
 use crate::domain::JobStatus;
 use crate::store::{
     AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
-    JobState, LastDelivery, ListStatus, PendingSummary, StoreError, StoreOptions,
+    JobState, LastDelivery, ListStatus, PendingSummary, RepeatedDelivery, StoreError, StoreOptions,
 };
 
 /// A query for a reader thread; `None` stops the thread that takes it.
@@ -464,4 +464,23 @@ pub(super) fn audit_page(db: &Connection, query: &AuditQuery) -> rusqlite::Resul
             })
         })?
         .collect()
+}
+
+pub(super) fn repeated_deliveries(
+    db: &Connection,
+    job_id: &str,
+) -> rusqlite::Result<Vec<RepeatedDelivery>> {
+    db.prepare_cached(
+        "select r.event_id, r.received_at, r.attempt
+         from events e join repeated_deliveries r on r.event_id = e.event_id
+         where e.job_id = ? order by r.received_at",
+    )?
+    .query_map([job_id], |row| {
+        Ok(RepeatedDelivery {
+            event_id: row.get(0)?,
+            received_at: row.get(1)?,
+            attempt: row.get(2)?,
+        })
+    })?
+    .collect()
 }

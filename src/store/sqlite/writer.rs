@@ -21,8 +21,8 @@ use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
 use crate::store::{
-    AuditEntry, Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, StoreError,
-    StoreOptions, SubmissionEnd, Wakeups,
+    AuditEntry, Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, Source,
+    StoreError, StoreOptions, SubmissionEnd, Wakeups,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -225,6 +225,7 @@ struct Statements<'tx> {
     deciding_rank: CachedStatement<'tx>,
     insert_event: CachedStatement<'tx>,
     original_outcome: CachedStatement<'tx>,
+    note_repeat: CachedStatement<'tx>,
     upsert_job: CachedStatement<'tx>,
     touch_job: CachedStatement<'tx>,
     resolve_expected: CachedStatement<'tx>,
@@ -245,6 +246,9 @@ impl<'tx> Statements<'tx> {
                  on conflict (event_id) do nothing",
             )?,
             original_outcome: tx.prepare_cached("select outcome from events where event_id = ?")?,
+            note_repeat: tx.prepare_cached(
+                "insert into repeated_deliveries (event_id, received_at, attempt) values (?, ?, ?)",
+            )?,
             upsert_job: tx.prepare_cached(
                 "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason,
                                    reasons, patient_mrn, location_id, access_token_reference_id,
@@ -305,6 +309,13 @@ impl<'tx> Statements<'tx> {
             let original: String = self
                 .original_outcome
                 .query_row([&envelope.event_id], |row| row.get(0))?;
+            if delivery.source == Source::Webhook {
+                self.note_repeat.execute(params![
+                    envelope.event_id,
+                    received_at,
+                    delivery.attempt
+                ])?;
+            }
             return Ok(Recorded::Duplicate(outcome_column(&original)?));
         }
 
