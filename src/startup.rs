@@ -32,6 +32,9 @@ use crate::tls;
 /// larger one is answered 431. Cobalt's are well under 2 KiB.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 
+/// How often the SQLite planner's statistics are refreshed.
+const STATISTICS_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
+
 /// A server with its database open and migrated and its socket bound.
 pub struct Application {
     listener: TcpListener,
@@ -145,6 +148,16 @@ impl Application {
             )),
             _ => None,
         };
+        // The planner's statistics follow the data as it grows.
+        let statistics = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(STATISTICS_EVERY).await;
+                if let Err(error) = statistics.refresh_statistics().await {
+                    tracing::warn!(error = %error, "refreshing the planner's statistics failed");
+                }
+            }
+        });
         let audit = Audit::start(store.clone(), config.write_timeout());
         if config.audit_retention_days > 0 {
             let days = u64::from(config.audit_retention_days);

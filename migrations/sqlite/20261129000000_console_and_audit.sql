@@ -13,11 +13,28 @@ create table audit_log (
 ) strict;
 
 create index audit_log_by_time on audit_log (at_ns);
+-- The Audit page filters by who and by what.
+create index audit_log_by_actor on audit_log (actor, id);
+create index audit_log_by_action on audit_log (action, id);
 
--- The console finds a job by its EMR note id, and lists failures by reason.
+-- The console finds a job by its EMR note id, and lists jobs by failure
+-- reason, location and account, newest first, reading only what it shows
+-- (without these, a filter matching few jobs reads all of them). Failures
+-- by time carry their reason, so a day's failures are grouped by reason
+-- from the index alone.
 create index jobs_by_emr_note on jobs (emr_note_id) where emr_note_id is not null;
 create index jobs_failed_by_reason
     on jobs (failure_reason, deciding_event_created_ns, patient_note_id, job_id)
+    where status = 'failed';
+create index jobs_by_location
+    on jobs (location_id, status, deciding_event_created_ns, patient_note_id, job_id)
+    where location_id is not null;
+create index jobs_by_account
+    on jobs (access_token_reference_id, status, deciding_event_created_ns, patient_note_id, job_id)
+    where access_token_reference_id is not null;
+drop index jobs_failed_by_time;
+create index jobs_failed_by_time
+    on jobs (deciding_event_created_ns, patient_note_id, job_id, failure_reason)
     where status = 'failed';
 
 -- Deliveries of an event already recorded (Cobalt's retry of a delivery it

@@ -217,6 +217,15 @@ impl Store {
         on_engine!(self, store => store.purge_payloads(cutoff).await)
     }
 
+    /// Refreshes the query planner's statistics where they have gone stale
+    /// (SQLite; PostgreSQL's autovacuum does it by itself).
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.refresh_statistics().await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by reason.
     pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
         on_engine!(self, store => store.day_summary(from_ns, to_ns).await)

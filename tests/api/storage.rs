@@ -79,7 +79,7 @@ async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns
     ) {
         return;
     }
-    let app = spawn_app_with(|config| config.max_database_bytes = 192 * 1024).await;
+    let app = spawn_app_with(|config| config.max_database_bytes = 256 * 1024).await;
     let padded = |n: usize| {
         let mut event = created_event(
             &format!("evt_d{n:03}"),

@@ -68,6 +68,14 @@ impl Store {
             .run(&mut migrations)
             .await
             .map_err(|e| anyhow!("cannot migrate the database {}: {e}", path.display()))?;
+        // Fresh statistics for the query planner, as SQLite advises for a
+        // long-lived process: it analyzes only tables that need it, reading
+        // a bounded sample, so start-up stays quick on a large file. (With
+        // none, a day's failures by reason read their table rows.)
+        sqlx::raw_sql("pragma analysis_limit = 1000; pragma optimize = 0x10002;")
+            .execute(&mut migrations)
+            .await
+            .context("updating the planner's statistics")?;
         let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
             .fetch_one(&mut migrations)
             .await
@@ -255,6 +263,13 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let holder = holder.to_owned();
         self.on_writer(move |db| writer::take_lease(db, &holder, now_ns, until_ns))
+            .await
+    }
+
+    /// `pragma optimize`, as SQLite advises every few hours for a
+    /// long-lived connection: it analyzes only what changed a lot.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        self.on_writer(|db| db.execute_batch("pragma optimize"))
             .await
     }
 
