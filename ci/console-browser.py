@@ -32,6 +32,7 @@ from playwright.sync_api import sync_playwright
 # reach Google's services (refused connections, failed look-ups).
 CHROMIUM_FLAGS = [
     "--no-sandbox",
+    "--disable-dev-shm-usage",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
@@ -354,23 +355,36 @@ class Round:
     def accessibility(self, browser):
         violations = []
         for scheme in ["light", "dark"]:
-            context, page, watch = self.context(browser, f"axe, {scheme}", color_scheme=scheme, bypass_csp=True)
-            try:
-                def check():
-                    found = 0
-                    for name in PAGES:
-                        self.revisit(page, name)
-                        watch.check(name)
-                        for v in self.axe(page):
-                            found += 1
-                            violations.append((name, scheme, v))
-                        if name == "sign-in":
-                            self.sign_in(page)
-                    return f"{found} violation(s) on {len(PAGES)} pages"
+            # A tab that crashes while axe is injected says nothing about
+            # the console: that pass runs once more in a new tab (a page
+            # that crashes the tab again still fails).
+            for attempt in (1, 2):
+                found_before = Watch.found
+                context, page, watch = self.context(browser, f"axe, {scheme}", color_scheme=scheme, bypass_csp=True)
+                here = []
+                try:
+                    def check():
+                        for name in PAGES:
+                            self.revisit(page, name)
+                            watch.check(name)
+                            for v in self.axe(page):
+                                here.append((name, scheme, v))
+                            if name == "sign-in":
+                                self.sign_in(page)
+                        return f"{len(here)} violation(s) on {len(PAGES)} pages"
 
-                self.step(f"axe-core, {scheme}", check)
-            finally:
-                context.close()
+                    self.step(f"axe-core, {scheme}", check)
+                    violations.extend(here)
+                    break
+                except Failure as failure:
+                    cause = str(failure.__cause__ or "")
+                    if attempt == 2 or "crashed" not in cause:
+                        raise
+                    print(f"RETRY axe-core, {scheme}: the tab crashed ({cause.strip()}); once more in a new tab", flush=True)
+                    Watch.found = found_before
+                    self.watches.remove(watch)
+                finally:
+                    context.close()
         for name, scheme, v in violations:
             print(f"AXE  {name} ({scheme}): {v['id']} [{v['impact']}] {v['help']} ({v['helpUrl']})")
             for node in v["nodes"]:
