@@ -34,7 +34,6 @@ pub async fn page(
             "Give one id: a job id, patient note id, EMR note id or event id.",
         );
     }
-    state.audit(&session, &request_id, "console.search", q.clone());
     let store = &state.app.store;
     let found = async {
         let mut jobs: Vec<(String, &'static str)> = Vec::new();
@@ -58,6 +57,14 @@ pub async fn page(
         Err(error) => return html::unavailable(&error),
     };
     jobs.dedup_by(|a, b| a.0 == b.0);
+    // The term is recorded only when it is an id found here: a term that
+    // matched nothing could be anything a user typed, an MRN included.
+    let target = if jobs.is_empty() {
+        format!("(no match, {} characters)", q.chars().count())
+    } else {
+        q.clone()
+    };
+    state.audit(&session, &request_id, "console.search", target);
     if let [(job, _)] = jobs.as_slice() {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, job_href(job))]).into_response();
     }

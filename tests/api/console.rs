@@ -781,6 +781,22 @@ async fn search_goes_straight_to_the_job_by_any_of_its_ids() {
     // An MRN is not searchable.
     let mrn = browser.get(&format!("/ui/search?q={MRN}")).await;
     assert_eq!(mrn.status, StatusCode::NOT_FOUND);
+    // A search that found nothing is recorded without its term.
+    let rows = audit_rows(&app, "console.search").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rows = rows;
+    while rows.len() < 7 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        rows = audit_rows(&app, "console.search").await;
+    }
+    assert!(
+        rows.iter()
+            .all(|row| !row["target"].as_str().unwrap().contains(MRN))
+    );
+    assert!(
+        rows.iter()
+            .any(|row| row["target"] == "(no match, 14 characters)")
+    );
 }
 
 #[tokio::test]
