@@ -162,14 +162,65 @@ pub fn rejected(field: &'static str) {
 }
 
 /// One HTTP request, by route template, method and status.
-pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
+pub fn request(route: &str, method: &axum::http::Method, status: u16, seconds: f64) {
     histogram!(
         "cobalt_receiver_http_request_duration_seconds",
-        "route" => route.to_owned(),
-        "method" => method.to_owned(),
-        "status" => status.to_string()
+        "route" => interned(route),
+        "method" => method_label(method),
+        "status" => status_label(status)
     )
     .record(seconds);
+}
+
+/// A method's label: the standard ones by name, any other as `other` (a
+/// client may send any token, and each would be a new series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    let digits = itoa_status(status);
+    interned(std::str::from_utf8(&digits).unwrap_or("000"))
+}
+
+/// A status code's three digits (axum's `StatusCode` keeps it in 100..=999).
+fn itoa_status(status: u16) -> [u8; 3] {
+    let status = status.min(999);
+    [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]
+}
+
+/// A label value from a small, bounded set (route templates, status codes)
+/// as a `'static` string, made once: recording a request then copies no
+/// label. Never called with a value a client chooses freely.
+fn interned(value: &str) -> &'static str {
+    static VALUES: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    let find = |values: &[&'static str]| values.iter().copied().find(|v| *v == value);
+    if let Some(found) = find(&VALUES.read().unwrap_or_else(|e| e.into_inner())) {
+        return found;
+    }
+    let mut values = VALUES.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = find(&values) {
+        return found;
+    }
+    let made: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    values.push(made);
+    made
 }
 
 /// One group commit: how many deliveries it held and how long it took.

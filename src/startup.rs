@@ -167,7 +167,7 @@ impl Application {
                 Duration::from_secs(config.purge_interval_secs),
             );
         }
-        let state = AppState {
+        let state = AppState::new(routes::Shared {
             store: store.clone(),
             verifier,
             api_tokens: Arc::new(api_tokens),
@@ -179,7 +179,7 @@ impl Application {
             reconciler,
             audit: audit.clone(),
             signature_rejections: Arc::default(),
-        };
+        });
         let console = match console_listener {
             Some(listener) => {
                 let zone = jiff::tz::TimeZone::get(&config.console_time_zone)

@@ -6,7 +6,11 @@
 //! answered 422). Error messages name fields, never their values: the values
 //! may be patient data.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -85,52 +89,56 @@ pub fn text(body: &[u8]) -> Result<&str, BodyError> {
 
 /// Reads a verified body. `header_id` is the `webhook-id` header, used when
 /// the body has no `id`.
+///
+/// Only the members the envelope needs are kept, and strings without
+/// escapes are borrowed from the body: no tree of the whole document is
+/// built. Every other value is still read through and checked as a tree
+/// would be (a number out of range, nesting deeper than 128), so what is
+/// accepted is exactly what a `serde_json::Value` would accept.
 pub fn parse(body: &str, header_id: Option<&str>) -> Result<Envelope, BodyError> {
-    // serde_json's parse errors name a position and a kind, never content.
-    let value: Value = serde_json::from_str(body).map_err(|e| BodyError::NotJson(e.to_string()))?;
-    let Value::Object(object) = value else {
-        return Err(BodyError::NotObject);
+    // serde_json's parse errors name a position and a kind, never content
+    // (the visitors below accept every kind, so none reports a value).
+    let raw = match serde_json::from_str::<Body<'_>>(body) {
+        Ok(Body::Object(raw)) => raw,
+        Ok(Body::NotObject) => return Err(BodyError::NotObject),
+        Err(e) => return Err(BodyError::NotJson(e.to_string())),
     };
 
-    let event_id = match object.get("id") {
-        Some(Value::String(id)) => id.clone(),
-        None | Some(Value::Null) => header_id.ok_or(BodyError::NoId)?.to_owned(),
+    let event_id = match &raw.id {
+        Some(Field::Str(id)) => id.to_string(),
+        None | Some(Field::Null) => header_id.ok_or(BodyError::NoId)?.to_owned(),
         Some(_) => return Err(BodyError::BadId),
     };
     if event_id.is_empty() || event_id.chars().count() > MAX_EVENT_ID_LEN {
         return Err(BodyError::BadId);
     }
 
-    let event_type = object
-        .get("type")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let data = object.get("data").and_then(Value::as_object);
+    let event_type = as_str(&raw.event_type).map(str::to_owned);
     let meaning = match event_type.as_deref() {
-        Some(CREATED) => outcome(&event_id, &object, JobStatus::Created),
-        Some(FAILED) => outcome(&event_id, &object, JobStatus::Failed),
+        Some(CREATED) => outcome(&event_id, &raw, JobStatus::Created),
+        Some(FAILED) => outcome(&event_id, &raw, JobStatus::Failed),
         Some(_) => Meaning::Other,
-        None => Meaning::Invalid(field_error(&object, "type")),
+        None => Meaning::Invalid(field_error(&raw.event_type, "type")),
+    };
+    let data = match &raw.data {
+        Some(Data::Object(data)) => Some(data),
+        _ => None,
     };
 
     Ok(Envelope {
-        job_id: job_id(object.get("job_id")).ok(),
+        job_id: job_id(&raw.job_id).ok(),
         patient_note_id: data
-            .and_then(|d| d.get("patient_note_id"))
-            .and_then(Value::as_str)
+            .and_then(|d| as_str(&d.patient_note_id))
             .map(str::to_owned),
-        created: object
-            .get("created")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        created: as_str(&raw.created).map(str::to_owned),
         event_id,
         event_type,
         meaning,
     })
 }
 
-fn outcome(event_id: &str, object: &Map<String, Value>, status: JobStatus) -> Meaning {
-    match read_outcome(event_id, object, status) {
+fn outcome(event_id: &str, raw: &RawEvent<'_>, status: JobStatus) -> Meaning {
+    match read_outcome(event_id, raw, status) {
         Ok(outcome) => Meaning::Outcome(Box::new(outcome)),
         Err(error) => Meaning::Invalid(error),
     }
@@ -138,17 +146,17 @@ fn outcome(event_id: &str, object: &Map<String, Value>, status: JobStatus) -> Me
 
 fn read_outcome(
     event_id: &str,
-    object: &Map<String, Value>,
+    raw: &RawEvent<'_>,
     status: JobStatus,
 ) -> Result<JobOutcome, FieldError> {
-    let data = match object.get("data") {
-        Some(Value::Object(data)) => data,
-        Some(_) => return Err(wrong("data", "must be an object")),
+    let data = match &raw.data {
+        Some(Data::Object(data)) => data,
+        Some(Data::NotObject) => return Err(wrong("data", "must be an object")),
         None => return Err(wrong("data", "is missing")),
     };
-    let patient_note_id = required_string(data, "patient_note_id", "data.patient_note_id")?;
-    let job_id = job_id(object.get("job_id"))?;
-    let created = required_string(object, "created", "created")?;
+    let patient_note_id = required_string(&data.patient_note_id, "data.patient_note_id")?;
+    let job_id = job_id(&raw.job_id)?;
+    let created = required_string(&raw.created, "created")?;
     let created_at = OffsetDateTime::parse(&created, &Rfc3339)
         .ok()
         // Ranks store the instant as i64 nanoseconds: years 1678 to 2261.
@@ -157,17 +165,17 @@ fn read_outcome(
 
     let (emr_note_id, failure_reason, reasons) = match status {
         JobStatus::Created => (
-            Some(required_string(data, "emr_note_id", "data.emr_note_id")?),
+            Some(required_string(&data.emr_note_id, "data.emr_note_id")?),
             None,
             None,
         ),
         JobStatus::Failed => {
-            let reason = match data.get("failure_reason") {
-                Some(Value::String(reason)) => reason.clone(),
+            let reason = match &data.failure_reason {
+                Some(Field::Str(reason)) => reason.to_string(),
                 Some(_) => return Err(wrong("data.failure_reason", "must be a string")),
                 None => return Err(wrong("data.failure_reason", "is missing")),
             };
-            let reasons = match data.get("reasons") {
+            let reasons = match &data.reasons {
                 None | Some(Value::Null) => None,
                 Some(reasons @ Value::Array(_)) => Some(reasons.to_string()),
                 Some(_) => return Err(wrong("data.reasons", "must be an array")),
@@ -188,43 +196,42 @@ fn read_outcome(
         emr_note_id,
         failure_reason,
         reasons,
-        patient_mrn: optional_string(data, "patient_mrn"),
-        location_id: optional_string(data, "location_id"),
-        access_token_reference_id: optional_string(object, "access_token_reference_id"),
+        patient_mrn: as_str(&data.patient_mrn).map(str::to_owned),
+        location_id: as_str(&data.location_id).map(str::to_owned),
+        access_token_reference_id: as_str(&raw.access_token_reference_id).map(str::to_owned),
     })
 }
 
 /// `job_id` is a string in events and an integer in Cobalt's create-note
 /// answer; either is kept as its decimal string.
-fn job_id(value: Option<&Value>) -> Result<String, FieldError> {
-    match value {
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(n.to_string()),
-        None | Some(Value::Null) => Err(wrong("job_id", "is missing")),
+fn job_id(field: &Option<Field<'_>>) -> Result<String, FieldError> {
+    match field {
+        Some(Field::Str(id)) if !id.is_empty() => Ok(id.to_string()),
+        Some(Field::Integer(n)) => Ok(n.to_string()),
+        None | Some(Field::Null) => Err(wrong("job_id", "is missing")),
         Some(_) => Err(wrong("job_id", "must be a non-empty string or an integer")),
     }
 }
 
-fn required_string(
-    object: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<String, FieldError> {
-    match object.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        None | Some(Value::Null) => Err(wrong(field, "is missing")),
-        Some(_) => Err(wrong(field, "must be a non-empty string")),
+fn required_string(field: &Option<Field<'_>>, name: &'static str) -> Result<String, FieldError> {
+    match field {
+        Some(Field::Str(s)) if !s.is_empty() => Ok(s.to_string()),
+        None | Some(Field::Null) => Err(wrong(name, "is missing")),
+        Some(_) => Err(wrong(name, "must be a non-empty string")),
     }
 }
 
-fn optional_string(object: &Map<String, Value>, key: &str) -> Option<String> {
-    object.get(key).and_then(Value::as_str).map(str::to_owned)
+fn as_str<'f>(field: &'f Option<Field<'_>>) -> Option<&'f str> {
+    match field {
+        Some(Field::Str(s)) => Some(s),
+        _ => None,
+    }
 }
 
-fn field_error(object: &Map<String, Value>, field: &'static str) -> FieldError {
-    match object.get(field) {
-        None | Some(Value::Null) => wrong(field, "is missing"),
-        Some(_) => wrong(field, "must be a string"),
+fn field_error(field: &Option<Field<'_>>, name: &'static str) -> FieldError {
+    match field {
+        None | Some(Field::Null) => wrong(name, "is missing"),
+        Some(_) => wrong(name, "must be a string"),
     }
 }
 
@@ -234,6 +241,303 @@ fn wrong(field: &'static str, problem: &'static str) -> FieldError {
         "{field} is missing from REJECTABLE_FIELDS"
     );
     FieldError { field, problem }
+}
+
+/// A body as [`parse`] reads it: an object, or anything else.
+// It lives on the stack for one parse; boxing the object would cost an
+// allocation per delivery.
+#[allow(clippy::large_enum_variant)]
+enum Body<'a> {
+    Object(RawEvent<'a>),
+    NotObject,
+}
+
+/// The top-level members an envelope is made of; absent ones are `None`.
+#[derive(Default)]
+struct RawEvent<'a> {
+    id: Option<Field<'a>>,
+    event_type: Option<Field<'a>>,
+    job_id: Option<Field<'a>>,
+    created: Option<Field<'a>>,
+    access_token_reference_id: Option<Field<'a>>,
+    data: Option<Data<'a>>,
+}
+
+/// The `data` member. (Inside one `RawEvent`, on the stack: not boxed.)
+#[allow(clippy::large_enum_variant)]
+enum Data<'a> {
+    Object(DataFields<'a>),
+    NotObject,
+}
+
+#[derive(Default)]
+struct DataFields<'a> {
+    patient_note_id: Option<Field<'a>>,
+    emr_note_id: Option<Field<'a>>,
+    failure_reason: Option<Field<'a>>,
+    patient_mrn: Option<Field<'a>>,
+    location_id: Option<Field<'a>>,
+    /// Kept as the array's compact JSON text, so read as a whole.
+    reasons: Option<Value>,
+}
+
+/// One member's value: a string (borrowed when it has no escapes), an
+/// integer, null, or only the kind of anything else.
+enum Field<'a> {
+    Str(Cow<'a, str>),
+    Integer(i128),
+    Null,
+    Other,
+}
+
+/// A value read through and dropped: checked as `serde_json::Value` checks
+/// it (numbers in range, depth bounded), kept nowhere. (serde's
+/// `IgnoredAny` skips without those checks.)
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SkipVisitor;
+        impl<'de> Visitor<'de> for SkipVisitor {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Skip, S::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Skip, M::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+/// The members [`RawEvent`] and [`DataFields`] read, by name.
+enum Key {
+    Id,
+    Type,
+    JobId,
+    Created,
+    AccessTokenReferenceId,
+    Data,
+    PatientNoteId,
+    EmrNoteId,
+    FailureReason,
+    Reasons,
+    PatientMrn,
+    LocationId,
+    Unread,
+}
+
+impl<'de> Deserialize<'de> for Body<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = Body<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Body<'de>, M::Error> {
+                let mut raw = RawEvent::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    // A repeated member: the last one counts, as in a JSON
+                    // object read into a map.
+                    match key {
+                        Key::Id => raw.id = Some(map.next_value()?),
+                        Key::Type => raw.event_type = Some(map.next_value()?),
+                        Key::JobId => raw.job_id = Some(map.next_value()?),
+                        Key::Created => raw.created = Some(map.next_value()?),
+                        Key::AccessTokenReferenceId => {
+                            raw.access_token_reference_id = Some(map.next_value()?);
+                        }
+                        Key::Data => raw.data = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(Body::Object(raw))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Body<'de>, S::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Body::NotObject)
+            }
+            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Body<'de>, E> {
+                Ok(Body::NotObject)
+            }
+        }
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Data<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DataVisitor;
+        impl<'de> Visitor<'de> for DataVisitor {
+            type Value = Data<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Data<'de>, M::Error> {
+                let mut data = DataFields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::PatientNoteId => data.patient_note_id = Some(map.next_value()?),
+                        Key::EmrNoteId => data.emr_note_id = Some(map.next_value()?),
+                        Key::FailureReason => data.failure_reason = Some(map.next_value()?),
+                        Key::PatientMrn => data.patient_mrn = Some(map.next_value()?),
+                        Key::LocationId => data.location_id = Some(map.next_value()?),
+                        Key::Reasons => data.reasons = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<Skip>()?;
+                        }
+                    }
+                }
+                Ok(Data::Object(data))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Data<'de>, S::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Data::NotObject)
+            }
+            fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+            fn visit_unit<E>(self) -> Result<Data<'de>, E> {
+                Ok(Data::NotObject)
+            }
+        }
+        deserializer.deserialize_any(DataVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Field<'de>, E> {
+                Ok(Field::Str(Cow::Owned(s)))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Field<'de>, E> {
+                Ok(Field::Integer(n.into()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Field<'de>, E> {
+                Ok(Field::Integer(n.into()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+                Ok(Field::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+                Ok(Field::Null)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Field<'de>, S::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Field<'de>, M::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "id" => Key::Id,
+                    "type" => Key::Type,
+                    "job_id" => Key::JobId,
+                    "created" => Key::Created,
+                    "access_token_reference_id" => Key::AccessTokenReferenceId,
+                    "data" => Key::Data,
+                    "patient_note_id" => Key::PatientNoteId,
+                    "emr_note_id" => Key::EmrNoteId,
+                    "failure_reason" => Key::FailureReason,
+                    "reasons" => Key::Reasons,
+                    "patient_mrn" => Key::PatientMrn,
+                    "location_id" => Key::LocationId,
+                    _ => Key::Unread,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
 }
 
 #[cfg(test)]

@@ -32,9 +32,27 @@ use crate::reconcile::Reconciler;
 use crate::signature::Verifier;
 use crate::store::Store;
 
-/// What the handlers share.
+/// What the handlers share: one allocation behind an `Arc`, so the copy
+/// every handler and middleware takes is a single reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub store: Store,
     /// `None` when unsigned deliveries are allowed.
     pub verifier: Option<Arc<Verifier>>,
@@ -52,7 +70,7 @@ pub struct AppState {
     pub signature_rejections: Arc<webhooks::SignatureRejections>,
 }
 
-impl AppState {
+impl Shared {
     /// Pending jobs submitted before this instant are overdue.
     pub fn overdue_before_ns(&self) -> i64 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
@@ -105,24 +123,44 @@ pub fn router(state: AppState, limits: TimeLimits) -> Router {
                         .make_span_with(request_span)
                         .on_response(log_response),
                 )
-                .layer(middleware::from_fn(record_request))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::from_fn(json_errors))
-                .layer(CatchPanicLayer::new())
-                .layer(middleware::from_fn_with_state(limits, time_limit)),
+                .layer(middleware::from_fn_with_state(limits, answer))
+                .layer(CatchPanicLayer::new()),
         )
 }
 
-/// A request still running at its limit has outlived any caller's
-/// patience; 503 tells Cobalt to retry. Waiting for an outcome
-/// (`?wait=`), submitting a note (which waits for Cobalt) and a recovery
-/// sweep on request get longer.
-async fn time_limit(State(limits): State<TimeLimits>, request: Request, next: Next) -> Response {
+/// What every request goes through, in one step (a middleware per concern
+/// would cost each request a future and a clone of the stack apiece): its
+/// time limit, the JSON error shape, and its latency metric.
+async fn answer(State(limits): State<TimeLimits>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
+    let limit = time_limit(limits, &request);
+    let response = match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => json_errors(response),
+        // A request still running at its limit has outlived any caller's
+        // patience; 503 tells Cobalt to retry.
+        Err(_) => json_errors(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+    };
+    monitoring::request(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// How long a request may run. Waiting for an outcome (`?wait=`),
+/// submitting a note (which waits for Cobalt) and a recovery sweep on
+/// request get longer.
+fn time_limit(limits: TimeLimits, request: &Request) -> Duration {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    let limit = match (request.method().as_str(), route) {
+    match (request.method().as_str(), route) {
         ("POST", Some("/v1/patient-notes")) => limits.submission + limits.request,
         ("POST", Some("/v1/recoveries")) => {
             Duration::from_secs(status::MAX_WAIT_SECS) + limits.request
@@ -133,11 +171,6 @@ async fn time_limit(State(limits): State<TimeLimits>, request: Request, next: Ne
             Duration::from_secs(status::MAX_WAIT_SECS) + limits.request
         }
         _ => limits.request,
-    };
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        // Made JSON by `json_errors`.
-        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 
@@ -170,24 +203,6 @@ fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "finished processing request"
     );
-}
-
-/// Request latency by route template, method and status.
-async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    monitoring::request(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 /// What each route of the API needs: who may do what, in one place.
@@ -302,8 +317,7 @@ async fn no_route() -> AppError {
 
 /// Answers from axum and tower-http that carry no JSON (405, a timeout, a
 /// panic) get the service's error shape, so every answer is JSON.
-async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
