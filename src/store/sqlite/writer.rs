@@ -2,7 +2,8 @@
 //!
 //! Deliveries queue in a bounded channel. The writer thread takes all that
 //! are waiting (up to the batch size), applies them in order in one
-//! transaction, commits, and only then replies to each. One fsync thus
+//! transaction (with those that arrive meanwhile: see [`Arrivals`]),
+//! commits, and only then replies to each. One fsync thus
 //! covers a whole batch. Dedupe and ranking work inside a batch as across
 //! batches, because each delivery's statements see the ones before it in
 //! the same transaction. If any statement or the commit fails, the
@@ -121,8 +122,8 @@ fn run(
     }
 }
 
-/// Takes what else is waiting, up to the batch size; no waiting for more:
-/// whatever arrives during a commit forms the next batch.
+/// Takes what else is waiting, up to the batch size, without waiting for
+/// more: what arrives during a commit forms the next batch.
 fn drain(
     commands: &mut mpsc::Receiver<Command>,
     batch: &mut Vec<Write>,
