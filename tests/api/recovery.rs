@@ -505,13 +505,17 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
 #[tokio::test]
 async fn recovery_rides_out_cobalt_errors_keeps_deliveries_fast_and_logs_no_credential() {
     let cobalt = FakeCobalt::start(None).await;
+    // Within the automatic sweep's lookback (two days), whatever today is.
+    let an_hour_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
     for n in 0..3 {
         cobalt.add_event(
             created_event(
                 &format!("evt_e{n}"),
                 &format!("{}", 50_000 + n),
                 &format!("pn-e{n}"),
-                "2026-11-27T08:00:00Z",
+                &an_hour_ago,
             ),
             "failed",
         );
