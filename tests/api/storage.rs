@@ -1,5 +1,6 @@
 //! When the database cannot take a write, the answer is a prompt 503 (which
-//! Cobalt retries), never a 2xx and never a hang.
+//! Cobalt retries), never a 2xx and never a hang. And what is written
+//! reaches the database file as the service runs.
 
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,68 @@ async fn state_survives_a_restart_on_the_same_database_file() {
         "duplicate"
     );
     assert_eq!(app.count("events").await, 2);
+}
+
+/// The events in the database file alone, as SQLite reads a copy of it
+/// made without its WAL; `None` while the copy cannot be read (a
+/// checkpoint was writing it).
+fn events_in_the_file_without_its_wal(app: &TestApp, scratch: &std::path::Path) -> Option<i64> {
+    let copy = scratch.join("copy.db");
+    for stale in ["copy.db", "copy.db-wal", "copy.db-shm"] {
+        let _ = std::fs::remove_file(scratch.join(stale));
+    }
+    std::fs::copy(app.sqlite_path(), &copy).ok()?;
+    let db = rusqlite::Connection::open(&copy).ok()?;
+    db.query_row("select count(*) from events", [], |row| row.get(0))
+        .ok()
+}
+
+#[tokio::test]
+async fn what_the_wal_holds_reaches_the_database_file_while_the_service_runs() {
+    // WAL checkpoints are SQLite's; PostgreSQL checkpoints by itself.
+    if !runs_on(
+        Engine::Sqlite,
+        "what_the_wal_holds_reaches_the_database_file_while_the_service_runs",
+    ) {
+        return;
+    }
+    let app = spawn_app().await;
+    let scratch = tempfile::tempdir().unwrap();
+    assert_eq!(
+        events_in_the_file_without_its_wal(&app, scratch.path()),
+        Some(0)
+    );
+
+    // A handful of deliveries, far fewer pages than the writer's own
+    // checkpoint waits for: the checkpoint thread copies them within about
+    // a second of the last.
+    for n in 0..3 {
+        let event = created_event(
+            &format!("evt_ck{n}"),
+            &format!("{}", 300 + n),
+            "pn-ck",
+            "2025-10-09T10:00:00Z",
+        );
+        assert_eq!(app.post_webhook(&event.to_string()).await.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let in_file = events_in_the_file_without_its_wal(&app, scratch.path());
+        if in_file == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the database file alone still holds {in_file:?} events of 3"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The service goes on as before.
+    let (status, job) = json_of(app.get("/v1/jobs/302").await).await;
+    assert_eq!(
+        (status.as_u16(), job["status"].as_str()),
+        (200, Some("created"))
+    );
 }
 
 #[tokio::test]

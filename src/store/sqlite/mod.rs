@@ -6,6 +6,8 @@
 //!   only then answers each waiting delivery. So a reply means the event and
 //!   the job state it implies are on disk, and a failed batch is answered as
 //!   failed for all its deliveries with nothing of it visible.
+//! - **Checkpoints** (copying the WAL back into the database file) run on
+//!   a thread of their own, so no batch waits for one.
 //! - **Reads** run on a few reader threads, each with its own read-only
 //!   connection, and never wait for the writer.
 //! - **Migrations** are applied at open by sqlx's migrator.
@@ -14,6 +16,7 @@
 //! sqlx's SQLite driver spends tens of microseconds a query crossing to its
 //! worker thread, which capped status reads near 15k/s.
 
+mod checkpointer;
 mod reader;
 mod writer;
 

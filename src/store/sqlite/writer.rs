@@ -18,6 +18,7 @@ use rusqlite::{
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpointer::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
@@ -64,6 +65,7 @@ pub(super) fn start(
         "the database refused WAL mode ({mode})"
     );
     db.pragma_update(None, "synchronous", "FULL")?;
+    db.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)?;
     if options.max_database_bytes > 0 {
         let page_size: u64 = db.pragma_query_value(None, "page_size", |row| row.get(0))?;
         db.pragma_update(
@@ -73,16 +75,19 @@ pub(super) fn start(
         )?;
     }
 
+    let checkpointer = Checkpointer::start(path, options)?;
+
     let (sender, receiver) = mpsc::channel(options.write_queue_capacity);
     let (batch_size, timeout) = (options.write_batch_size, options.write_timeout);
     std::thread::Builder::new()
         .name("db-writer".into())
-        .spawn(move || run(db, receiver, batch_size, timeout, &wakeups))?;
+        .spawn(move || run(db, checkpointer, receiver, batch_size, timeout, &wakeups))?;
     Ok(sender)
 }
 
 fn run(
     mut db: rusqlite::Connection,
+    checkpointer: Checkpointer,
     mut commands: mpsc::Receiver<Command>,
     batch_size: usize,
     timeout: Duration,
@@ -110,11 +115,16 @@ fn run(
             task: &mut task,
             until: Instant::now() + GATHER_MAX,
         };
-        commit_batch(&mut db, &mut batch, &mut arrivals, timeout, wakeups);
+        let committed = commit_batch(&mut db, &mut batch, &mut arrivals, timeout, wakeups);
+        if committed > 0 {
+            checkpointer.committed(committed);
+        }
         if let Some(work) = task {
             work(&mut db);
+            checkpointer.committed(1);
         }
     }
+    drop(checkpointer);
     drop(db);
     tracing::debug!("db: writer stopped");
     if let Some(done) = stop {
@@ -194,13 +204,15 @@ pub(super) fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// Applies and commits the batch, answers each delivery; returns how many
+/// were committed.
 fn commit_batch(
     db: &mut rusqlite::Connection,
     batch: &mut Vec<Write>,
     arrivals: &mut Arrivals<'_>,
     timeout: Duration,
     wakeups: &Wakeups,
-) {
+) -> usize {
     // A delivery whose handler has stopped waiting was answered 503 already:
     // storing it now would only hold up the others (the sender retries).
     let now = Instant::now();
@@ -214,7 +226,7 @@ fn commit_batch(
         !expired
     });
     if batch.is_empty() {
-        return;
+        return 0;
     }
     let started = Instant::now();
     match apply_batch(db, batch, arrivals) {
@@ -222,9 +234,11 @@ fn commit_batch(
             tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
             monitoring::batch_committed(batch.len(), started.elapsed().as_secs_f64());
             wakeups.wake(decided_jobs(batch, &outcomes));
+            let committed = batch.len();
             for (write, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = write.reply.send(Ok(outcome));
             }
+            committed
         }
         Err(error) => {
             let error = StoreError::from(error);
@@ -233,6 +247,7 @@ fn commit_batch(
             for write in batch.drain(..) {
                 let _ = write.reply.send(Err(error.clone()));
             }
+            0
         }
     }
 }
