@@ -55,10 +55,8 @@ struct Shared {
     stopping: AtomicBool,
 }
 
-impl Shared {
-    fn due(&self, commits: usize, writes: usize) -> bool {
-        commits >= CHECKPOINT_AFTER_COMMITS || writes >= CHECKPOINT_AFTER_WRITES
-    }
+fn due(commits: usize, writes: usize) -> bool {
+    commits >= CHECKPOINT_AFTER_COMMITS || writes >= CHECKPOINT_AFTER_WRITES
 }
 
 impl Checkpointer {
@@ -95,7 +93,7 @@ impl Checkpointer {
         let shared = &self.shared;
         let commits = shared.commits.fetch_add(1, Ordering::Relaxed);
         let before = shared.writes.fetch_add(writes, Ordering::Relaxed);
-        if !shared.due(commits, before) && shared.due(commits + 1, before + writes) {
+        if !due(commits, before) && due(commits + 1, before + writes) {
             if let Some(thread) = &self.thread {
                 thread.thread().unpark();
             }
@@ -104,8 +102,7 @@ impl Checkpointer {
 }
 
 impl Drop for Checkpointer {
-    /// Stops the thread and closes its connection (the writer's close, the
-    /// last, then checkpoints what is left).
+    /// Stops the thread and closes its connection.
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
@@ -121,8 +118,8 @@ fn run(db: &rusqlite::Connection, shared: &Shared) {
         std::thread::park_timeout(IDLE_CHECKPOINT);
         let commits = shared.commits.load(Ordering::Relaxed);
         let writes = shared.writes.load(Ordering::Relaxed);
-        let due = shared.due(commits, writes) || (commits > 0 && last.elapsed() >= IDLE_CHECKPOINT);
-        if !due || shared.stopping.load(Ordering::Relaxed) {
+        let waited = commits > 0 && last.elapsed() >= IDLE_CHECKPOINT;
+        if !(due(commits, writes) || waited) || shared.stopping.load(Ordering::Relaxed) {
             continue;
         }
         shared.commits.fetch_sub(commits, Ordering::Relaxed);
