@@ -201,6 +201,12 @@ pub fn bounded(target: &str) -> String {
     target[..end].to_owned()
 }
 
+/// The target of a look-up that found nothing: what was typed could be
+/// anything a user had at hand (an MRN included), so only its length.
+pub fn unmatched(typed: &str) -> String {
+    format!("(no match, {} characters)", typed.chars().count())
+}
+
 /// Deletes audit rows older than `retention` every `interval`.
 pub fn spawn_purge(store: Store, retention: Duration, interval: Duration) {
     tokio::spawn(async move {

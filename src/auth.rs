@@ -2,8 +2,8 @@
 //!
 //! An `api_tokens` entry is either a bare token (read access, as before
 //! tokens had names) or `NAME:PERMISSIONS:TOKEN`, PERMISSIONS being
-//! `read`, `submit` and `operate` joined by `+`. TOKEN may be given as
-//! `sha256:<hex digest>` instead of the token itself.
+//! `read`, `submit`, `operate` and `phi` joined by `+`. TOKEN may be given
+//! as `sha256:<hex digest>` instead of the token itself.
 //!
 //! Tokens are kept only as SHA-256 digests; a presented token is hashed and
 //! compared with every configured digest in constant time, so neither the
@@ -24,18 +24,21 @@ pub enum Permission {
     Read,
     /// Register jobs and submit notes.
     Submit,
-    /// Start a recovery sweep.
+    /// Start a recovery sweep, read the audit trail.
     Operate,
+    /// See patient data: whole MRNs, in answers and in the console.
+    Phi,
 }
 
 impl Permission {
-    const ALL: [Self; 3] = [Self::Read, Self::Submit, Self::Operate];
+    pub const ALL: [Self; 4] = [Self::Read, Self::Submit, Self::Operate, Self::Phi];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Submit => "submit",
             Self::Operate => "operate",
+            Self::Phi => "phi",
         }
     }
 
@@ -55,12 +58,34 @@ impl Caller {
     pub fn may(&self, permission: Permission) -> bool {
         self.permissions & permission.bit() != 0
     }
+
+    /// The permissions, as `read+submit`.
+    pub fn permissions(&self) -> String {
+        describe(self.permissions)
+    }
 }
+
+fn describe(permissions: u8) -> String {
+    let names: Vec<_> = Permission::ALL
+        .into_iter()
+        .filter(|p| permissions & p.bit() != 0)
+        .map(Permission::as_str)
+        .collect();
+    names.join("+")
+}
+
+/// Tokens that are shorter than this are named at start as weak.
+pub const STRONG_TOKEN_CHARS: usize = 32;
+
+/// The tokens of this project's examples, which anyone can read.
+const EXAMPLE_TOKENS: [&str; 2] = ["example-token-change-me", "example-submit-token-change-me"];
 
 struct ApiToken {
     name: Arc<str>,
     permissions: u8,
     digest: [u8; 32],
+    /// Why the token is easy to guess, if it is.
+    weakness: Option<&'static str>,
 }
 
 #[derive(Clone)]
@@ -87,6 +112,32 @@ impl ApiTokens {
     /// The names of the configured tokens, for the start-up line.
     pub fn names(&self) -> Vec<String> {
         self.tokens.iter().map(|t| t.name.to_string()).collect()
+    }
+
+    /// Each token's name and permissions (`read+submit`), never its value.
+    pub fn described(&self) -> Vec<(String, String)> {
+        self.tokens
+            .iter()
+            .map(|t| (t.name.to_string(), describe(t.permissions)))
+            .collect()
+    }
+
+    /// The tokens that are easy to guess, by name, with why.
+    pub fn weak(&self) -> Vec<(String, &'static str)> {
+        self.tokens
+            .iter()
+            .filter_map(|t| Some((t.name.to_string(), t.weakness?)))
+            .collect()
+    }
+
+    /// The caller a token's name stands for (a console session's), while
+    /// that token is configured.
+    pub fn caller_named(&self, name: &str) -> Option<Caller> {
+        let token = self.tokens.iter().find(|t| &*t.name == name)?;
+        Some(Caller {
+            name: token.name.clone(),
+            permissions: token.permissions,
+        })
     }
 
     /// The caller an `Authorization` header value names, if its token is
@@ -148,20 +199,28 @@ fn parse_entry(entry: &str, index: usize) -> Result<ApiToken, String> {
     if token.is_empty() {
         return Err("a token is empty".into());
     }
-    let digest = match token.strip_prefix(HASHED_TOKEN_PREFIX) {
+    let (digest, length) = match token.strip_prefix(HASHED_TOKEN_PREFIX) {
         Some(hex_digest) => {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(hex_digest, &mut digest).map_err(|_| {
                 "a sha256: token must be followed by 64 hexadecimal characters".to_owned()
             })?;
-            digest
+            (digest, None)
         }
-        None => self::digest(token),
+        None => (self::digest(token), Some(token.chars().count())),
+    };
+    let weakness = if EXAMPLE_TOKENS.iter().any(|t| self::digest(t) == digest) {
+        Some("it is an example token, published with this project")
+    } else if length.is_some_and(|n| n < STRONG_TOKEN_CHARS) {
+        Some("it is shorter than 32 characters")
+    } else {
+        None
     };
     Ok(ApiToken {
         name: name.into(),
         permissions,
         digest,
+        weakness,
     })
 }
 
@@ -172,7 +231,7 @@ fn parse_permissions(text: &str) -> Result<u8, String> {
             .find(|p| p.as_str() == word)
             .map(|p| bits | p.bit())
             .ok_or_else(|| {
-                "permissions must be read, submit or operate, joined by `+` (as in NAME:read+submit:TOKEN)"
+                "permissions must be read, submit, operate or phi, joined by `+` (as in NAME:read+submit:TOKEN)"
                     .to_owned()
             })
     })
@@ -265,6 +324,35 @@ mod tests {
                 .caller(Some(b"Bearer clinic-app:read+submit:tok_app"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn weak_tokens_are_named_by_name_and_described_without_their_value() {
+        let example = format!(
+            "ex:read:sha256:{}",
+            hex::encode(digest("example-submit-token-change-me"))
+        );
+        let strong = "ops:read+operate+phi:tok_0123456789abcdef0123456789abcdef";
+        let tokens = tokens(&[
+            "short:read:tok_short",
+            &example,
+            strong,
+            "example-token-change-me",
+        ]);
+        let weak = tokens.weak();
+        let names: Vec<_> = weak.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["short", "ex", "token-4"]);
+        assert!(weak[0].1.contains("32"), "{:?}", weak[0]);
+        assert!(weak[1].1.contains("example"), "{:?}", weak[1]);
+        assert_eq!(
+            tokens.described()[2],
+            ("ops".to_owned(), "read+operate+phi".to_owned())
+        );
+        assert_eq!(
+            tokens.caller_named("ops").unwrap().permissions(),
+            "read+operate+phi"
+        );
+        assert!(tokens.caller_named("nobody").is_none());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct Config {
     /// Bearer tokens of the API: `NAME:PERMISSIONS:TOKEN` (PERMISSIONS
     /// among read, submit, operate, joined by `+`), or a bare token, which
     /// may read. TOKEN may be `sha256:<hex digest of the token>`.
-    #[serde(deserialize_with = "secret_list")]
+    #[serde(deserialize_with = "secret_list", serialize_with = "tokens_by_name")]
     pub api_tokens: Vec<Secret>,
     /// Accept unsigned deliveries. Only for local experiments.
     pub allow_unsigned: bool,
@@ -100,8 +100,22 @@ pub struct Config {
     pub console_listen: Option<SocketAddr>,
     /// Seconds of inactivity after which a console session ends (15 minutes).
     pub console_session_idle_secs: u64,
+    /// Seconds after sign-in at which a console session ends, however
+    /// busy (12 hours).
+    pub console_session_max_secs: u64,
     /// The clinic's time zone (IANA name): the console's "today".
     pub console_time_zone: String,
+    /// Refused console sign-ins from one client address, within
+    /// `console_sign_in_window_secs`, after which its sign-ins are answered
+    /// 429 until the window passes.
+    pub console_sign_in_attempts: u32,
+    /// The window of `console_sign_in_attempts`, in seconds.
+    pub console_sign_in_window_secs: u64,
+    /// Proxies (CIDR blocks, as `10.0.0.0/8` or `::1/128`) whose
+    /// `X-Forwarded-For` names the console's client; from anyone else,
+    /// the client is the peer address.
+    #[serde(deserialize_with = "string_list")]
+    pub trusted_proxies: Vec<String>,
     /// Days audit rows are kept (who looked at what). 0 keeps them forever.
     pub audit_retention_days: u32,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
@@ -146,7 +160,11 @@ impl Default for Config {
             cobalt_timeout_ms: 10_000,
             console_listen: None,
             console_session_idle_secs: 900,
+            console_session_max_secs: 12 * 3600,
             console_time_zone: "UTC".into(),
+            console_sign_in_attempts: 10,
+            console_sign_in_window_secs: 300,
+            trusted_proxies: Vec::new(),
             // Six years, as HIPAA keeps its documentation.
             audit_retention_days: 6 * 366,
             log_filter: "info".into(),
@@ -232,6 +250,15 @@ impl Config {
                 "is not a time zone name such as UTC or America/New_York",
             ));
         }
+        for proxy in &self.trusted_proxies {
+            if proxy.parse::<ipnet::IpNet>().is_err() && proxy.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err(ConfigError::key(
+                    "trusted_proxies",
+                    "each entry must be an address or a CIDR block, such as 10.0.0.0/8",
+                ));
+            }
+        }
         if self.console_listen.is_some() && self.console_listen == Some(self.listen) {
             return Err(ConfigError::key(
                 "console_listen",
@@ -260,6 +287,15 @@ impl Config {
             ),
             ("cobalt_timeout_ms", self.cobalt_timeout_ms),
             ("console_session_idle_secs", self.console_session_idle_secs),
+            ("console_session_max_secs", self.console_session_max_secs),
+            (
+                "console_sign_in_attempts",
+                u64::from(self.console_sign_in_attempts),
+            ),
+            (
+                "console_sign_in_window_secs",
+                self.console_sign_in_window_secs,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be greater than 0"));
@@ -482,7 +518,11 @@ fn expected(key: &str) -> Option<&'static str> {
         "overdue_after_secs"
         | "reconcile_interval_secs"
         | "cobalt_timeout_ms"
-        | "console_session_idle_secs" => "a whole number",
+        | "console_session_idle_secs"
+        | "console_session_max_secs"
+        | "console_sign_in_window_secs" => "a whole number",
+        "console_sign_in_attempts" => "a whole number from 1 to 4294967295",
+        "trusted_proxies" => "a list of CIDR blocks, or one comma-separated string",
         "console_listen" => "an address and port, such as 127.0.0.1:8081",
         "console_time_zone" => "a time zone name such as UTC or America/New_York",
         "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
@@ -524,6 +564,17 @@ impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str("[redacted]")
     }
+}
+
+/// API tokens as check-config prints them: each one's name and
+/// permissions, never its value (`clinic-app:read+submit:[redacted]`).
+fn tokens_by_name<S: Serializer>(tokens: &[Secret], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(
+        crate::auth::ApiTokens::new(tokens)
+            .described()
+            .into_iter()
+            .map(|(name, permissions)| format!("{name}:{permissions}:[redacted]")),
+    )
 }
 
 /// A database URL as check-config prints it: the password, in the user
@@ -597,6 +648,14 @@ impl fmt::Debug for Secret {
 
 /// A list given as a TOML array or, from the environment, as one
 /// comma-separated string (figment reads a lone number as a number).
+/// A list of plain strings, read as [`secret_list`] reads secrets.
+fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(secret_list(deserializer)?
+        .iter()
+        .map(|item| item.expose().to_owned())
+        .collect())
+}
+
 fn secret_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
     struct ListVisitor;
 
@@ -753,7 +812,7 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 37, "every key, the optional ones set");
+        assert_eq!(keys.len(), 41, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

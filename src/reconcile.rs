@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
 use crate::cobalt::{self, Account, Client, EventQuery, ListError};
@@ -38,7 +38,7 @@ pub struct Scope {
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// Jobs asked about one by one.
     pub jobs_asked: usize,

@@ -124,6 +124,9 @@ impl Application {
         if api_tokens.is_empty() {
             tracing::warn!("no api_tokens are set: every status query will be refused");
         }
+        for (name, why) in api_tokens.weak() {
+            tracing::warn!(token = %name, "the API token `{name}` is weak: {why}; replace it");
+        }
         let overdue_after = Duration::from_secs(config.overdue_after_secs);
         let cobalt = match cobalt::Credentials::from_config(config) {
             Some(credentials) => Some(Arc::new(
@@ -184,8 +187,18 @@ impl Application {
             Some(listener) => {
                 let zone = jiff::tz::TimeZone::get(&config.console_time_zone)
                     .context("console_time_zone")?;
-                let idle = Duration::from_secs(config.console_session_idle_secs);
-                let console_state = ConsoleState::new(state.clone(), zone, idle, tls.is_some());
+                let settings = console::Settings {
+                    zone,
+                    https: tls.is_some(),
+                    session_idle: Duration::from_secs(config.console_session_idle_secs),
+                    session_lifetime: Duration::from_secs(config.console_session_max_secs),
+                    sign_in_attempts: config.console_sign_in_attempts,
+                    sign_in_window: Duration::from_secs(config.console_sign_in_window_secs),
+                    trusted_proxies: console::TrustedProxies::new(&config.trusted_proxies),
+                    lease_holder: holder_name(),
+                    sweep_interval: Duration::from_secs(config.reconcile_interval_secs),
+                };
+                let console_state = ConsoleState::new(state.clone(), settings);
                 tracing::info!(
                     console = %format_args!("{}://{}/ui", config.scheme(), listener.local_addr()?),
                     "the operator console is on"
@@ -254,11 +267,11 @@ impl Application {
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    connection.serve(accepted, &self.router, &graceful).await;
+                    connection.serve(accepted, &self.router, Peer::Unrecorded, &graceful).await;
                 }
                 accepted = accept(console.map(|(listener, _)| listener)) => {
                     let (_, router) = console.expect("accepted on the console listener");
-                    connection.serve(accepted, router, &graceful).await;
+                    connection.serve(accepted, router, Peer::Recorded, &graceful).await;
                 }
                 () = &mut shutdown => break,
             }
@@ -294,6 +307,14 @@ async fn accept(
     }
 }
 
+/// Whether a connection's requests carry its peer's address (the console's
+/// do, for its sign-in throttle; the webhook port's need not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Recorded,
+    Unrecorded,
+}
+
 /// How each accepted connection is served, on either listener.
 struct Connection {
     http: http1::Builder,
@@ -306,13 +327,20 @@ impl Connection {
         &self,
         accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
         router: &axum::Router,
+        peer: Peer,
         graceful: &GracefulShutdown,
     ) {
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, address)) => {
                 let _ = stream.set_nodelay(true);
                 let linger = Linger::keep(&stream);
-                let service = TowerToHyperService::new(router.clone());
+                let router = match peer {
+                    Peer::Recorded => router
+                        .clone()
+                        .layer(axum::Extension(axum::extract::ConnectInfo(address))),
+                    Peer::Unrecorded => router.clone(),
+                };
+                let service = TowerToHyperService::new(router);
                 let (http, watcher) = (self.http.clone(), graceful.watcher());
                 match self.tls.clone() {
                     None => {

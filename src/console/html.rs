@@ -158,17 +158,6 @@ pub fn at(text: &str, zone: &TimeZone) -> String {
     }
 }
 
-/// An MRN as lists show it: its last four characters.
-pub fn masked_mrn(mrn: &str) -> String {
-    let chars: Vec<char> = mrn.chars().collect();
-    let shown = if chars.len() > 4 {
-        chars[chars.len() - 4..].iter().collect::<String>()
-    } else {
-        String::new()
-    };
-    format!("••••{shown}")
-}
-
 /// Percent-encodes a query value.
 pub fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -219,14 +208,6 @@ pub fn status_badge(status: &str, overdue: bool) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mrns_show_only_their_last_four_characters() {
-        assert_eq!(masked_mrn("MRN-PHI-889977"), "••••9977");
-        assert_eq!(masked_mrn("1234"), "••••");
-        assert_eq!(masked_mrn(""), "••••");
-        assert_eq!(masked_mrn("ÅÄÖabcd"), "••••abcd");
-    }
 
     #[test]
     fn query_values_are_encoded() {

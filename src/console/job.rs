@@ -6,10 +6,42 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
-use super::html::{self, Nav, at, document, masked_mrn, status_badge};
+use super::display::{cell, visible};
+use super::html::{self, Nav, at, document, status_badge};
 use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::audit::Action;
+use crate::auth::Permission;
+use crate::phi::masked;
 use crate::store::{EventSummary, JobState, Outcome, RepeatedDelivery, Source};
+
+/// What the page shows of a job.
+struct Story {
+    jobs: Vec<JobState>,
+    events: Vec<EventSummary>,
+    repeats: Vec<RepeatedDelivery>,
+}
+
+impl Story {
+    async fn read(state: &ConsoleState, job_id: &str) -> Result<Self, Response> {
+        let store = &state.app.store;
+        match tokio::try_join!(
+            store.jobs_by_job_id(job_id),
+            store.job_events(job_id),
+            store.repeated_deliveries(job_id)
+        ) {
+            Ok((jobs, events, repeats)) => Ok(Self {
+                jobs,
+                events,
+                repeats,
+            }),
+            Err(error) => Err(html::unavailable(&error)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.events.is_empty()
+    }
+}
 
 pub async fn page(
     State(state): State<ConsoleState>,
@@ -17,12 +49,24 @@ pub async fn page(
     request_id: RequestId,
     Path(job_id): Path<String>,
 ) -> Response {
-    state.audit(&session, &request_id, "console.job.view", job_id.clone());
-    show(&state, &session, &job_id, None).await
+    let story = match Story::read(&state, &job_id).await {
+        Ok(story) => story,
+        Err(response) => return response,
+    };
+    // What was typed is recorded only when it is a job's id: otherwise it
+    // could be anything, an MRN included.
+    let target = if story.is_empty() {
+        crate::audit::unmatched(&job_id)
+    } else {
+        job_id.clone()
+    };
+    state.audit(&session, &request_id, "console.job.view", target);
+    show(&state, &session, &job_id, story, None)
 }
 
-/// `POST /ui/jobs/{job_id}/reveal-mrn`: the page again with the MRN shown,
-/// once the reveal's audit row is committed; refused if it cannot be.
+/// `POST /ui/jobs/{job_id}/reveal-mrn` (`phi`): the page again with the
+/// MRN shown, once the reveal's audit row is committed; refused if it
+/// cannot be.
 pub async fn reveal_mrn(
     State(state): State<ConsoleState>,
     Extension(session): Extension<Session>,
@@ -30,6 +74,17 @@ pub async fn reveal_mrn(
     Path(job_id): Path<String>,
     _: CsrfChecked,
 ) -> Response {
+    if !session.caller.may(Permission::Phi) {
+        return html::error_page(
+            StatusCode::FORBIDDEN,
+            "Showing a whole MRN needs a token with the phi permission.",
+        );
+    }
+    let story = match Story::read(&state, &job_id).await {
+        Ok(story) if story.is_empty() => return show(&state, &session, &job_id, story, None),
+        Ok(story) => story,
+        Err(response) => return response,
+    };
     let recorded = state
         .app
         .audit
@@ -47,27 +102,24 @@ pub async fn reveal_mrn(
             "The MRN is not shown: its viewing could not be recorded. Try again in a moment.",
         );
     }
-    show(&state, &session, &job_id, Some(())).await
+    show(&state, &session, &job_id, story, Some(()))
 }
 
-async fn show(
+fn show(
     state: &ConsoleState,
     session: &Session,
     job_id: &str,
+    story: Story,
     reveal: Option<()>,
 ) -> Response {
-    let store = &state.app.store;
-    let (jobs, events, repeats) = match tokio::try_join!(
-        store.jobs_by_job_id(job_id),
-        store.job_events(job_id),
-        store.repeated_deliveries(job_id)
-    ) {
-        Ok(found) => found,
-        Err(error) => return html::unavailable(&error),
-    };
+    let Story {
+        jobs,
+        events,
+        repeats,
+    } = story;
     if jobs.is_empty() && events.is_empty() {
         let body = html! {
-            h1 { "Job " code { (job_id) } }
+            h1 { "Job " code { (visible(job_id)) } }
             p { "No job with this id is registered here, and no event about it has been received." }
             p { a href={ "/ui/search?q=" (html::encode_query(job_id)) } { "Search other ids for it" } }
         };
@@ -88,34 +140,37 @@ async fn show(
     let zone = &state.zone;
     let overdue_after =
         time::Duration::try_from(state.app.overdue_after).unwrap_or(time::Duration::MAX);
+    let may_see_phi = session.caller.may(Permission::Phi);
     let body = html! {
-        h1 { "Job " code { (job_id) } }
+        h1 { "Job " code { (visible(job_id)) } }
         @if jobs.len() > 1 {
             p.panel role="alert" { "Two or more patient notes claim this job id; each is shown." }
         }
         @for job in &jobs {
             section.panel {
-                h2 { "Patient note " code { (job.patient_note_id) } " " (status_badge(&job.status, job.overdue)) }
+                h2 { "Patient note " code { (visible(&job.patient_note_id)) } " " (status_badge(&job.status, job.overdue)) }
                 dl.facts {
-                    @if let Some(emr) = &job.emr_note_id { dt { "EMR note" } dd { code { (emr) } } }
-                    @if let Some(reason) = &job.failure_reason { dt { "Failure reason" } dd { (reason) } }
+                    @if let Some(emr) = &job.emr_note_id { dt { "EMR note" } dd { code { (visible(emr)) } } }
+                    @if let Some(reason) = &job.failure_reason { dt { "Failure reason" } dd { (visible(reason)) } }
                     @if let Some(reasons) = job.reasons.as_ref().and_then(|r| r.as_array()) {
                         dt { "Reasons" }
-                        dd { ul { @for reason in reasons { li { (reason_text(reason)) } } } }
+                        dd { ul { @for reason in reasons { li { (visible(&reason_text(reason))) } } } }
                     }
-                    @if let Some(location) = &job.location_id { dt { "Location" } dd { (location) } }
-                    @if let Some(account) = &job.access_token_reference_id { dt { "Account" } dd { (account) } }
+                    @if let Some(location) = &job.location_id { dt { "Location" } dd { (visible(location)) } }
+                    @if let Some(account) = &job.access_token_reference_id { dt { "Account" } dd { (visible(account)) } }
                     @if let Some(mrn) = &job.patient_mrn {
                         dt { "MRN" }
                         dd {
                             @if reveal.is_some() {
-                                strong { (mrn) } " " span.note { "(this viewing is recorded)" }
-                            } @else {
-                                (masked_mrn(mrn)) " "
+                                strong { (visible(mrn)) } " " span.note { "(this viewing is recorded)" }
+                            } @else if may_see_phi {
+                                (masked(mrn)) " "
                                 form.inline method="post" action={ (html::job_href(job_id)) "/reveal-mrn" } {
                                     input type="hidden" name="csrf" value=(session.csrf);
                                     button type="submit" { "Reveal (recorded)" }
                                 }
+                            } @else {
+                                (masked(mrn)) " " span.note { "(the whole MRN needs the phi permission)" }
                             }
                         }
                     }
@@ -126,7 +181,13 @@ async fn show(
         ol.timeline { (timeline(&jobs, &events, &repeats, zone, overdue_after)) }
         p.note { "Attempt numbers are the ones Cobalt sent." }
     };
-    document(&format!("Job {job_id}"), Nav::Jobs, Some(session), body).into_response()
+    document(
+        &format!("Job {}", cell(job_id)),
+        Nav::Jobs,
+        Some(session),
+        body,
+    )
+    .into_response()
 }
 
 /// Cobalt's `{code, description}`, as text.
@@ -208,11 +269,11 @@ fn event_line(event: &EventSummary, deciding: bool, zone: &jiff::tz::TimeZone) -
     };
     html! {
         (how) ": "
-        strong { (event.event_type.as_deref().unwrap_or("(no type)")) }
+        strong { (visible(event.event_type.as_deref().unwrap_or("(no type)"))) }
         @if let Some(attempt) = event.attempt { ", attempt " (attempt) }
         ", " (outcome)
-        @if let Some(reason) = &event.reject_reason { " (" (reason) ")" }
-        " · event " code { (event.event_id) }
+        @if let Some(reason) = &event.reject_reason { " (" (visible(reason)) ")" }
+        " · event " code { (visible(&event.event_id)) }
         @if let Some(created) = &event.created { " · created by Cobalt " (at(created, zone)) }
     }
 }

@@ -10,18 +10,20 @@ use jiff::civil::Date;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::html::{self, Nav, at, document, job_href, masked_mrn, query, status_badge};
+use super::display::{cell, csv_field};
+use super::html::{self, Nav, at, document, job_href, query, status_badge};
 use super::today::day_bounds;
 use super::{ConsoleState, RequestId, Session};
 use crate::domain::JobStatus;
 use crate::pagination::{Filters, StatusFilter};
+use crate::phi::masked;
 use crate::store::{JobKey, JobQuery, JobState, ListStatus, Narrowing};
 
 const PAGE: u32 = 50;
 /// Rows the export reads from the database at a time.
 const EXPORT_CHUNK: u32 = 1000;
 /// Longest filter value accepted (ids and reasons are far shorter).
-const MAX_VALUE: usize = 500;
+pub(super) const MAX_VALUE: usize = 500;
 
 /// The list's filters, as the URL carries them (also the export's).
 #[derive(Deserialize, Default, Clone)]
@@ -54,9 +56,35 @@ impl ListParams {
         )
     }
 
-    /// The filters for the audit trail (no cursor).
-    fn described(&self) -> String {
-        self.href("", None).trim_start_matches('?').to_owned()
+    /// The filters for the audit trail (no cursor). The typed ones
+    /// (reason, location, account) are recorded only when the listing found
+    /// jobs with them; otherwise they could be anything, an MRN included.
+    fn described(&self, matched: bool) -> String {
+        if matched {
+            return self.href("", None).trim_start_matches('?').to_owned();
+        }
+        let typed = [
+            ("reason", &self.reason),
+            ("location", &self.location),
+            ("account", &self.account),
+        ];
+        let chosen = Self {
+            reason: None,
+            location: None,
+            account: None,
+            cursor: None,
+            ..self.clone()
+        };
+        let mut described = chosen.href("", None).trim_start_matches('?').to_owned();
+        for (name, value) in typed {
+            if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+                if !described.is_empty() {
+                    described.push('&');
+                }
+                described.push_str(&format!("{name}={}", crate::audit::unmatched(value)));
+            }
+        }
+        described
     }
 }
 
@@ -144,21 +172,23 @@ pub async fn page(
     let Ok(Query(params)) = params else {
         return html::error_page(StatusCode::BAD_REQUEST, "The filters could not be read.");
     };
-    state.audit(
-        &session,
-        &request_id,
-        "console.jobs.view",
-        params.described(),
-    );
+    let audit = |matched| {
+        let target = params.described(matched);
+        state.audit(&session, &request_id, "console.jobs.view", target);
+    };
     let listing = match Listing::read(&params, &state) {
         Ok(listing) => listing,
-        Err(problem) => return list_page(&state, &session, &params, Err(&problem), None),
+        Err(problem) => {
+            audit(false);
+            return list_page(&state, &session, &params, Err(&problem), None);
+        }
     };
     let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(cursor) => match state.app.cursors.open(&listing.filters, cursor) {
             Some(key) => Some(key),
             None => {
+                audit(false);
                 let problem = "That page link belongs to other filters; start from the first page.";
                 return list_page(&state, &session, &params, Err(problem), None);
             }
@@ -171,8 +201,12 @@ pub async fn page(
         .await
     {
         Ok(jobs) => jobs,
-        Err(error) => return html::unavailable(&error),
+        Err(error) => {
+            audit(false);
+            return html::unavailable(&error);
+        }
     };
+    audit(!jobs.is_empty());
     let overdue_before = state.app.overdue_before_ns();
     for job in &mut jobs {
         job.flag_overdue(overdue_before);
@@ -282,17 +316,17 @@ fn row(job: &JobState, zone: &jiff::tz::TimeZone) -> Markup {
         .unwrap_or_default();
     html! {
         tr {
-            td.id { a href=(job_href(&job.job_id)) { (job.job_id) } }
+            td.id { a href=(job_href(&job.job_id)) { (cell(&job.job_id)) } }
             td { (status_badge(&job.status, job.overdue)) }
             td {
-                @if let Some(reason) = &job.failure_reason { (reason) }
-                @else if let Some(emr) = &job.emr_note_id { code { (emr) } }
+                @if let Some(reason) = &job.failure_reason { (cell(reason)) }
+                @else if let Some(emr) = &job.emr_note_id { code { (cell(emr)) } }
             }
             td { (when) }
-            td.id { (job.patient_note_id) }
-            td { (job.location_id.as_deref().unwrap_or("")) }
-            td { (job.access_token_reference_id.as_deref().unwrap_or("")) }
-            td { @if let Some(mrn) = &job.patient_mrn { (masked_mrn(mrn)) } }
+            td.id { (cell(&job.patient_note_id)) }
+            td { (cell(job.location_id.as_deref().unwrap_or(""))) }
+            td { (cell(job.access_token_reference_id.as_deref().unwrap_or(""))) }
+            td { @if let Some(mrn) = &job.patient_mrn { (masked(mrn)) } }
         }
     }
 }
@@ -313,7 +347,18 @@ pub async fn export(
         Ok(listing) => listing,
         Err(problem) => return html::error_page(StatusCode::BAD_REQUEST, &problem),
     };
-    state.audit(&session, &request_id, "console.export", params.described());
+    // Whether the filters select anything decides what the audit row may
+    // say of them.
+    let matched = match state.app.store.list_jobs(&listing.query(None, 1)).await {
+        Ok(jobs) => !jobs.is_empty(),
+        Err(error) => return html::unavailable(&error),
+    };
+    state.audit(
+        &session,
+        &request_id,
+        "console.export",
+        params.described(matched),
+    );
     let store = state.app.store.clone();
     let overdue_before = state.app.overdue_before_ns();
     // The rows are read a chunk at a time as the client takes them, so an
@@ -379,7 +424,15 @@ const CSV_COLUMNS: [&str; 12] = [
 ];
 
 fn csv_header() -> String {
-    CSV_COLUMNS.join(",") + "\r\n"
+    let mut out = String::new();
+    for (index, column) in CSV_COLUMNS.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        csv_field(column, &mut out);
+    }
+    out.push_str("\r\n");
+    out
 }
 
 fn csv_row(out: &mut String, job: &JobState) {
@@ -402,51 +455,7 @@ fn csv_row(out: &mut String, job: &JobState) {
         if index > 0 {
             out.push(',');
         }
-        csv_field(out, field.unwrap_or(""));
+        csv_field(field.unwrap_or(""), out);
     }
     out.push_str("\r\n");
-}
-
-/// RFC 4180 quoting; a value a spreadsheet would run as a formula gets a
-/// leading `'` (OWASP's advice on CSV injection).
-fn csv_field(out: &mut String, value: &str) {
-    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quoted = formula || value.contains([',', '"', '\r', '\n']) || value != value.trim();
-    if !quoted {
-        out.push_str(value);
-        return;
-    }
-    out.push('"');
-    if formula {
-        out.push('\'');
-    }
-    out.push_str(&value.replace('"', "\"\""));
-    out.push('"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    fn field(value: &str) -> String {
-        let mut out = String::new();
-        csv_field(&mut out, value);
-        out
-    }
-
-    #[test]
-    fn fields_are_quoted_only_when_needed() {
-        assert_eq!(field("plain"), "plain");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("two\nlines"), "\"two\nlines\"");
-        assert_eq!(field(" padded"), "\" padded\"");
-    }
-
-    #[test]
-    fn formulas_are_defused() {
-        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(field("+1"), "\"'+1\"");
-        assert_eq!(field("@SUM(A1)"), "\"'@SUM(A1)\"");
-    }
 }

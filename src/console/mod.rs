@@ -3,13 +3,19 @@
 //!
 //! - Pages are HTML with one stylesheet, no script: every filter is a GET
 //!   form, so the state is in the URL (shareable, opens in a new tab).
-//! - Sign-in turns an API token into a server-side session ([`session`]);
-//!   every POST checks the request's origin and the session's CSRF token.
+//! - Sign-in turns an API token into a session kept in the database
+//!   ([`session`]), so any replica serves it; refused sign-ins are
+//!   throttled by client address ([`throttle`], [`client`]). Every POST
+//!   checks the request's origin and the session's CSRF token.
 //! - No note text, subject or payload is ever shown. MRNs are masked to
-//!   their last four characters; revealing one is a POST that is refused
-//!   unless its audit row is committed. Every page view, search, export
-//!   and recovery writes an audit row.
+//!   their last four characters; revealing one needs the `phi` permission
+//!   and is refused unless its audit row is committed. Every page view,
+//!   search, export and recovery writes an audit row.
+//! - Values that came from outside are shown as [`display`] says: cut to
+//!   fit, invisible characters made visible, CSV cells defused.
 
+mod client;
+mod display;
 mod html;
 mod job;
 mod jobs;
@@ -17,6 +23,7 @@ mod recovery;
 mod search;
 mod session;
 mod sign_in;
+mod throttle;
 mod today;
 mod trail;
 
@@ -31,13 +38,34 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use jiff::tz::TimeZone;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::audit::Action;
+use crate::request_id;
 use crate::routes::AppState;
-pub use recovery::Recoveries;
+pub use client::TrustedProxies;
 pub use session::{Session, Sessions};
+use throttle::SignInRefusals;
+
+/// How often refused sign-ins are written to the audit trail, one row
+/// per client address.
+const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(60);
+
+/// The console's settings, from the configuration.
+pub struct Settings {
+    pub zone: TimeZone,
+    /// The listener speaks HTTPS: cookies are `Secure`.
+    pub https: bool,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
+    pub sign_in_attempts: u32,
+    pub sign_in_window: Duration,
+    pub trusted_proxies: TrustedProxies,
+    /// This process's name on the recovery sweep's lease.
+    pub lease_holder: String,
+    /// When the next scheduled sweep is due after one started here.
+    pub sweep_interval: Duration,
+}
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -45,19 +73,67 @@ pub struct ConsoleState {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
     pub zone: TimeZone,
-    /// The listener speaks HTTPS: cookies are `Secure`.
     pub https: bool,
-    pub recoveries: Arc<Recoveries>,
+    refusals: Arc<SignInRefusals>,
+    trusted_proxies: Arc<TrustedProxies>,
+    lease_holder: Arc<str>,
+    sweep_interval: Duration,
 }
 
 impl ConsoleState {
-    pub fn new(app: AppState, zone: TimeZone, idle: Duration, https: bool) -> Self {
-        Self {
+    /// The state, and a task that writes refused sign-ins to the audit
+    /// trail every minute.
+    pub fn new(app: AppState, settings: Settings) -> Self {
+        let sessions = Sessions::new(
+            app.store.clone(),
+            app.api_tokens.clone(),
+            settings.session_idle,
+            settings.session_lifetime,
+        );
+        let state = Self {
+            sessions: Arc::new(sessions),
+            zone: settings.zone,
+            https: settings.https,
+            refusals: Arc::new(SignInRefusals::new(
+                settings.sign_in_attempts,
+                settings.sign_in_window,
+            )),
+            trusted_proxies: Arc::new(settings.trusted_proxies),
+            lease_holder: settings.lease_holder.into(),
+            sweep_interval: settings.sweep_interval,
             app,
-            sessions: Arc::new(Sessions::new(idle)),
-            zone,
-            https,
-            recoveries: Arc::new(Recoveries::default()),
+        };
+        let reporter = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REFUSALS_REPORTED_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                reporter.report_refusals();
+            }
+        });
+        state
+    }
+
+    /// Writes the refused sign-ins counted since the last report: one
+    /// audit row per client address.
+    fn report_refusals(&self) {
+        for report in self.refusals.report(std::time::Instant::now()) {
+            tracing::warn!(
+                client = %report.client,
+                refused = report.refused,
+                throttled = report.throttled,
+                "console: sign-ins were refused"
+            );
+            self.app.audit.record(Action {
+                actor: sign_in::UNKNOWN_ACTOR,
+                action: sign_in::REFUSED_ACTION,
+                target: format!(
+                    "from {}: {} more refused ({} while throttled)",
+                    report.client, report.refused, report.throttled
+                ),
+                request_id: None,
+            });
         }
     }
 
@@ -78,8 +154,6 @@ impl ConsoleState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// The request's id, for audit rows.
 pub struct RequestId(Option<String>);
 
@@ -93,7 +167,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
         Ok(Self(
             parts
                 .headers
-                .get(&REQUEST_ID)
+                .get(&request_id::HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         ))
@@ -157,9 +231,10 @@ pub fn router(state: ConsoleState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .map_request(request_id::drop_unusable)
+                .layer(request_id::set())
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(request_id::propagate())
                 .layer(middleware::from_fn(same_origin_posts))
                 .layer(middleware::from_fn(security_headers)),
         )
@@ -174,7 +249,7 @@ fn request_span(request: &Request) -> tracing::Span {
         path = request.uri().path(),
         request_id = request
             .headers()
-            .get(&REQUEST_ID)
+            .get(&request_id::HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
         token = tracing::field::Empty,
@@ -256,7 +331,15 @@ async fn require_session(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let session = session::cookie(request.headers()).and_then(|id| state.sessions.get(id));
+    let session = match session::cookie(request.headers()) {
+        Some(id) => match state.sessions.get(id).await {
+            Ok(session) => session,
+            // The database cannot say: the session may well be live, so
+            // its cookie is kept.
+            Err(error) => return html::unavailable(&error),
+        },
+        None => None,
+    };
     match session {
         Some(session) => {
             tracing::Span::current().record("token", &*session.caller.name);

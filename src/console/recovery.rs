@@ -1,10 +1,11 @@
 //! Overdue jobs, and recovery of their outcomes from Cobalt: the page says
 //! what a sweep will ask (how many jobs, which window, how many accounts);
-//! confirming starts it in the background, and its page shows the
-//! progress, then the result.
+//! confirming takes the sweep's lease (so no scheduled sweep starts beside
+//! it on any replica) and starts it in the background; its page shows the
+//! progress, then the result. Runs are kept in the database, so any
+//! replica shows them and a second one is not started beside one going.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
@@ -12,63 +13,52 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use time::OffsetDateTime;
 
+use super::display::cell;
 use super::html::{self, Nav, at, document, document_refreshing, job_href};
 use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::auth::Permission;
 use crate::domain::JobStatus;
 use crate::reconcile::{Report, Scope};
-use crate::store::{JobQuery, ListStatus, Narrowing};
+use crate::store::{JobQuery, ListStatus, Narrowing, RecoveryRun, StoreError, unix_ns};
 
 /// Overdue jobs shown on the page (the count says how many there are).
 const SHOWN: u32 = 100;
-/// Finished runs remembered for their pages.
-const KEPT: usize = 20;
+/// How often a running sweep's progress is saved, at most.
+const SAVED_EVERY: Duration = Duration::from_secs(1);
+/// A running sweep's row is saved at least this often, changed or not...
+const HEARTBEAT: Duration = Duration::from_secs(20);
+/// ...so one not saved for this long was left by a process that stopped.
+const ABANDONED_AFTER: Duration = Duration::from_secs(90);
 
-/// Recovery runs started from this process's console.
-#[derive(Default)]
-pub struct Recoveries {
-    runs: Mutex<VecDeque<Arc<Run>>>,
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Running,
+    Finished(i64),
+    /// Its process stopped before it finished.
+    Abandoned,
 }
 
-pub struct Run {
-    pub id: String,
-    pub started_by: Arc<str>,
-    pub started_at: OffsetDateTime,
-    pub plan: String,
-    progress: Mutex<Progress>,
+fn standing(run: &RecoveryRun, now_ns: i64) -> Standing {
+    match run.finished_ns {
+        Some(at) => Standing::Finished(at),
+        None if now_ns.saturating_sub(run.updated_ns)
+            < i64::try_from(ABANDONED_AFTER.as_nanos()).unwrap_or(i64::MAX) =>
+        {
+            Standing::Running
+        }
+        None => Standing::Abandoned,
+    }
 }
 
-#[derive(Clone, Default)]
-struct Progress {
-    report: Report,
-    finished_at: Option<OffsetDateTime>,
+/// The run still going, on any replica, if any: one at a time.
+async fn running(state: &ConsoleState) -> Result<Option<RecoveryRun>, StoreError> {
+    let latest = state.app.store.recovery_run(None).await?;
+    Ok(latest.filter(|run| standing(run, now_ns()) == Standing::Running))
 }
 
-impl Recoveries {
-    fn find(&self, id: &str) -> Option<Arc<Run>> {
-        let runs = self.runs.lock().expect("not poisoned");
-        runs.iter().find(|run| run.id == id).cloned()
-    }
-
-    /// The run still going, if any: one at a time.
-    fn running(&self) -> Option<Arc<Run>> {
-        let runs = self.runs.lock().expect("not poisoned");
-        runs.iter()
-            .find(|run| {
-                run.progress
-                    .lock()
-                    .expect("not poisoned")
-                    .finished_at
-                    .is_none()
-            })
-            .cloned()
-    }
-
-    fn add(&self, run: Arc<Run>) {
-        let mut runs = self.runs.lock().expect("not poisoned");
-        runs.push_front(run);
-        runs.truncate(KEPT);
-    }
+fn now_ns() -> i64 {
+    unix_ns(OffsetDateTime::now_utc())
 }
 
 /// `GET /ui/overdue`.
@@ -99,7 +89,10 @@ pub async fn overdue(
     };
     let zone = &state.zone;
     let may_operate = session.caller.may(Permission::Operate);
-    let running = state.recoveries.running();
+    let running = match running(&state).await {
+        Ok(running) => running,
+        Err(error) => return html::unavailable(&error),
+    };
     let body = html! {
         h1 { "Overdue" }
         p {
@@ -141,10 +134,10 @@ pub async fn overdue(
                     tbody {
                         @for job in &jobs {
                             tr {
-                                td.id { a href=(job_href(&job.job_id)) { (job.job_id) } }
-                                td.id { (job.patient_note_id) }
+                                td.id { a href=(job_href(&job.job_id)) { (cell(&job.job_id)) } }
+                                td.id { (cell(&job.patient_note_id)) }
                                 td { (job.submitted_at.as_deref().map(|t| at(t, zone)).unwrap_or_default()) }
-                                td { (job.access_token_reference_id.as_deref().unwrap_or("")) }
+                                td { (cell(job.access_token_reference_id.as_deref().unwrap_or(""))) }
                             }
                         }
                     }
@@ -174,8 +167,10 @@ pub async fn start(
             "Recovery is off: no Cobalt credentials are configured.",
         );
     };
-    if let Some(run) = state.recoveries.running() {
-        return see_other(&run.id);
+    match running(&state).await {
+        Ok(Some(run)) => return see_other(&run.id),
+        Ok(None) => {}
+        Err(error) => return html::unavailable(&error),
     }
     let overdue = match state
         .app
@@ -186,6 +181,18 @@ pub async fn start(
         Ok(summary) => summary.overdue,
         Err(error) => return html::unavailable(&error),
     };
+    // The sweep's lease, taken whoever holds it: the scheduled sweep on
+    // every replica then waits an interval from now.
+    let now = OffsetDateTime::now_utc();
+    let next_due = unix_ns(now + state.sweep_interval);
+    if let Err(error) = state
+        .app
+        .store
+        .take_lease(&state.lease_holder, i64::MAX, next_due)
+        .await
+    {
+        return html::unavailable(&error);
+    }
     let plan = reconciler.plan(overdue);
     let plan = format!(
         "{} overdue job(s); failed deliveries since {} for {} account(s)",
@@ -193,26 +200,74 @@ pub async fn start(
     );
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).expect("the OS random source works");
-    let run = Arc::new(Run {
+    let run = RecoveryRun {
         id: hex::encode(id),
-        started_by: session.caller.name.clone(),
-        started_at: OffsetDateTime::now_utc(),
+        started_by: session.caller.name.to_string(),
+        started_ns: unix_ns(now),
         plan: plan.clone(),
-        progress: Mutex::new(Progress::default()),
-    });
-    state.recoveries.add(run.clone());
+        report: report_json(&Report::default()),
+        updated_ns: unix_ns(now),
+        finished_ns: None,
+    };
+    if let Err(error) = state.app.store.save_recovery_run(run.clone()).await {
+        return html::unavailable(&error);
+    }
     state.audit(&session, &request_id, "console.recovery.start", plan);
-    let (task_run, run_done) = (run.clone(), run.clone());
-    tokio::spawn(async move {
-        let observe = move |report: &Report| {
-            task_run.progress.lock().expect("not poisoned").report = report.clone();
-        };
-        let report = reconciler.sweep_observed(&Scope::default(), &observe).await;
-        let mut progress = run_done.progress.lock().expect("not poisoned");
-        progress.report = report;
-        progress.finished_at = Some(OffsetDateTime::now_utc());
-    });
+    tokio::spawn(run_and_save(
+        state.app.store.clone(),
+        reconciler,
+        run.clone(),
+    ));
     see_other(&run.id)
+}
+
+/// Runs the sweep, saving its progress as it goes and its report at the end.
+async fn run_and_save(
+    store: crate::store::Store,
+    reconciler: std::sync::Arc<crate::reconcile::Reconciler>,
+    mut run: RecoveryRun,
+) {
+    let (progress, mut latest) = tokio::sync::watch::channel(Report::default());
+    let observe = move |report: &Report| {
+        let _ = progress.send(report.clone());
+    };
+    let sweep =
+        tokio::spawn(async move { reconciler.sweep_observed(&Scope::default(), &observe).await });
+    tokio::pin!(sweep);
+    let mut saved_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            finished = &mut sweep => {
+                let report = finished.unwrap_or_else(|_| Report {
+                    errors: vec!["the sweep stopped unexpectedly".into()],
+                    ..latest.borrow().clone()
+                });
+                run.report = report_json(&report);
+                run.updated_ns = now_ns();
+                run.finished_ns = Some(run.updated_ns);
+                if let Err(error) = store.save_recovery_run(run).await {
+                    tracing::warn!(error = %error, "recovery: the run's result could not be saved");
+                }
+                return;
+            }
+            () = tokio::time::sleep(SAVED_EVERY) => {
+                let changed = latest.has_changed().unwrap_or(false);
+                if !changed && saved_at.elapsed() < HEARTBEAT {
+                    continue;
+                }
+                run.report = report_json(&latest.borrow_and_update());
+                run.updated_ns = now_ns();
+                match store.save_recovery_run(run.clone()).await {
+                    Ok(()) => saved_at = tokio::time::Instant::now(),
+                    Err(error) => tracing::warn!(error = %error, "recovery: the run's progress could not be saved"),
+                }
+            }
+        }
+    }
+}
+
+fn report_json(report: &Report) -> String {
+    serde_json::to_string(report).expect("a report always serializes")
 }
 
 fn see_other(id: &str) -> Response {
@@ -231,27 +286,32 @@ pub async fn progress(
     request_id: RequestId,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(run) = state.recoveries.find(&id) else {
-        return html::error_page(
-            StatusCode::NOT_FOUND,
-            "No such recovery run here (runs are kept by the process that started them, until it restarts).",
-        );
+    let run = match state.app.store.recovery_run(Some(&id)).await {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            return html::error_page(StatusCode::NOT_FOUND, "There is no such recovery run.");
+        }
+        Err(error) => return html::unavailable(&error),
     };
     state.audit(&session, &request_id, "console.recovery.view", id);
-    let progress = run.progress.lock().expect("not poisoned").clone();
-    let report = &progress.report;
+    let report: Report = serde_json::from_str(&run.report).unwrap_or_default();
+    let standing = standing(&run, now_ns());
     let zone = &state.zone;
-    let started = at(&crate::store::rfc3339(run.started_at), zone);
+    let started = html::at_ns(run.started_ns, zone);
     let body = html! {
         h1 { "Recovery" }
         p {
             "Started by " strong { (run.started_by) } " at " (started) ": " (run.plan) "."
         }
-        @match progress.finished_at {
-            None => p role="status" { strong { "Running…" } " This page refreshes itself." },
-            Some(finished) => p role="status" {
+        @match standing {
+            Standing::Running => p role="status" { strong { "Running…" } " This page refreshes itself." },
+            Standing::Finished(finished) => p role="status" {
                 strong { @if report.errors.is_empty() { "Finished" } @else { "Finished with errors" } }
-                " at " (at(&crate::store::rfc3339(finished), zone)) "."
+                " at " (html::at_ns(finished, zone)) "."
+            },
+            Standing::Abandoned => p role="status" {
+                strong { "Stopped" } ": the process running it stopped before it finished. "
+                "What it recorded is kept; start another run to finish the work."
             },
         }
         dl.facts {
@@ -268,6 +328,6 @@ pub async fn progress(
         }
         p { a href="/ui/overdue" { "Back to Overdue" } " · " a href={ "/ui/jobs?status=" (JobStatus::Created.as_str()) } { "Jobs" } }
     };
-    let refresh = progress.finished_at.is_none().then_some(2);
+    let refresh = (standing == Standing::Running).then_some(2);
     document_refreshing("Recovery", Nav::Overdue, Some(&session), refresh, body).into_response()
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
+use super::display::{cell, visible};
 use super::html::{self, Nav, document, job_href};
 use super::{ConsoleState, RequestId, Session};
 
@@ -60,7 +61,7 @@ pub async fn page(
     // The term is recorded only when it is an id found here: a term that
     // matched nothing could be anything a user typed, an MRN included.
     let target = if jobs.is_empty() {
-        format!("(no match, {} characters)", q.chars().count())
+        crate::audit::unmatched(&q)
     } else {
         q.clone()
     };
@@ -70,13 +71,13 @@ pub async fn page(
     }
     let body = html! {
         h1 { "Search" }
-        p { "Looked for " code { (q) } " as a job id, patient note id, EMR note id and event id." }
+        p { "Looked for " code { (visible(&q)) } " as a job id, patient note id, EMR note id and event id." }
         @if jobs.is_empty() {
             p { "Nothing has that id." }
         } @else {
             ul {
                 @for (job, matched) in &jobs {
-                    li { a href=(job_href(job)) { "Job " (job) } " (its " (matched) ")" }
+                    li { a href=(job_href(job)) { "Job " (cell(job)) } " (its " (matched) ")" }
                 }
             }
         }

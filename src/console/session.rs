@@ -1,17 +1,24 @@
 //! Console sessions: an API token, checked once at sign-in, becomes a
 //! random session id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure`
-//! over HTTPS); the token itself never reaches the browser again. Sessions
-//! live in this process's memory and end after `console_session_idle_secs`
-//! without a request, at sign-out, or when the process stops.
+//! over HTTPS); the token itself never reaches the browser again.
+//!
+//! Sessions live in the database (only the SHA-256 of each id), so any
+//! replica serves any session and signing out ends it everywhere. A
+//! session ends after `console_session_idle_secs` without a request,
+//! `console_session_max_secs` after sign-in however busy, at sign-out,
+//! when its token signs in again, or when its token leaves the
+//! configuration (permissions are read from it at every request).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::auth::Caller;
+use crate::auth::{ApiTokens, Caller};
+use crate::store::{SessionStart, Store, StoreError};
 
 pub const COOKIE: &str = "cobalt_console";
 
@@ -20,11 +27,20 @@ pub const COOKIE: &str = "cobalt_console";
 pub struct Session {
     pub id: String,
     pub caller: Caller,
-    /// The synchronizer token every form of this session carries.
+    /// The synchronizer token every form of this session carries: derived
+    /// from the session id, so every replica knows it and a copy of the
+    /// database does not.
     pub csrf: String,
 }
 
 impl Session {
+    fn new(id: String, caller: Caller) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(id.as_bytes()).expect("any key length");
+        mac.update(b"console csrf");
+        let csrf = hex::encode(mac.finalize().into_bytes());
+        Self { id, caller, csrf }
+    }
+
     /// Whether a form's `csrf` field is this session's token.
     pub fn checks(&self, csrf: &str) -> bool {
         self.csrf.as_bytes().ct_eq(csrf.as_bytes()).into()
@@ -32,49 +48,84 @@ impl Session {
 }
 
 pub struct Sessions {
+    store: Store,
+    tokens: Arc<ApiTokens>,
     idle: Duration,
-    live: Mutex<HashMap<String, (Session, Instant)>>,
+    lifetime: Duration,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration) -> Self {
+    pub fn new(store: Store, tokens: Arc<ApiTokens>, idle: Duration, lifetime: Duration) -> Self {
         Self {
+            store,
+            tokens,
             idle,
-            live: Mutex::new(HashMap::new()),
+            lifetime,
         }
     }
 
-    /// Starts a session for `caller`.
-    pub fn start(&self, caller: Caller) -> Session {
-        let session = Session {
-            id: random_token(),
-            caller,
-            csrf: random_token(),
-        };
-        let now = Instant::now();
-        let mut live = self.live.lock().expect("not poisoned");
-        // Forget expired sessions now and then, so abandoned ones do not pile up.
-        live.retain(|_, (_, seen)| now.duration_since(*seen) < self.idle);
-        live.insert(session.id.clone(), (session.clone(), now));
-        session
+    /// Starts a session for `caller`, ending the other one of its token.
+    pub async fn start(&self, caller: Caller) -> Result<Session, StoreError> {
+        let now = now_ns();
+        let session = Session::new(random_token(), caller);
+        self.store
+            .start_session(SessionStart {
+                id_sha256: id_digest(&session.id),
+                token_name: session.caller.name.to_string(),
+                now_ns: now,
+                idle_before_ns: now.saturating_sub(nanos(self.idle)),
+                started_before_ns: now.saturating_sub(nanos(self.lifetime)),
+            })
+            .await?;
+        Ok(session)
     }
 
     /// The live session `id` names, its idle clock restarted.
-    pub fn get(&self, id: &str) -> Option<Session> {
-        let now = Instant::now();
-        let mut live = self.live.lock().expect("not poisoned");
-        let (session, seen) = live.get_mut(id)?;
-        if now.duration_since(*seen) >= self.idle {
-            live.remove(id);
-            return None;
+    pub async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let digest = id_digest(id);
+        let Some(row) = self.store.session(&digest).await? else {
+            return Ok(None);
+        };
+        let now = now_ns();
+        let caller = self.tokens.caller_named(&row.token_name);
+        let ended = now.saturating_sub(row.seen_ns) >= nanos(self.idle)
+            || now.saturating_sub(row.started_ns) >= nanos(self.lifetime);
+        let Some(caller) = caller.filter(|_| !ended) else {
+            // Ended whether or not the row goes now (the next sign-in of
+            // any token deletes ended rows).
+            if let Err(error) = self.store.end_session(&digest).await {
+                tracing::warn!(error = %error, "console: an ended session could not be deleted");
+            }
+            return Ok(None);
+        };
+        // The idle clock is kept to within a tenth of the idle time (at
+        // most a minute), so a page view rarely costs a write; a database
+        // that cannot take the write now leaves the clock where it was.
+        let granularity = nanos(self.idle / 10).min(60_000_000_000);
+        if now.saturating_sub(row.seen_ns) >= granularity {
+            if let Err(error) = self.store.touch_session(&digest, now).await {
+                tracing::warn!(error = %error, "console: a session's idle clock was not restarted");
+            }
         }
-        *seen = now;
-        Some(session.clone())
+        Ok(Some(Session::new(id.to_owned(), caller)))
     }
 
-    pub fn end(&self, id: &str) {
-        self.live.lock().expect("not poisoned").remove(id);
+    pub async fn end(&self, id: &str) -> Result<(), StoreError> {
+        self.store.end_session(&id_digest(id)).await
     }
+}
+
+/// What the database keeps of a session id.
+fn id_digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+fn now_ns() -> i64 {
+    crate::store::unix_ns(time::OffsetDateTime::now_utc())
+}
+
+fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// 256 random bits from the OS, as hex.
@@ -97,7 +148,7 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `Set-Cookie` for a new session. No `Max-Age`: the cookie ends with the
-/// browser session, the server ends it sooner when idle.
+/// browser session, the server ends it sooner.
 pub fn session_cookie(session: &Session, https: bool) -> [(header::HeaderName, HeaderValue); 1] {
     let secure = if https { "; Secure" } else { "" };
     let value = format!(
@@ -140,9 +191,11 @@ mod tests {
     }
 
     #[test]
-    fn session_ids_and_csrf_tokens_are_random_and_distinct() {
+    fn session_ids_are_random_and_kept_only_as_digests() {
         let (a, b) = (random_token(), random_token());
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
+        assert_ne!(id_digest(&a), a);
+        assert_eq!(id_digest(&a), id_digest(&a));
     }
 }

@@ -133,7 +133,9 @@ pub async fn page(
                             tr {
                                 td {
                                     @match &group.reason {
-                                        Some(reason) => a href=(list("failed", Some(reason))) { (reason) },
+                                        // A value longer than a filter takes gets no link.
+                                        Some(reason) if reason.len() <= super::jobs::MAX_VALUE => a href=(list("failed", Some(reason))) { (super::display::cell(reason)) },
+                                        Some(reason) => (super::display::cell(reason)),
                                         None => span.note { "(no reason given)" },
                                     }
                                 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use serde::Deserialize;
 
+use super::display::cell;
 use super::html::{self, Nav, at, document, query};
 use super::{ConsoleState, RequestId, Session};
 use crate::auth::Permission;
@@ -100,10 +101,10 @@ pub async fn page(
                         @for row in &rows {
                             tr {
                                 td { (at(&row.at, zone)) }
-                                td { (row.actor) }
-                                td { code { (row.action) } }
-                                td.id { (row.target) }
-                                td.id { (row.request_id.as_deref().unwrap_or("")) }
+                                td { (cell(&row.actor)) }
+                                td { code { (cell(&row.action)) } }
+                                td.id { (cell(&row.target)) }
+                                td.id { (cell(row.request_id.as_deref().unwrap_or(""))) }
                             }
                         }
                     }

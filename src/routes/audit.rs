@@ -1,21 +1,22 @@
 //! `GET /v1/audit`: the audit trail, for tokens with the operate permission.
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::guard::ApiRoutes;
 use super::{AppState, bad};
+use crate::auth::Permission;
 use crate::error::{ErrorBody, Result};
 use crate::store::{AuditQuery, AuditRow};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(list_audit))
+pub fn routes() -> ApiRoutes<AppState> {
+    ApiRoutes::new().get("/v1/audit", Permission::Operate, list_audit)
 }
 
 /// Query parameters, read as text so each gets a clear error.

@@ -58,7 +58,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check: the database cannot take writes");
-            not_ready(&format!("the database cannot take writes: {error}"))
+            not_ready(&format!(
+                "the database cannot take writes: {}",
+                error.in_general()
+            ))
         }
     }
 }

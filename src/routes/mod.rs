@@ -2,6 +2,7 @@
 //! applies the layers every request goes through.
 
 pub mod audit;
+pub mod guard;
 pub mod health;
 pub mod status;
 pub mod submissions;
@@ -13,24 +14,25 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::audit::Audit;
-use crate::auth::{ApiTokens, Permission};
+use crate::auth::ApiTokens;
 use crate::cobalt;
 use crate::error::{AppError, ErrorBody};
 use crate::monitoring;
 use crate::pagination::Cursors;
 use crate::reconcile::Reconciler;
+use crate::request_id;
 use crate::signature::Verifier;
 use crate::store::Store;
+use guard::ApiRoutes;
 
 /// What the handlers share: one allocation behind an `Arc`, so the copy
 /// every handler and middleware takes is a single reference count.
@@ -88,26 +90,16 @@ pub struct TimeLimits {
     pub submission: Duration,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// The whole application. Layers run outermost first: the request id is set
 /// before the trace span opens (so the span carries it), and bare error
 /// answers from the inner layers (timeouts, panics) are made JSON before they
 /// are traced.
 pub fn router(state: AppState, limits: TimeLimits) -> Router {
-    // Route layers run outermost last-added: the caller is known before
-    // the read is audited.
-    let api = status::router()
-        .merge(submissions::router())
-        .merge(audit::router())
-        .route_layer(middleware::from_fn_with_state(
-            state.audit.clone(),
-            audit_reads,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.api_tokens.clone(),
-            authorize,
-        ));
+    // The caller is known (the guard) before the read is audited.
+    let audit = state.audit.clone();
+    let api = api_routes().guarded(state.api_tokens.clone(), |routes| {
+        routes.route_layer(middleware::from_fn_with_state(audit, audit_reads))
+    });
     Router::new()
         .merge(webhooks::router(state.body_limit))
         .merge(api)
@@ -117,13 +109,14 @@ pub fn router(state: AppState, limits: TimeLimits) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .map_request(request_id::drop_unusable)
+                .layer(request_id::set())
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
                         .on_response(log_response),
                 )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(request_id::propagate())
                 .layer(middleware::from_fn_with_state(limits, answer))
                 .layer(CatchPanicLayer::new()),
         )
@@ -183,7 +176,7 @@ fn request_span(request: &Request) -> tracing::Span {
         .map_or("unmatched", MatchedPath::as_str);
     let request_id = request
         .headers()
-        .get(&REQUEST_ID)
+        .get(&request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!(
@@ -205,48 +198,11 @@ fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
     );
 }
 
-/// What each route of the API needs: who may do what, in one place.
-fn permission_for(method: &str, route: &str) -> Permission {
-    match (method, route) {
-        ("PUT", "/v1/jobs/{job_id}") | ("POST", "/v1/patient-notes") => Permission::Submit,
-        ("POST", "/v1/recoveries") | ("GET", "/v1/audit") => Permission::Operate,
-        _ => Permission::Read,
-    }
-}
-
-/// Checks the bearer token (401) and its permission for the route (403),
-/// and names the caller in the request's log lines.
-async fn authorize(
-    State(tokens): State<Arc<ApiTokens>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let Some(caller) = tokens.caller(authorization) else {
-        return AppError::Unauthorized(
-            "a valid `Authorization: Bearer <token>` header is required",
-        )
-        .into_response();
-    };
-    tracing::Span::current().record("token", &*caller.name);
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("", MatchedPath::as_str);
-    let needed = permission_for(request.method().as_str(), route);
-    if !caller.may(needed) {
-        return AppError::Forbidden(format!(
-            "the token `{}` lacks the `{}` permission this route needs",
-            caller.name,
-            needed.as_str()
-        ))
-        .into_response();
-    }
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+/// The API's routes, each with the permission it needs.
+pub fn api_routes() -> ApiRoutes<AppState> {
+    status::routes()
+        .merge(submissions::routes())
+        .merge(audit::routes())
 }
 
 /// A listing's `limit`: `default` when absent, else a whole number from 1
@@ -298,7 +254,7 @@ async fn audit_reads(State(audit): State<Audit>, request: Request, next: Next) -
             target: crate::audit::bounded(target),
             request_id: request
                 .headers()
-                .get(&REQUEST_ID)
+                .get(&request_id::HEADER)
                 .and_then(|v| v.to_str().ok()),
         });
     }

@@ -2,15 +2,17 @@
 //! jobs failed and why, and what Cobalt sent for a job.
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::guard::ApiRoutes;
 use super::{AppState, bad};
+use crate::auth::{Caller, Permission};
 use crate::domain::JobStatus;
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring;
@@ -24,15 +26,23 @@ pub const MAX_WAIT_SECS: u64 = 120;
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-pub fn router() -> Router<AppState> {
+pub fn routes() -> ApiRoutes<AppState> {
     // Registration (PUT) and submission (POST) share these paths; see
     // `submissions`.
-    Router::new()
-        .route("/v1/jobs/{job_id}", get(get_job))
-        .route("/v1/jobs/{job_id}/events", get(list_job_events))
-        .route("/v1/patient-notes", get(list_patient_notes))
-        .route("/v1/patient-notes/{patient_note_id}", get(get_patient_note))
-        .route("/metrics", get(metrics))
+    ApiRoutes::new()
+        .get("/v1/jobs/{job_id}", Permission::Read, get_job)
+        .get(
+            "/v1/jobs/{job_id}/events",
+            Permission::Read,
+            list_job_events,
+        )
+        .get("/v1/patient-notes", Permission::Read, list_patient_notes)
+        .get(
+            "/v1/patient-notes/{patient_note_id}",
+            Permission::Read,
+            get_patient_note,
+        )
+        .get("/metrics", Permission::Read, metrics)
 }
 
 /// `GET /metrics`: Prometheus text format, behind the same tokens.
@@ -92,6 +102,8 @@ pub struct WaitParams {
 )]
 pub async fn get_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(job_id): Path<String>,
     params: std::result::Result<Query<WaitParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobState>> {
@@ -114,10 +126,10 @@ pub async fn get_job(
         let jobs = state.store.jobs_by_job_id(&job_id).await?;
         let decided = jobs.iter().any(|job| job.status != JobState::PENDING);
         let Some(next) = next else {
-            return one_job(&state, jobs);
+            return one_job(&state, &caller, &headers, jobs).await;
         };
         if decided || wakeups.is_closed() || tokio::time::Instant::now() >= deadline {
-            return one_job(&state, jobs);
+            return one_job(&state, &caller, &headers, jobs).await;
         }
         tokio::select! {
             () = next => {}
@@ -126,12 +138,18 @@ pub async fn get_job(
     }
 }
 
-fn one_job(state: &AppState, mut jobs: Vec<JobState>) -> Result<Json<JobState>> {
+async fn one_job(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    mut jobs: Vec<JobState>,
+) -> Result<Json<JobState>> {
     match jobs.len() {
         0 => Err(AppError::NotFound(
             "this job is neither registered nor has an outcome been received for it",
         )),
         1 => {
+            disclose(state, caller, headers, &mut jobs).await?;
             let mut job = jobs.remove(0);
             job.flag_overdue(state.overdue_before_ns());
             Ok(Json(job))
@@ -147,6 +165,19 @@ fn one_job(state: &AppState, mut jobs: Vec<JobState>) -> Result<Json<JobState>> 
                 .join(", ")
         ))),
     }
+}
+
+/// MRNs as `caller` may see them ([`crate::phi`]).
+async fn disclose(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    jobs: &mut [JobState],
+) -> Result<()> {
+    let request_id = headers
+        .get(&crate::request_id::HEADER)
+        .and_then(|v| v.to_str().ok());
+    Ok(crate::phi::disclose(&state.audit, caller, request_id, jobs).await?)
 }
 
 fn now_ns() -> i64 {
@@ -210,14 +241,17 @@ pub struct PatientNote {
 )]
 pub async fn get_patient_note(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(patient_note_id): Path<String>,
 ) -> Result<Json<PatientNote>> {
-    let jobs = state.store.jobs_by_note(&patient_note_id).await?;
+    let mut jobs = state.store.jobs_by_note(&patient_note_id).await?;
     if jobs.is_empty() {
         return Err(AppError::NotFound(
             "no outcome has been received for this patient note",
         ));
     }
+    disclose(&state, &caller, &headers, &mut jobs).await?;
     Ok(Json(PatientNote {
         patient_note_id,
         jobs,
@@ -264,6 +298,8 @@ pub struct Page {
 )]
 pub async fn list_patient_notes(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     params: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page>> {
     let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
@@ -345,5 +381,6 @@ pub async fn list_patient_notes(
     } else {
         None
     };
+    disclose(&state, &caller, &headers, &mut items).await?;
     Ok(Json(Page { items, next_cursor }))
 }

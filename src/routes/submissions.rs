@@ -10,8 +10,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,8 +18,9 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::guard::ApiRoutes;
 use super::{AppState, bad};
-use crate::auth::Caller;
+use crate::auth::{Caller, Permission};
 use std::sync::Arc;
 
 use tracing::Instrument;
@@ -37,11 +37,11 @@ const MAX_ID_LEN: usize = 255;
 /// How far in the future a `submitted_at` may lie (clock skew).
 const FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs/{job_id}", put(register))
-        .route("/v1/patient-notes", post(submit))
-        .route("/v1/recoveries", post(recover))
+pub fn routes() -> ApiRoutes<AppState> {
+    ApiRoutes::new()
+        .put("/v1/jobs/{job_id}", Permission::Submit, register)
+        .post("/v1/patient-notes", Permission::Submit, submit)
+        .post("/v1/recoveries", Permission::Operate, recover)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -433,7 +433,9 @@ pub fn parse_day(text: &str) -> Option<time::Date> {
     .ok()
 }
 
-/// The job's state after a registration or submission.
+/// The job's state after a registration or submission, its MRN masked
+/// whoever asks (a caller with `phi` reads it whole with `GET`, where the
+/// reading is audited).
 async fn job_state(state: &AppState, job_id: &str) -> Result<JobState> {
     let mut jobs = state.store.jobs_by_job_id(job_id).await?;
     let mut job = if jobs.is_empty() {
@@ -442,6 +444,9 @@ async fn job_state(state: &AppState, job_id: &str) -> Result<JobState> {
         jobs.remove(0)
     };
     job.flag_overdue(state.overdue_before_ns());
+    if let Some(mrn) = &mut job.patient_mrn {
+        *mrn = crate::phi::masked(mrn);
+    }
     Ok(job)
 }
 

@@ -14,6 +14,7 @@
 //!
 //! The engine is chosen by the scheme of `database_url`.
 
+pub mod console;
 pub mod copy;
 mod postgres;
 mod sqlite;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::{Envelope, JobStatus};
+pub use console::{RecoveryRun, SessionRow, SessionStart};
 pub use wakeups::Wakeups;
 
 /// The database engines, chosen by the scheme of `database_url`.
@@ -269,6 +271,37 @@ impl Store {
     pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
         on_engine!(self, store => store.purge_audit(cutoff_ns).await)
     }
+
+    /// Starts a console session, replacing its token's other session and
+    /// deleting sessions that have ended.
+    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
+        on_engine!(self, store => store.start_session(start).await)
+    }
+
+    /// The session whose id has this SHA-256, if it was started and not
+    /// ended (whether it has expired is the caller's to judge).
+    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
+        on_engine!(self, store => store.session(id_sha256).await)
+    }
+
+    /// Restarts a session's idle clock.
+    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
+        on_engine!(self, store => store.touch_session(id_sha256, now_ns).await)
+    }
+
+    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        on_engine!(self, store => store.end_session(id_sha256).await)
+    }
+
+    /// Records a console recovery run, or its progress.
+    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
+        on_engine!(self, store => store.save_recovery_run(run).await)
+    }
+
+    /// The run with this id, or with `None` the newest run.
+    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
+        on_engine!(self, store => store.recovery_run(id).await)
+    }
 }
 
 /// What became of a delivery, as kept in the event log.
@@ -480,6 +513,34 @@ pub enum StoreError {
     Stopped,
     #[error("too many deliveries are waiting for the database")]
     Overloaded,
+}
+
+impl StoreError {
+    /// What went wrong in general words, fit for an answer to anyone
+    /// (readiness): never the database's own text, which goes to the log.
+    pub fn in_general(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "it did not commit in time",
+            Self::Database(text) if is_full(text) => "it is full",
+            Self::Database(_) => "it refused the write",
+            Self::Stopped => "the storage has stopped",
+            Self::Overloaded => "too many writes are waiting",
+        }
+    }
+}
+
+/// A full database, in either engine's words: SQLite's `SQLITE_FULL` (also
+/// past `max_database_bytes`), PostgreSQL's `disk_full` (53100) or a file
+/// it could not extend.
+fn is_full(text: &str) -> bool {
+    [
+        "database or disk is full",
+        "53100",
+        "could not extend file",
+        "No space left",
+    ]
+    .iter()
+    .any(|words| text.contains(words))
 }
 
 /// Queues a command for an engine's writer and waits until `deadline` for

@@ -56,8 +56,19 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
     assert!(output.contains("write_batch_size = 99"), "{output}");
     assert!(output.contains("listen = \"127.0.0.1:0\""), "{output}");
     assert!(output.contains("[redacted]"), "{output}");
+    // Tokens by name and permissions; a weak one is named, never shown.
     assert!(
-        !output.contains(SECRET) && !output.contains(TOKEN) && !output.contains("warning"),
+        output.contains("api_tokens = [\"token-1:read:[redacted]\"]"),
+        "{output}"
+    );
+    let warnings: Vec<&str> = output.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(
+        warnings,
+        ["warning: the API token `token-1` is weak: it is shorter than 32 characters; replace it"],
+        "{output}"
+    );
+    assert!(
+        !output.contains(SECRET) && !output.contains(TOKEN),
         "{output}"
     );
 

@@ -17,21 +17,21 @@ use crate::helpers::*;
 use crate::recovery::point_at;
 
 /// A browser's view of the console: its session cookie and CSRF token.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    cookie: Option<String>,
-    csrf: String,
+pub(crate) struct Browser {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub cookie: Option<String>,
+    pub csrf: String,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Page {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
 }
 
 impl Page {
-    fn location(&self) -> &str {
+    pub fn location(&self) -> &str {
         self.headers
             .get("location")
             .and_then(|v| v.to_str().ok())
@@ -40,7 +40,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Self {
             base: app.console.clone().expect("the console is on"),
             client: reqwest::Client::builder()
@@ -53,8 +53,27 @@ impl Browser {
     }
 
     /// Signs in with `token`, as the sign-in form does.
-    async fn signed_in(app: &TestApp, token: &str) -> Self {
-        let mut browser = Self::new(app);
+    pub async fn signed_in(app: &TestApp, token: &str) -> Self {
+        Self::new(app).sign_in(token).await
+    }
+
+    /// A browser of the console at `base`, opening a new connection for
+    /// every request (as through a balancer that spreads connections).
+    pub fn at(base: String) -> Self {
+        Self {
+            base,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
+            cookie: None,
+            csrf: String::new(),
+        }
+    }
+
+    pub async fn sign_in(self, token: &str) -> Self {
+        let mut browser = self;
         let page = browser
             .post("/ui/sign-in", &[("token", token), ("next", "/ui")])
             .await;
@@ -73,7 +92,7 @@ impl Browser {
         browser
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub async fn get(&self, path: &str) -> Page {
         let mut request = self.client.get(format!("{}{path}", self.base));
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", format!("cobalt_console={cookie}"));
@@ -82,11 +101,11 @@ impl Browser {
     }
 
     /// A form POST from this console's own page.
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         self.post_from(path, form, Some(&self.base.clone())).await
     }
 
-    async fn post_from(&self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Page {
+    pub async fn post_from(&self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Page {
         let mut request = self.client.post(format!("{}{path}", self.base)).form(form);
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", format!("cobalt_console={cookie}"));
@@ -98,7 +117,7 @@ impl Browser {
     }
 }
 
-async fn page_of(response: reqwest::Response) -> Page {
+pub(crate) async fn page_of(response: reqwest::Response) -> Page {
     Page {
         status: response.status(),
         headers: response.headers().clone(),
@@ -106,7 +125,7 @@ async fn page_of(response: reqwest::Response) -> Page {
     }
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let at = html
         .find("name=\"csrf\" value=\"")
         .expect("a form with a CSRF token")
@@ -114,22 +133,22 @@ fn csrf_of(html: &str) -> String {
     html[at..at + 64].to_owned()
 }
 
-async fn console_app() -> TestApp {
+pub(crate) async fn console_app() -> TestApp {
     spawn_app_with(console_on).await
 }
 
-fn console_on(config: &mut Config) {
+pub(crate) fn console_on(config: &mut Config) {
     config.console_listen = Some("127.0.0.1:0".parse().unwrap());
 }
 
-fn minutes_ago(minutes: i64) -> String {
+pub(crate) fn minutes_ago(minutes: i64) -> String {
     (OffsetDateTime::now_utc() - time::Duration::minutes(minutes))
         .format(&Rfc3339)
         .unwrap()
 }
 
 /// A failed outcome that carries patient data, as Cobalt's may.
-fn failure(event: &str, job: &str, reason: &str, created: &str) -> Value {
+pub(crate) fn failure(event: &str, job: &str, reason: &str, created: &str) -> Value {
     let mut event = failed_event(event, job, &format!("pn-{job}"), created);
     event["data"]["failure_reason"] = json!(reason);
     event["data"]["patient_mrn"] = json!(MRN);
@@ -139,13 +158,13 @@ fn failure(event: &str, job: &str, reason: &str, created: &str) -> Value {
     event
 }
 
-async fn deliver(app: &TestApp, event: &Value) {
+pub(crate) async fn deliver(app: &TestApp, event: &Value) {
     let response = app.post_webhook(&event.to_string()).await;
     assert_eq!(response.status(), 200);
 }
 
 /// The audit rows of `action`, newest first, through the API.
-async fn audit_rows(app: &TestApp, action: &str) -> Vec<Value> {
+pub(crate) async fn audit_rows(app: &TestApp, action: &str) -> Vec<Value> {
     // Rows are written in the background, a moment after the request.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -210,7 +229,10 @@ async fn a_page_without_a_session_sends_the_browser_to_sign_in_and_back() {
     let rows = audit_rows(&app, "console.sign_in_refused").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["actor"], "(unknown token)");
-    assert_eq!(rows[0]["target"], "", "the token is not recorded");
+    assert_eq!(
+        rows[0]["target"], "from 127.0.0.1",
+        "the address, never the token"
+    );
 
     // The right one: a session, then back where the browser was going;
     // never to another site.
@@ -638,27 +660,31 @@ async fn the_csv_export_holds_exactly_the_filtered_set_escaped() {
             .starts_with("attachment; filename=\"jobs-")
     );
     let lines: Vec<&str> = csv.body.split("\r\n").collect();
+    // Every field quoted, the header too.
     assert_eq!(
         lines[0],
-        "job_id,patient_note_id,status,overdue,failure_reason,emr_note_id,location_id,\
-         access_token_reference_id,submitted_at,decided_at,first_received_at,last_received_at"
+        "\"job_id\",\"patient_note_id\",\"status\",\"overdue\",\"failure_reason\",\
+         \"emr_note_id\",\"location_id\",\"access_token_reference_id\",\"submitted_at\",\
+         \"decided_at\",\"first_received_at\",\"last_received_at\""
     );
-    assert!(lines[1].starts_with("9003,pn-9003,failed,false,Unknown provider,,loc-2,user_test,,"));
+    assert!(lines[1].starts_with(
+        "\"9003\",\"pn-9003\",\"failed\",\"false\",\"Unknown provider\",\"\",\"loc-2\",\"user_test\",\"\","
+    ));
     assert!(
-        lines[2].starts_with("9002,pn-9002,failed,false,\"'=cmd|' /C calc'!A0\","),
+        lines[2].starts_with("\"9002\",\"pn-9002\",\"failed\",\"false\",\"'=cmd|' /C calc'!A0\","),
         "{}",
         lines[2]
     );
     assert!(
         csv.body.contains(
-            "9001,pn-9001,failed,false,\"EMR said \"\"no\"\", twice\nand =HYPERLINK(\"\"x\"\")\","
+            "\"9001\",\"pn-9001\",\"failed\",\"false\",\"EMR said \"\"no\"\", twice\nand =HYPERLINK(\"\"x\"\")\","
         ),
         "{}",
         csv.body
     );
     assert!(!csv.body.contains("9004"), "only the filtered set");
     let all = browser.get("/ui/jobs.csv").await;
-    assert!(all.body.contains("9004,pn-x4,created"));
+    assert!(all.body.contains("\"9004\",\"pn-x4\",\"created\""));
     let reason = browser.get("/ui/jobs.csv?reason=Unknown%20provider").await;
     assert_eq!(reason.body.matches("\r\n").count(), 2, "header and one row");
     let bad = browser.get("/ui/jobs.csv?from=never").await;
@@ -846,11 +872,13 @@ async fn no_page_or_export_shows_patient_data_and_a_reveal_is_recorded() {
         assert!(!seen.contains(secret), "{secret} shown");
     }
     assert!(
-        seen.contains("••••9977"),
+        seen.contains("***9977"),
         "MRNs show their last four characters"
     );
 
-    // The reveal: a POST with the CSRF token, recorded before it is shown.
+    // The reveal (phi): a POST with the CSRF token, recorded before it is
+    // shown.
+    let browser = Browser::signed_in(&app, PHI_TOKEN).await;
     let page = browser.get("/ui/jobs/9300").await;
     let csrf = csrf_of(&page.body);
     let forged = browser
@@ -866,7 +894,7 @@ async fn no_page_or_export_shows_patient_data_and_a_reveal_is_recorded() {
     assert!(!revealed.body.contains(NOTE_TEXT));
     let rows = audit_rows(&app, "console.mrn.reveal").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["actor"], "ops");
+    assert_eq!(rows[0]["actor"], "records");
     assert_eq!(rows[0]["target"], "9300");
     assert!(!rows[0]["target"].as_str().unwrap().contains(MRN));
 }
@@ -889,7 +917,7 @@ async fn every_look_is_audited_and_the_trail_needs_operate() {
     app.get("/v1/patient-notes/pn-a").await;
 
     for (action, target) in [
-        ("console.sign_in", ""),
+        ("console.sign_in", "from 127.0.0.1"),
         ("console.job.view", "9400"),
         ("console.jobs.view", "status=created"),
         ("console.search", "pn-a"),
@@ -1099,7 +1127,7 @@ async fn an_mrn_is_not_shown_when_its_viewing_cannot_be_recorded() {
         &failure("evt_lock1", "9600", "EMR down", &minutes_ago(5)),
     )
     .await;
-    let browser = Browser::signed_in(&app, OPS_TOKEN).await;
+    let browser = Browser::signed_in(&app, PHI_TOKEN).await;
     let lock = app.hold_write_lock().await;
     // Pages that show no patient data go on (their rows wait in memory).
     let page = browser.get("/ui/jobs/9600").await;

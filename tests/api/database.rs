@@ -177,6 +177,21 @@ impl Workspace {
             .unwrap()
     }
 
+    /// How many bytes the database holds: its pages (SQLite, the WAL's
+    /// included), or PostgreSQL's size of the database.
+    pub async fn size_bytes(&self) -> i64 {
+        let sql = match self.engine() {
+            Engine::Sqlite => {
+                "select page_count * page_size from pragma_page_count(), pragma_page_size()"
+            }
+            Engine::Postgres => "select pg_database_size(current_database())",
+        };
+        let db = self.sql().await;
+        let bytes = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        db.close().await;
+        bytes
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let db = self.sql().await;
         let count = sqlx::query_scalar(&format!("select count(*) from {table}"))

@@ -24,6 +24,8 @@ pub const TOKEN: &str = "test-token-not-a-secret";
 pub const SUBMIT_TOKEN: &str = "test-submit-token-not-a-secret";
 /// The token named `ops`, which may read, submit and operate; for tests only.
 pub const OPS_TOKEN: &str = "test-ops-token-not-a-secret";
+/// The token named `records`, which may read and see whole MRNs; for tests only.
+pub const PHI_TOKEN: &str = "test-phi-token-not-a-secret";
 
 pub struct TestApp {
     pub address: String,
@@ -44,6 +46,7 @@ pub fn test_config(dir: &Workspace) -> Config {
             Secret::new(TOKEN),
             Secret::new(format!("clinic-app:read+submit:{SUBMIT_TOKEN}")),
             Secret::new(format!("ops:read+submit+operate:{OPS_TOKEN}")),
+            Secret::new(format!("records:read+phi:{PHI_TOKEN}")),
         ],
         ..Config::default()
     }

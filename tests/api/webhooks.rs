@@ -32,7 +32,8 @@ async fn the_documented_examples_are_applied_and_created_beats_failed() {
     assert_eq!(job["status"], "created");
     assert_eq!(job["emr_note_id"], "10d1c8d3-aa69-472a-a9eb-f5fbd12bf99f");
     assert_eq!(job["failure_reason"], Value::Null);
-    assert_eq!(job["patient_mrn"], "MRN-12345");
+    // Masked for a token without `phi`.
+    assert_eq!(job["patient_mrn"], "***2345");
     assert_eq!(job["deciding_event_id"], "evt_1J9X2q2eZvKYlo2CluR9g9gV");
     assert_eq!(app.count("events").await, 2);
 }

@@ -10,6 +10,7 @@
 //! - **Migrations** are applied at open by sqlx's migrator, which holds an
 //!   advisory lock meanwhile, so replicas starting together take turns.
 
+mod console;
 mod notify;
 mod reader;
 mod writer;
@@ -24,6 +25,7 @@ use sqlx::{Connection, Row};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
@@ -425,6 +427,40 @@ impl Store {
         reader::audit_page(&self.pool, &query)
             .await
             .map_err(read_error)
+    }
+
+    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
+        console::start_session(&self.pool, &start)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
+        console::session(&self.pool, id_sha256)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
+        console::touch_session(&self.pool, id_sha256, now_ns)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        console::end_session(&self.pool, id_sha256)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
+        console::save_run(&self.pool, &run)
+            .await
+            .map_err(read_error)
+    }
+
+    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
+        console::run(&self.pool, id).await.map_err(read_error)
     }
 
     pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {

@@ -17,6 +17,7 @@
 //! worker thread, which capped status reads near 15k/s.
 
 mod checkpointer;
+mod console;
 mod reader;
 mod writer;
 
@@ -30,6 +31,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
@@ -350,6 +352,39 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+
+    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
+        self.on_writer(move |db| console::start_session(db, &start))
+            .await
+    }
+
+    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
+        let id = id_sha256.to_owned();
+        self.readers.run(move |db| console::session(db, &id)).await
+    }
+
+    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.on_writer(move |db| console::touch_session(db, &id, now_ns))
+            .await
+    }
+
+    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.on_writer(move |db| console::end_session(db, &id))
+            .await
+    }
+
+    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
+        self.on_writer(move |db| console::save_run(db, &run)).await
+    }
+
+    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
+        let id = id.map(str::to_owned);
+        self.readers
+            .run(move |db| console::run(db, id.as_deref()))
+            .await
     }
 
     /// Runs `work` on the write connection once the batch in hand is done,
