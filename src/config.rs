@@ -71,6 +71,10 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     /// Seconds between two checks of the TLS files for a renewal.
     pub tls_reload_check_secs: u64,
+    /// Most clients waiting for an outcome (`?wait=`) at once; past it, a
+    /// new one is answered 503 at once. 0: a quarter of the open-file limit
+    /// left after a reserve of 256.
+    pub max_waiters: usize,
     /// Seconds a registered job may wait for its outcome before it is overdue.
     pub overdue_after_secs: u64,
     /// Seconds between two recovery sweeps against Cobalt's API (0: none).
@@ -147,6 +151,7 @@ impl Default for Config {
             tls_cert_path: None,
             tls_key_path: None,
             tls_reload_check_secs: 10,
+            max_waiters: 0,
             overdue_after_secs: 600,
             reconcile_interval_secs: 300,
             reconcile_lookback_days: 2,
@@ -214,6 +219,23 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// What a database outage would cost, when it would cost deliveries
+    /// for good: on PostgreSQL (replicas share the one database, so an
+    /// outage refuses deliveries on all of them) with no scheduled recovery
+    /// sweep to fetch what Cobalt gave up on after its one retry.
+    pub fn outage_warning(&self) -> Option<&'static str> {
+        let shared =
+            crate::store::Engine::of(&self.database_url) == Some(crate::store::Engine::Postgres);
+        let recovery = crate::cobalt::Credentials::from_config(self).is_some()
+            && self.reconcile_interval_secs > 0;
+        (shared && !recovery).then_some(
+            "deliveries refused while the database is unavailable are lost for good: \
+             Cobalt retries a delivery once, 1 s later, and recovery is off; set \
+             cobalt_client_id, cobalt_client_secret and cobalt_access_token (and keep \
+             reconcile_interval_secs above 0) so a sweep fetches them",
+        )
     }
 
     /// Checks the rules that span keys or that types cannot express.
@@ -512,6 +534,7 @@ fn expected(key: &str) -> Option<&'static str> {
         | "write_batch_size"
         | "write_queue_capacity"
         | "sqlite_mmap_bytes"
+        | "max_waiters"
         | "max_database_bytes"
         | "purge_interval_secs"
         | "tls_reload_check_secs" => "a whole number",
@@ -812,7 +835,7 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 41, "every key, the optional ones set");
+        assert_eq!(keys.len(), 42, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

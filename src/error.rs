@@ -47,6 +47,9 @@ pub enum AppError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Too many clients wait for outcomes; retry in a second.
+    #[error("too many clients are waiting for an outcome; retry without wait, or in a second")]
+    TooManyWaiters,
 }
 
 /// The body of every error answer.
@@ -72,7 +75,7 @@ impl AppError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Cobalt { status, .. } => *status,
             // Cobalt retries a 503 once; a storage fault may clear by then.
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::TooManyWaiters => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,6 +94,7 @@ impl AppError {
             Self::Cobalt { code, .. } => code,
             Self::Store(StoreError::Overloaded) => "overloaded",
             Self::Store(_) => "storage_unavailable",
+            Self::TooManyWaiters => "too_many_waiters",
         }
     }
 }

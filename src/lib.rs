@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod auth;
 pub mod canonical_json;
+pub mod capacity;
 pub mod cli;
 pub mod cobalt;
 pub mod config;

@@ -72,6 +72,9 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
             if let Err(missing) = config.require_webhook_secret() {
                 eprintln!("warning: {missing}; `serve` will refuse to start");
             }
+            if let Some(warning) = config.outage_warning() {
+                eprintln!("warning: {warning}");
+            }
             for (name, why) in cobalt_receiver::auth::ApiTokens::new(&config.api_tokens).weak() {
                 eprintln!("warning: the API token `{name}` is weak: {why}; replace it");
             }

@@ -65,6 +65,26 @@ impl Application {
             )
         })?;
         let store_options = config.store_options();
+        let open_files = match crate::capacity::raise_open_files() {
+            Ok(files) => {
+                if files.now != files.before {
+                    tracing::info!(
+                        before = files.before,
+                        now = files.now,
+                        "the open-file limit was raised to its hard limit"
+                    );
+                }
+                files.now
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "the open-file limit could not be read or raised");
+                1_024
+            }
+        };
+        let max_waiters = match config.max_waiters {
+            0 => crate::capacity::default_max_waiters(open_files),
+            set => set,
+        };
         // The first line says what runs: counts of secrets, never secrets.
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -84,6 +104,8 @@ impl Application {
                 0 => "forever".to_owned(),
                 days => format!("{days} days"),
             },
+            open_files,
+            max_waiters,
             "starting cobalt-receiver"
         );
 
@@ -123,6 +145,9 @@ impl Application {
         let api_tokens = ApiTokens::new(&config.api_tokens);
         if api_tokens.is_empty() {
             tracing::warn!("no api_tokens are set: every status query will be refused");
+        }
+        if let Some(warning) = config.outage_warning() {
+            tracing::warn!("{warning}");
         }
         for (name, why) in api_tokens.weak() {
             tracing::warn!(token = %name, "the API token `{name}` is weak: {why}; replace it");
@@ -182,6 +207,7 @@ impl Application {
             reconciler,
             audit: audit.clone(),
             signature_rejections: Arc::default(),
+            waiters: crate::capacity::WaiterSlots::new(max_waiters),
         });
         let console = match console_listener {
             Some(listener) => {

@@ -70,6 +70,8 @@ pub struct Shared {
     /// Who read which job or note (and, from the console, what else).
     pub audit: Audit,
     pub signature_rejections: Arc<webhooks::SignatureRejections>,
+    /// Places for clients waiting for an outcome.
+    pub waiters: Arc<crate::capacity::WaiterSlots>,
 }
 
 impl Shared {

@@ -96,7 +96,7 @@ pub struct WaitParams {
         (status = 403, description = "The token may not read", body = ErrorBody),
         (status = 404, description = "Neither registered nor any outcome received", body = ErrorBody),
         (status = 409, description = "Two patient notes claim this job id", body = ErrorBody),
-        (status = 503, description = "The database did not answer in time", body = ErrorBody),
+        (status = 503, description = "The database did not answer in time, or (`too_many_waiters`, with `wait`) too many clients are waiting", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -120,6 +120,11 @@ pub async fn get_job(
     let wakeups = state.store.wakeups();
     // Watching starts before the first read, so an outcome committed
     // between a read and the wait still wakes this request.
+    // A waiting client holds a connection: only so many may.
+    let _place = match wait {
+        0 => None,
+        _ => Some(state.waiters.take().ok_or(AppError::TooManyWaiters)?),
+    };
     let watch = (wait > 0).then(|| wakeups.watch(&job_id));
     loop {
         let next = watch.as_ref().map(|watch| watch.next());

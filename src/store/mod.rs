@@ -19,6 +19,7 @@ pub mod copy;
 mod postgres;
 mod sqlite;
 pub mod wakeups;
+pub mod write_health;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use time::OffsetDateTime;
 use crate::domain::{Envelope, JobStatus};
 pub use console::{RecoveryRun, SessionRow, SessionStart};
 pub use wakeups::Wakeups;
+pub use write_health::WriteHealth;
 
 /// The database engines, chosen by the scheme of `database_url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,11 @@ impl Store {
     /// (on any replica).
     pub fn wakeups(&self) -> &Arc<Wakeups> {
         on_engine!(self, store => store.wakeups())
+    }
+
+    /// How this process's recent batches ended.
+    pub fn write_health(&self) -> &WriteHealth {
+        on_engine!(self, store => store.write_health())
     }
 
     /// Records that `registration`'s job was submitted and its outcome is

@@ -61,9 +61,9 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
         output.contains("api_tokens = [\"token-1:read:[redacted]\"]"),
         "{output}"
     );
-    let warnings: Vec<&str> = output.lines().filter(|l| l.contains("warning")).collect();
+    let weak: Vec<&str> = output.lines().filter(|l| l.contains("is weak")).collect();
     assert_eq!(
-        warnings,
+        weak,
         ["warning: the API token `token-1` is weak: it is shorter than 32 characters; replace it"],
         "{output}"
     );
@@ -363,4 +363,37 @@ async fn the_database_url_comes_from_a_file_and_is_printed_without_its_password(
     let (status, output) = run(&dir, &env, &["migrate"]);
     assert!(status.success(), "{output}");
     assert!(!output.contains("pw-not-a-secret"), "{output}");
+}
+
+/// On PostgreSQL without recovery, check-config says what an outage costs;
+/// with Cobalt's credentials (recovery on), it does not. SQLite is a
+/// single process whose database is a local file: no such warning.
+#[test]
+fn check_config_warns_that_an_outage_loses_deliveries_without_recovery() {
+    let dir = workspace();
+    let outage = "deliveries refused while the database is unavailable are lost for good";
+    for (url, credentials, warned) in [
+        ("postgres://u@db/receiver", false, true),
+        ("postgres://u@db/receiver", true, false),
+        ("sqlite://receiver.db", false, false),
+    ] {
+        let mut env = vec![
+            ("COBALT_RECEIVER_DATABASE_URL", url),
+            ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET),
+        ];
+        if credentials {
+            env.extend([
+                ("COBALT_RECEIVER_COBALT_CLIENT_ID", "ci_test"),
+                ("COBALT_RECEIVER_COBALT_CLIENT_SECRET", "cs_test"),
+                ("COBALT_RECEIVER_COBALT_ACCESS_TOKEN", "at_test"),
+            ]);
+        }
+        let (status, output) = run(&dir, &env, &["check-config"]);
+        assert!(status.success(), "{output}");
+        assert_eq!(
+            output.contains(outage),
+            warned,
+            "{url} {credentials}: {output}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! a database of its own, on the engine under test (see `database`), and
 //! talks HTTP to it.
 
+mod capacity;
 mod cli;
 mod console;
 mod console_browser;
@@ -30,4 +31,5 @@ mod retention;
 mod status_api;
 mod storage;
 mod strangers;
+mod trouble;
 mod webhooks;

@@ -22,11 +22,32 @@ pub struct Process {
 }
 
 fn command(dir: &Workspace, env: &[(&str, &str)], args: &[&str]) -> (Command, PathBuf) {
+    command_limited(dir, env, args, None)
+}
+
+/// The binary's command, under an open-file limit (soft, hard) when given
+/// (util-linux's `prlimit` sets it for the process it starts).
+fn command_limited(
+    dir: &Workspace,
+    env: &[(&str, &str)],
+    args: &[&str],
+    open_files: Option<(u64, u64)>,
+) -> (Command, PathBuf) {
     // Several servers may run on one directory, one after another.
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = dir.path().join(format!("server-{n}.log"));
-    let mut command = Command::new(BINARY);
+    let mut command = match open_files {
+        None => Command::new(BINARY),
+        Some((soft, hard)) => {
+            let mut command = Command::new("prlimit");
+            command
+                .arg(format!("--nofile={soft}:{hard}"))
+                .arg("--")
+                .arg(BINARY);
+            command
+        }
+    };
     command
         .args(args)
         .env_remove("RUST_LOG")
@@ -51,7 +72,17 @@ fn append(path: &std::path::Path) -> std::fs::File {
 
 /// Starts the binary and waits until it says where it listens.
 pub fn start(dir: &Workspace, env: &[(&str, &str)], args: &[&str]) -> Process {
-    let (mut command, log) = command(dir, env, args);
+    start_limited(dir, env, args, None)
+}
+
+/// [`start`], under an open-file limit (soft, hard).
+pub fn start_limited(
+    dir: &Workspace,
+    env: &[(&str, &str)],
+    args: &[&str],
+    open_files: Option<(u64, u64)>,
+) -> Process {
+    let (mut command, log) = command_limited(dir, env, args, open_files);
     let mut child = command.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

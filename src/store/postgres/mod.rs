@@ -29,7 +29,7 @@ use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
-    Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups, WriteHealth,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -44,6 +44,7 @@ pub struct Store {
     write_timeout: Duration,
     cursor_key: [u8; 32],
     wakeups: Arc<Wakeups>,
+    write_health: Arc<WriteHealth>,
     /// The notifier and listener tasks, stopped at close.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -118,13 +119,21 @@ impl Store {
             .connect_lazy_with(connect_options(&options.database_url)?);
         let wakeups = Wakeups::new();
         let (notifier, tasks) = notify::start(pool.clone(), listen, wakeups.clone());
-        let writes = writer::start(connect, options, wakeups.clone(), notifier);
+        let write_health = Arc::new(WriteHealth::default());
+        let writes = writer::start(
+            connect,
+            options,
+            wakeups.clone(),
+            write_health.clone(),
+            notifier,
+        );
         Ok(Self {
             writes,
             pool,
             write_timeout: options.write_timeout,
             cursor_key,
             wakeups,
+            write_health,
             tasks: Arc::new(Mutex::new(tasks)),
         })
     }
@@ -147,6 +156,10 @@ impl Store {
 
     pub fn wakeups(&self) -> &Arc<Wakeups> {
         &self.wakeups
+    }
+
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.write_health
     }
 
     pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {

@@ -41,7 +41,9 @@ use tokio::time::Instant as Deadline;
 use super::cause;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
-use crate::store::{Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups};
+use crate::store::{
+    Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
+};
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
 // allocation per delivery.
@@ -66,6 +68,7 @@ pub(super) fn start(
     connect: PgConnectOptions,
     options: &StoreOptions,
     wakeups: Arc<Wakeups>,
+    health: Arc<WriteHealth>,
     notifier: super::notify::Notifier,
 ) -> mpsc::Sender<Command> {
     let (sender, receiver) = mpsc::channel(options.write_queue_capacity);
@@ -75,6 +78,7 @@ pub(super) fn start(
         batch_size: options.write_batch_size.max(1),
         timeout: options.write_timeout,
         wakeups,
+        health,
         notifier,
     };
     tokio::spawn(writer.run(receiver));
@@ -88,6 +92,8 @@ struct Writer {
     timeout: std::time::Duration,
     /// Waiters for outcomes on this replica, and the other replicas'.
     wakeups: Arc<Wakeups>,
+    /// Readiness hears how each batch ended.
+    health: Arc<WriteHealth>,
     notifier: super::notify::Notifier,
 }
 
@@ -203,6 +209,7 @@ impl Writer {
                 let elapsed = started.elapsed();
                 tracing::debug!(size = batch.len(), ?elapsed, "batch committed");
                 monitoring::batch_committed(batch.len(), elapsed.as_secs_f64());
+                self.health.committed();
                 let decided: Vec<&str> = batch
                     .iter()
                     .zip(&outcomes)
@@ -230,6 +237,7 @@ impl Writer {
                 };
                 tracing::error!(size = batch.len(), error = %error, "batch rolled back");
                 monitoring::database_error();
+                self.health.failed();
                 for write in batch.drain(..) {
                     let _ = write.reply.send(Err(error.clone()));
                 }
@@ -277,12 +285,36 @@ impl Writer {
                 return Err(StoreError::Database(cause(&error)));
             }
         };
-        let write = sqlx::query(
-            "insert into writer_probe (id, written_at) values (1, $1)
-             on conflict (id) do update set written_at = excluded.written_at",
-        )
-        .bind(now)
-        .execute(connection);
+        let write = async {
+            // What a delivery writes (an event row, a 64 KiB payload), in a
+            // transaction rolled back: a disk too full for new pages, or a
+            // rule refusing events, fails this as it fails deliveries.
+            let mut tx = connection.begin().await?;
+            let seq: i64 = sqlx::query_scalar(
+                "insert into events (event_id, received_at, outcome)
+                 values ('(readiness probe ' || pg_backend_pid() || ')', $1, 'ignored')
+                 returning seq",
+            )
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await?;
+            // Text that does not compress, so it takes its pages.
+            sqlx::query(
+                "insert into payloads (seq, payload)
+                 select $1, string_agg(md5(n::text), '') from generate_series(1, 2048) n",
+            )
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            sqlx::query(
+                "insert into writer_probe (id, written_at) values (1, $1)
+                 on conflict (id) do update set written_at = excluded.written_at",
+            )
+            .bind(now)
+            .execute(&mut *connection)
+            .await
+        };
         match tokio::time::timeout_at(deadline, write).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => {

@@ -23,6 +23,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -36,6 +37,7 @@ use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
     Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    WriteHealth,
 };
 
 /// Audit rows deleted per transaction.
@@ -50,6 +52,7 @@ pub struct Store {
     write_timeout: Duration,
     cursor_key: [u8; 32],
     wakeups: std::sync::Arc<Wakeups>,
+    write_health: Arc<WriteHealth>,
 }
 
 impl Store {
@@ -95,8 +98,9 @@ impl Store {
         tracing::debug!("db: migrations applied");
 
         let wakeups = Wakeups::new();
-        let writes =
-            writer::start(&path, options, wakeups.clone()).context("starting the writer")?;
+        let write_health = Arc::new(WriteHealth::default());
+        let writes = writer::start(&path, options, wakeups.clone(), write_health.clone())
+            .context("starting the writer")?;
         tracing::debug!("db: writer ready");
         let readers = reader::Readers::start(&path, options).context("starting the readers")?;
         tracing::debug!("db: readers ready");
@@ -106,6 +110,7 @@ impl Store {
             write_timeout: options.write_timeout,
             cursor_key,
             wakeups,
+            write_health,
         })
     }
 
@@ -210,6 +215,10 @@ impl Store {
 
     pub fn wakeups(&self) -> &std::sync::Arc<Wakeups> {
         &self.wakeups
+    }
+
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.write_health
     }
 
     pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {

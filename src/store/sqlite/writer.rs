@@ -24,7 +24,7 @@ use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
 use crate::store::{
     AuditEntry, Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, Source,
-    StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    StoreError, StoreOptions, SubmissionEnd, Wakeups, WriteHealth,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -53,6 +53,7 @@ pub(super) fn start(
     path: &Path,
     options: &StoreOptions,
     wakeups: std::sync::Arc<Wakeups>,
+    health: std::sync::Arc<WriteHealth>,
 ) -> anyhow::Result<mpsc::Sender<Command>> {
     let db = connect(
         path,
@@ -81,7 +82,13 @@ pub(super) fn start(
     let (batch_size, timeout) = (options.write_batch_size, options.write_timeout);
     std::thread::Builder::new()
         .name("db-writer".into())
-        .spawn(move || run(db, checkpointer, receiver, batch_size, timeout, &wakeups))?;
+        .spawn(move || {
+            let signals = Signals {
+                wakeups: &wakeups,
+                health: &health,
+            };
+            run(db, checkpointer, receiver, batch_size, timeout, signals)
+        })?;
     Ok(sender)
 }
 
@@ -91,7 +98,7 @@ fn run(
     mut commands: mpsc::Receiver<Command>,
     batch_size: usize,
     timeout: Duration,
-    wakeups: &Wakeups,
+    signals: Signals<'_>,
 ) {
     let mut batch: Vec<Write> = Vec::with_capacity(batch_size);
     let mut stop = None;
@@ -115,7 +122,7 @@ fn run(
             task: &mut task,
             until: Instant::now() + GATHER_MAX,
         };
-        let committed = commit_batch(&mut db, &mut batch, &mut arrivals, timeout, wakeups);
+        let committed = commit_batch(&mut db, &mut batch, &mut arrivals, timeout, signals);
         if committed > 0 {
             checkpointer.committed(committed);
         }
@@ -204,6 +211,14 @@ pub(super) fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()>
     tx.commit()
 }
 
+/// Who hears how each batch ended: clients waiting for an outcome, and
+/// readiness.
+#[derive(Clone, Copy)]
+struct Signals<'a> {
+    wakeups: &'a Wakeups,
+    health: &'a WriteHealth,
+}
+
 /// Applies and commits the batch, answers each delivery; returns how many
 /// were committed.
 fn commit_batch(
@@ -211,7 +226,7 @@ fn commit_batch(
     batch: &mut Vec<Write>,
     arrivals: &mut Arrivals<'_>,
     timeout: Duration,
-    wakeups: &Wakeups,
+    signals: Signals<'_>,
 ) -> usize {
     // A delivery whose handler has stopped waiting was answered 503 already:
     // storing it now would only hold up the others (the sender retries).
@@ -233,7 +248,8 @@ fn commit_batch(
         Ok(outcomes) => {
             tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
             monitoring::batch_committed(batch.len(), started.elapsed().as_secs_f64());
-            wakeups.wake(decided_jobs(batch, &outcomes));
+            signals.health.committed();
+            signals.wakeups.wake(decided_jobs(batch, &outcomes));
             let committed = batch.len();
             for (write, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = write.reply.send(Ok(outcome));
@@ -242,6 +258,7 @@ fn commit_batch(
         }
         Err(error) => {
             let error = StoreError::from(error);
+            signals.health.failed();
             tracing::error!(size = batch.len(), error = %error, "batch rolled back");
             monitoring::database_error();
             for write in batch.drain(..) {
