@@ -158,6 +158,10 @@ pub fn at(text: &str, zone: &TimeZone) -> String {
     }
 }
 
+/// Longest filter value the Jobs page accepts (ids and reasons are far
+/// shorter); a longer value gets no link to filter by it.
+pub const MAX_FILTER_VALUE: usize = 500;
+
 /// Percent-encodes a query value.
 pub fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

@@ -22,8 +22,6 @@ use crate::store::{JobKey, JobQuery, JobState, ListStatus, Narrowing};
 const PAGE: u32 = 50;
 /// Rows the export reads from the database at a time.
 const EXPORT_CHUNK: u32 = 1000;
-/// Longest filter value accepted (ids and reasons are far shorter).
-pub(super) const MAX_VALUE: usize = 500;
 
 /// The list's filters, as the URL carries them (also the export's).
 #[derive(Deserialize, Default, Clone)]
@@ -99,7 +97,9 @@ impl Listing {
         let text = |value: &Option<String>| -> Result<Option<String>, String> {
             match value.as_deref().map(str::trim) {
                 None | Some("") => Ok(None),
-                Some(v) if v.len() > MAX_VALUE => Err("A filter value is too long.".into()),
+                Some(v) if v.len() > html::MAX_FILTER_VALUE => {
+                    Err("A filter value is too long.".into())
+                }
                 Some(v) => Ok(Some(v.to_owned())),
             }
         };

@@ -134,7 +134,7 @@ pub async fn page(
                                 td {
                                     @match &group.reason {
                                         // A value longer than a filter takes gets no link.
-                                        Some(reason) if reason.len() <= super::jobs::MAX_VALUE => a href=(list("failed", Some(reason))) { (super::display::cell(reason)) },
+                                        Some(reason) if reason.len() <= super::html::MAX_FILTER_VALUE => a href=(list("failed", Some(reason))) { (super::display::cell(reason)) },
                                         Some(reason) => (super::display::cell(reason)),
                                         None => span.note { "(no reason given)" },
                                     }
