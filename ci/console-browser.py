@@ -40,7 +40,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CSV_HEADER = "job_id,patient_note_id,status"
+# Every field is quoted, the header too (a spreadsheet splits nothing).
+CSV_HEADER = '"job_id","patient_note_id","status"'
 RECOVERY_LIMIT_S = 60
 # The main pages, in the order of the round: each is screenshot and checked
 # by axe in both color schemes.
