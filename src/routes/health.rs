@@ -52,6 +52,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         Ok(answer) => answer,
         Err(_) => {
             tracing::warn!("readiness check: the database did not answer within a second");
+            state.store.write_health().probe_failed();
             not_ready("the database cannot take writes: it did not answer in time")
         }
     }
@@ -61,21 +62,25 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn readiness(state: &AppState) -> (StatusCode, Json<Value>) {
-    // Deliveries' own batches failing is the truth, whatever a probe says.
-    if state.store.write_health().failing() {
-        return not_ready("the database cannot take writes: deliveries are failing");
-    }
+    let health = state.store.write_health();
     match state.store.is_ready().await {
         Ok(true) => {}
         Ok(false) => return not_ready("the database is missing migrations"),
         Err(error) => {
+            health.probe_failed();
             tracing::warn!(error = %error, "readiness check: reads failed");
             return not_ready("the database does not answer");
         }
     }
     match state.store.can_write().await {
+        // Deliveries' own batches failing, where the probe does not see
+        // why, is the truth.
+        Ok(()) if health.failing_unseen() => {
+            not_ready("the database cannot take writes: deliveries are failing")
+        }
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(error) => {
+            health.probe_failed();
             tracing::warn!(error = %error, "readiness check: the database cannot take writes");
             not_ready(&format!(
                 "the database cannot take writes: {}",

@@ -107,15 +107,23 @@ async fn typed_text_reaches_the_audit_trail_only_as_a_known_id() {
     browser.get("/ui/jobs/9901").await;
     browser.get("/ui/jobs?location=loc-2").await;
 
-    let mut every = Vec::new();
-    for action in [
-        "console.job.view",
-        "console.jobs.view",
-        "console.export",
-        "console.search",
-    ] {
-        every.extend(audit_rows(&app, action).await);
-    }
+    // Rows are written in the background: wait for all six.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let every = loop {
+        let mut every = Vec::new();
+        for action in [
+            "console.job.view",
+            "console.jobs.view",
+            "console.export",
+            "console.search",
+        ] {
+            every.extend(audit_rows(&app, action).await);
+        }
+        if every.len() >= 6 || std::time::Instant::now() > deadline {
+            break every;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     for row in &every {
         assert!(!row["target"].as_str().unwrap().contains(typed), "{row}");
     }
