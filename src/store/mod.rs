@@ -520,6 +520,8 @@ pub enum StoreError {
     Stopped,
     #[error("too many deliveries are waiting for the database")]
     Overloaded,
+    #[error("the database cannot be reached")]
+    Unreachable,
 }
 
 impl StoreError {
@@ -532,6 +534,7 @@ impl StoreError {
             Self::Database(_) => "it refused the write",
             Self::Stopped => "the storage has stopped",
             Self::Overloaded => "too many writes are waiting",
+            Self::Unreachable => "it cannot be reached",
         }
     }
 }

@@ -563,3 +563,47 @@ async fn a_lost_connection_is_retried_once_on_a_new_one() {
     assert_eq!(app.post_webhook(&event(3)).await.status(), 200);
     assert_eq!(app.count("events").await, 4);
 }
+
+/// Once this replica finds the database unreachable, reads, deliveries and
+/// readiness are answered 503 at once (no connect or acquire timeout each),
+/// one probe finds out when it is back, and all is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_cannot_be_reached_every_answer_is_prompt() {
+    if !runs_on(
+        Engine::Postgres,
+        "while_the_database_cannot_be_reached_every_answer_is_prompt",
+    ) {
+        return;
+    }
+    let Faulty { app, proxy } = app_behind_proxy(2_000).await;
+    assert_eq!(app.post_webhook(&event(0)).await.status(), 200);
+    assert_eq!(app.get("/v1/jobs/fault-0").await.status(), 200);
+    proxy.set(crate::proxy::Link::Cut);
+    // The first delivery to meet the outage finds it out.
+    assert_eq!(app.post_webhook(&event(1)).await.status(), 503);
+    for round in 0..10 {
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            app.get("/v1/jobs/fault-0").await.status(),
+            503,
+            "read {round}"
+        );
+        assert_eq!(
+            app.post_webhook(&event(1)).await.status(),
+            503,
+            "delivery {round}"
+        );
+        assert_eq!(app.get("/readyz").await.status(), 503, "readiness {round}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(300),
+            "round {round}: a read, a delivery and readiness took {took:?}"
+        );
+        assert_eq!(app.get("/healthz").await.status(), 200);
+    }
+    proxy.set(crate::proxy::Link::Up);
+    ready_becomes(&app, 200, Duration::from_secs(10)).await;
+    assert_eq!(app.get("/v1/jobs/fault-0").await.status(), 200);
+    assert_eq!(app.post_webhook(&event(1)).await.status(), 200);
+    assert_eq!(app.count("events").await, 2);
+}

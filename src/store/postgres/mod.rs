@@ -12,6 +12,7 @@
 
 mod console;
 mod notify;
+mod reachability;
 mod reader;
 mod writer;
 
@@ -45,6 +46,7 @@ pub struct Store {
     cursor_key: [u8; 32],
     wakeups: Arc<Wakeups>,
     write_health: Arc<WriteHealth>,
+    reachability: Arc<reachability::Reachability>,
     /// The notifier and listener tasks, stopped at close.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -120,11 +122,16 @@ impl Store {
         let wakeups = Wakeups::new();
         let (notifier, tasks) = notify::start(pool.clone(), listen, wakeups.clone());
         let write_health = Arc::new(WriteHealth::default());
+        let reachability = Arc::new(reachability::Reachability::default());
         let writes = writer::start(
             connect,
             options,
-            wakeups.clone(),
-            write_health.clone(),
+            writer::Signals {
+                wakeups: wakeups.clone(),
+                health: write_health.clone(),
+                reachability: reachability.clone(),
+                pool: pool.clone(),
+            },
             notifier,
         );
         Ok(Self {
@@ -134,6 +141,7 @@ impl Store {
             cursor_key,
             wakeups,
             write_health,
+            reachability,
             tasks: Arc::new(Mutex::new(tasks)),
         })
     }
@@ -162,10 +170,32 @@ impl Store {
         &self.write_health
     }
 
+    /// The read pool, unless the database is known to be unreachable:
+    /// then the caller is answered at once.
+    fn pool(&self) -> Result<&PgPool, StoreError> {
+        match self.reachability.is_down() {
+            true => Err(StoreError::Unreachable),
+            false => Ok(&self.pool),
+        }
+    }
+
+    /// A read's error, noted: one that says the database cannot be reached
+    /// makes the next reads fail fast.
+    fn failed(&self, error: sqlx::Error) -> StoreError {
+        self.reachability.note(&error, &self.pool);
+        read_error(error)
+    }
+
     pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(read_error)?;
-        let registered = register(&mut tx, &registration).await.map_err(read_error)?;
-        tx.commit().await.map_err(read_error)?;
+        let mut tx = self
+            .pool()?
+            .begin()
+            .await
+            .map_err(|error| self.failed(error))?;
+        let registered = register(&mut tx, &registration)
+            .await
+            .map_err(|error| self.failed(error))?;
+        tx.commit().await.map_err(|error| self.failed(error))?;
         Ok(registered)
     }
 
@@ -173,9 +203,9 @@ impl Store {
         &self,
         overdue_before_ns: i64,
     ) -> Result<PendingSummary, StoreError> {
-        reader::pending_summary(&self.pool, overdue_before_ns)
+        reader::pending_summary(self.pool()?, overdue_before_ns)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn overdue_jobs(
@@ -183,9 +213,9 @@ impl Store {
         before_ns: i64,
         limit: u32,
     ) -> Result<Vec<ExpectedJob>, StoreError> {
-        reader::overdue_jobs(&self.pool, before_ns, limit)
+        reader::overdue_jobs(self.pool()?, before_ns, limit)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
@@ -194,15 +224,16 @@ impl Store {
              where not resolved
                and exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
         )
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await
         .map(|done| done.rows_affected())
-        .map_err(read_error)
+        .map_err(|error| self.failed(error))
     }
 
     pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        let pool = self.pool()?;
         let result = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = pool.begin().await?;
             sqlx::query("delete from submissions where created_ns < $1")
                 .bind(claim.expired_before_ns)
                 .execute(&mut *tx)
@@ -236,7 +267,7 @@ impl Store {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(result)
         };
-        result.await.map_err(read_error)
+        result.await.map_err(|error| self.failed(error))
     }
 
     pub async fn end_submission(
@@ -244,8 +275,9 @@ impl Store {
         key: Option<&str>,
         end: SubmissionEnd,
     ) -> Result<Option<Registered>, StoreError> {
+        let pool = self.pool()?;
         let ended = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = pool.begin().await?;
             let registered = match &end {
                 SubmissionEnd::Done(job) => {
                     sqlx::query(
@@ -278,7 +310,7 @@ impl Store {
             tx.commit().await?;
             Ok::<_, sqlx::Error>(registered)
         };
-        ended.await.map_err(read_error)
+        ended.await.map_err(|error| self.failed(error))
     }
 
     pub async fn take_lease(
@@ -294,10 +326,10 @@ impl Store {
         .bind(holder)
         .bind(now_ns)
         .bind(until_ns)
-        .execute(&self.pool)
+        .execute(self.pool()?)
         .await
         .map(|done| done.rows_affected() == 1)
-        .map_err(read_error)
+        .map_err(|error| self.failed(error))
     }
 
     pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
@@ -312,38 +344,40 @@ impl Store {
     }
 
     pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_job_id(&self.pool, job_id)
+        reader::jobs_by_job_id(self.pool()?, job_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_note(&self.pool, patient_note_id)
+        reader::jobs_by_note(self.pool()?, patient_note_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        reader::list_jobs(&self.pool, query)
+        reader::list_jobs(self.pool()?, query)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
-        reader::job_events(&self.pool, job_id)
+        reader::job_events(self.pool()?, job_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        reader::jobs_by_status(&self.pool).await.map_err(read_error)
+        reader::jobs_by_status(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn is_ready(&self) -> Result<bool, StoreError> {
         let known = MIGRATOR.iter().map(|m| m.version).max();
-        let applied = reader::latest_migration(&self.pool)
+        let applied = reader::latest_migration(self.pool()?)
             .await
-            .map_err(read_error)?;
+            .map_err(|error| self.failed(error))?;
         Ok(applied >= known)
     }
 
@@ -366,34 +400,36 @@ impl Store {
     }
 
     pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
-        reader::day_summary(&self.pool, from_ns, to_ns)
+        reader::day_summary(self.pool()?, from_ns, to_ns)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn repeated_deliveries(
         &self,
         job_id: &str,
     ) -> Result<Vec<RepeatedDelivery>, StoreError> {
-        reader::repeated_deliveries(&self.pool, job_id)
+        reader::repeated_deliveries(self.pool()?, job_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
-        reader::last_delivery(&self.pool).await.map_err(read_error)
+        reader::last_delivery(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
-        reader::jobs_by_emr_note(&self.pool, emr_note_id)
+        reader::jobs_by_emr_note(self.pool()?, emr_note_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
-        reader::job_of_event(&self.pool, event_id)
+        reader::job_of_event(self.pool()?, event_id)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     /// Appends audit rows with one multi-row insert.
@@ -412,8 +448,9 @@ impl Store {
         }
         // A lock held past the write timeout fails the batch here, in the
         // database, so a batch reported as failed is never committed later.
+        let pool = self.pool()?;
         let written = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = pool.begin().await?;
             sqlx::query("select set_config('lock_timeout', $1, true)")
                 .bind(format!("{}ms", self.write_timeout.as_millis()))
                 .execute(&mut *tx)
@@ -433,47 +470,49 @@ impl Store {
             .await?;
             tx.commit().await
         };
-        written.await.map_err(read_error)
+        written.await.map_err(|error| self.failed(error))
     }
 
     pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        reader::audit_page(&self.pool, &query)
+        reader::audit_page(self.pool()?, &query)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
-        console::start_session(&self.pool, &start)
+        console::start_session(self.pool()?, &start)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
-        console::session(&self.pool, id_sha256)
+        console::session(self.pool()?, id_sha256)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
-        console::touch_session(&self.pool, id_sha256, now_ns)
+        console::touch_session(self.pool()?, id_sha256, now_ns)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
-        console::end_session(&self.pool, id_sha256)
+        console::end_session(self.pool()?, id_sha256)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
-        console::save_run(&self.pool, &run)
+        console::save_run(self.pool()?, &run)
             .await
-            .map_err(read_error)
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
-        console::run(&self.pool, id).await.map_err(read_error)
+        console::run(self.pool()?, id)
+            .await
+            .map_err(|error| self.failed(error))
     }
 
     pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
@@ -486,9 +525,9 @@ impl Store {
             )
             .bind(cutoff_ns)
             .bind(CHUNK)
-            .execute(&self.pool)
+            .execute(self.pool()?)
             .await
-            .map_err(read_error)?
+            .map_err(|error| self.failed(error))?
             .rows_affected();
             total += deleted;
             if deleted < CHUNK as u64 {
@@ -509,9 +548,9 @@ impl Store {
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let mut total = 0;
         loop {
-            let sweep = writer::purge_payloads(&self.pool, &cutoff, BATCH)
+            let sweep = writer::purge_payloads(self.pool()?, &cutoff, BATCH)
                 .await
-                .map_err(read_error)?;
+                .map_err(|error| self.failed(error))?;
             total += sweep.purged;
             if sweep.swept < BATCH as u64 {
                 return Ok(total);

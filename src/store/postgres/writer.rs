@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant as Deadline;
 
 use super::cause;
+use super::reachability::Reachability;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
 use crate::store::{
@@ -67,8 +68,7 @@ pub(super) struct Write {
 pub(super) fn start(
     connect: PgConnectOptions,
     options: &StoreOptions,
-    wakeups: Arc<Wakeups>,
-    health: Arc<WriteHealth>,
+    signals: Signals,
     notifier: super::notify::Notifier,
 ) -> mpsc::Sender<Command> {
     let (sender, receiver) = mpsc::channel(options.write_queue_capacity);
@@ -77,8 +77,10 @@ pub(super) fn start(
         connection: None,
         batch_size: options.write_batch_size.max(1),
         timeout: options.write_timeout,
-        wakeups,
-        health,
+        wakeups: signals.wakeups,
+        health: signals.health,
+        reachability: signals.reachability,
+        pool: signals.pool,
         notifier,
     };
     tokio::spawn(writer.run(receiver));
@@ -94,7 +96,19 @@ struct Writer {
     wakeups: Arc<Wakeups>,
     /// Readiness hears how each batch ended.
     health: Arc<WriteHealth>,
+    /// Whether the database can be reached: while it cannot, the writer
+    /// does not try to connect (the one probe does, over `pool`).
+    reachability: Arc<Reachability>,
+    pool: PgPool,
     notifier: super::notify::Notifier,
+}
+
+/// Who the writer tells how batches end and whether the database answers.
+pub(super) struct Signals {
+    pub wakeups: Arc<Wakeups>,
+    pub health: Arc<WriteHealth>,
+    pub reachability: Arc<Reachability>,
+    pub pool: PgPool,
 }
 
 /// Why a batch was not committed.
@@ -104,6 +118,8 @@ enum Failure {
     Transient(sqlx::Error),
     Permanent(sqlx::Error),
     TimedOut,
+    /// The database is known to be unreachable: not tried.
+    Unreachable,
 }
 
 impl Writer {
@@ -158,6 +174,9 @@ impl Writer {
     /// The open connection, or a new one made within `deadline`.
     async fn connection(&mut self, deadline: Deadline) -> Result<&mut PgConnection, Failure> {
         if self.connection.is_none() {
+            if self.reachability.is_down() {
+                return Err(Failure::Unreachable);
+            }
             let connecting = async {
                 let mut connection = PgConnection::connect_with(&self.connect).await?;
                 // A 2xx must mean durable: never acknowledge before the WAL
@@ -172,7 +191,10 @@ impl Writer {
             };
             match tokio::time::timeout_at(deadline, connecting).await {
                 Err(_) => return Err(Failure::TimedOut),
-                Ok(Err(error)) => return Err(Failure::Permanent(error)),
+                Ok(Err(error)) => {
+                    self.reachability.note(&error, &self.pool);
+                    return Err(Failure::Permanent(error));
+                }
                 Ok(Ok(connection)) => {
                     tracing::debug!("db: writer connected");
                     self.connection = Some(connection);
@@ -231,6 +253,7 @@ impl Writer {
             Err(failure) => {
                 let error = match failure {
                     Failure::TimedOut => StoreError::Timeout(self.timeout),
+                    Failure::Unreachable => StoreError::Unreachable,
                     Failure::Transient(error) | Failure::Permanent(error) => {
                         StoreError::Database(cause(&error))
                     }
@@ -263,6 +286,8 @@ impl Writer {
         result.map_err(|error| {
             if connection_lost(&error) {
                 self.connection = None;
+                // One lost connection is no outage (a backend killed, a
+                // failover): the retry's new connection finds out.
                 Failure::Transient(error)
             } else if retryable(&error) {
                 Failure::Transient(error)
@@ -281,6 +306,7 @@ impl Writer {
         let connection = match self.connection(deadline).await {
             Ok(connection) => connection,
             Err(Failure::TimedOut) => return Err(StoreError::Timeout(self.timeout)),
+            Err(Failure::Unreachable) => return Err(StoreError::Unreachable),
             Err(Failure::Transient(error) | Failure::Permanent(error)) => {
                 return Err(StoreError::Database(cause(&error)));
             }
