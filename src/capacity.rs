@@ -1,11 +1,13 @@
 //! How many clients the process can hold. Its open-file limit is raised at
 //! start to the most the system allows (a common default of 1,024 is a
-//! few hundred connections), and clients waiting for an outcome
-//! (`?wait=`) are capped below it, so they can never take the descriptors
-//! a delivery needs.
+//! few hundred connections); connections are capped below it, so the
+//! process never runs out of descriptors, and clients waiting for an
+//! outcome (`?wait=`) are capped at half the connections, so they can
+//! never take the places deliveries need.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The process's open-file limit before and after raising it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,56 +24,80 @@ pub fn raise_open_files() -> std::io::Result<OpenFiles> {
     Ok(OpenFiles { before, now, hard })
 }
 
-/// Descriptors kept for all but waiting clients: the listeners, database
-/// connections and files, and the connections deliveries come on.
+/// Descriptors kept for all but client connections: the listeners,
+/// database connections and files.
 const RESERVED: u64 = 256;
 
-/// The default cap on waiting clients: a quarter of what is left after the
-/// reserve (each connection holds two descriptors, its socket and the copy
-/// that lingers its close), so at least as many connections stay free for
-/// everything else as waiters can take.
-pub fn default_max_waiters(open_files: u64) -> usize {
-    let waiters = open_files.saturating_sub(RESERVED) / 4;
-    usize::try_from(waiters).unwrap_or(usize::MAX).max(1)
+/// How deep the kernel's queue of connections not yet accepted may grow
+/// (the system's `somaxconn` caps it): while every connection slot is
+/// taken, new clients wait there instead of being refused.
+const BACKLOG: u32 = 4_096;
+
+/// The default cap on client connections: what is left after the
+/// reserve, two descriptors each (its socket and the copy that lingers its
+/// close).
+pub fn default_max_connections(open_files: u64) -> usize {
+    let connections = open_files.saturating_sub(RESERVED) / 2;
+    usize::try_from(connections).unwrap_or(usize::MAX).max(2)
 }
 
-/// The places for clients waiting for an outcome.
+/// The default cap on waiting clients: half the connections, so at least
+/// as many stay free for deliveries and everything else as waiters can
+/// take.
+pub fn default_max_waiters(max_connections: usize) -> usize {
+    (max_connections / 2).max(1)
+}
+
+/// Listens on `address` with a deep accept queue.
+pub fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
+}
+
+/// A fixed number of places (connections, or clients waiting for an
+/// outcome), each given back when its holder drops it.
 #[derive(Debug)]
-pub struct WaiterSlots {
+pub struct Places {
     max: usize,
-    taken: AtomicUsize,
+    free: Arc<Semaphore>,
 }
 
-/// A waiting client's place, given back when dropped.
-#[derive(Debug)]
-pub struct WaiterSlot(Arc<WaiterSlots>);
+/// One taken place.
+pub type Place = OwnedSemaphorePermit;
 
-impl WaiterSlots {
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
+impl Places {
+    pub fn new(max: usize) -> Self {
+        Self {
             max,
-            taken: AtomicUsize::new(0),
-        })
+            free: Arc::new(Semaphore::new(max)),
+        }
     }
 
     /// A place, unless all are taken.
-    pub fn take(self: &Arc<Self>) -> Option<WaiterSlot> {
-        self.taken
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
-                (taken < self.max).then_some(taken + 1)
-            })
-            .ok()
-            .map(|_| WaiterSlot(self.clone()))
+    pub fn try_take(&self) -> Option<Place> {
+        self.free.clone().try_acquire_owned().ok()
+    }
+
+    /// A place, once one is free.
+    pub async fn take(&self) -> Place {
+        self.free
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     pub fn max(&self) -> usize {
         self.max
     }
-}
 
-impl Drop for WaiterSlot {
-    fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    pub fn taken(&self) -> usize {
+        self.max - self.free.available_permits()
     }
 }
 
@@ -80,21 +106,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_more_waiters_than_places_and_a_place_comes_back() {
-        let slots = WaiterSlots::new(2);
-        let (a, b) = (slots.take().unwrap(), slots.take().unwrap());
-        assert!(slots.take().is_none());
+    fn no_more_holders_than_places_and_a_place_comes_back() {
+        let places = Places::new(2);
+        let (a, b) = (places.try_take().unwrap(), places.try_take().unwrap());
+        assert!(places.try_take().is_none());
+        assert_eq!(places.taken(), 2);
         drop(a);
-        let c = slots.take().expect("a place came back");
+        let c = places.try_take().expect("a place came back");
         drop((b, c));
-        assert_eq!(slots.taken.load(Ordering::Relaxed), 0);
+        assert_eq!(places.taken(), 0);
     }
 
     #[test]
-    fn the_default_leaves_room_for_everything_else() {
-        assert_eq!(default_max_waiters(1_024), 192);
-        assert_eq!(default_max_waiters(100), 1);
-        assert_eq!(default_max_waiters(1_048_576), 262_080);
+    fn the_defaults_leave_room_for_everything_else() {
+        assert_eq!(default_max_connections(1_024), 384);
+        assert_eq!(default_max_waiters(384), 192);
+        assert_eq!(default_max_connections(100), 2);
+        assert_eq!(default_max_waiters(2), 1);
+        assert_eq!(default_max_connections(1_048_576), 524_160);
     }
 
     #[test]

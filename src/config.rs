@@ -71,9 +71,13 @@ pub struct Config {
     pub tls_key_path: Option<PathBuf>,
     /// Seconds between two checks of the TLS files for a renewal.
     pub tls_reload_check_secs: u64,
+    /// Most client connections at once, on both ports; past it, new ones
+    /// wait in the kernel's queue until one closes. 0: half the open-file
+    /// limit left after a reserve of 256.
+    pub max_connections: usize,
     /// Most clients waiting for an outcome (`?wait=`) at once; past it, a
-    /// new one is answered 503 at once. 0: a quarter of the open-file limit
-    /// left after a reserve of 256.
+    /// new one is answered 503 at once. 0: half of `max_connections`; at
+    /// most that when set.
     pub max_waiters: usize,
     /// Seconds a registered job may wait for its outcome before it is overdue.
     pub overdue_after_secs: u64,
@@ -151,6 +155,7 @@ impl Default for Config {
             tls_cert_path: None,
             tls_key_path: None,
             tls_reload_check_secs: 10,
+            max_connections: 0,
             max_waiters: 0,
             overdue_after_secs: 600,
             reconcile_interval_secs: 300,
@@ -280,6 +285,12 @@ impl Config {
                     "each entry must be an address or a CIDR block, such as 10.0.0.0/8",
                 ));
             }
+        }
+        if self.max_connections > 0 && self.max_waiters > self.max_connections / 2 {
+            return Err(ConfigError::key(
+                "max_waiters",
+                "must be at most half of max_connections, so deliveries always find a connection",
+            ));
         }
         if self.console_listen.is_some() && self.console_listen == Some(self.listen) {
             return Err(ConfigError::key(
@@ -534,6 +545,7 @@ fn expected(key: &str) -> Option<&'static str> {
         | "write_batch_size"
         | "write_queue_capacity"
         | "sqlite_mmap_bytes"
+        | "max_connections"
         | "max_waiters"
         | "max_database_bytes"
         | "purge_interval_secs"
@@ -755,6 +767,19 @@ mod tests {
     }
 
     #[test]
+    fn waiters_may_take_at_most_half_the_connections() {
+        assert!(from_toml("max_connections = 10\nmax_waiters = 5").is_ok());
+        assert!(from_toml("max_waiters = 5000").is_ok(), "connections derived");
+        let error = from_toml("max_connections = 10\nmax_waiters = 6")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`max_waiters`: must be at most half of max_connections"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_read_pool_has_one_reader_per_core_unless_set() {
         let cores = std::thread::available_parallelism().unwrap().get() as u32;
         assert_eq!(
@@ -835,7 +860,7 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 42, "every key, the optional ones set");
+        assert_eq!(keys.len(), 43, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

@@ -136,6 +136,11 @@ impl IntoResponse for AppError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                // A refused waiter's connection is closed too: its place
+                // is for deliveries, not for an idle client.
+                if matches!(self, Self::TooManyWaiters) {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
             }
             _ => {}
         }

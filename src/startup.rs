@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::server::conn::http1;
@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{self, Audit};
 use crate::auth::ApiTokens;
+use crate::capacity::{self, Place, Places};
 use crate::cobalt;
 use crate::config::Config;
 use crate::console::{self, ConsoleState};
@@ -34,6 +35,8 @@ const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// How often the SQLite planner's statistics are refreshed.
 const STATISTICS_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
+/// Most often a full set of connections is logged.
+const FULL_REPORTED_EVERY: Duration = Duration::from_secs(60);
 
 /// A server with its database open and migrated and its socket bound.
 pub struct Application {
@@ -43,6 +46,8 @@ pub struct Application {
     console: Option<(TcpListener, axum::Router)>,
     store: Store,
     audit: Audit,
+    /// Client connections open on both ports, capped.
+    connections: Places,
     header_read_timeout: Duration,
     /// Longest shutdown waits for requests in flight.
     drain_timeout: Duration,
@@ -57,7 +62,7 @@ impl Application {
     /// [`Application::local_addr`] tells which), then opens and migrates the
     /// database.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        let listener = capacity::listen(config.listen).map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {}: {}",
                 config.listen,
@@ -65,7 +70,7 @@ impl Application {
             )
         })?;
         let store_options = config.store_options();
-        let open_files = match crate::capacity::raise_open_files() {
+        let open_files = match capacity::raise_open_files() {
             Ok(files) => {
                 if files.now != files.before {
                     tracing::info!(
@@ -81,8 +86,12 @@ impl Application {
                 1_024
             }
         };
+        let max_connections = match config.max_connections {
+            0 => capacity::default_max_connections(open_files),
+            set => set,
+        };
         let max_waiters = match config.max_waiters {
-            0 => crate::capacity::default_max_waiters(open_files),
+            0 => capacity::default_max_waiters(max_connections),
             set => set,
         };
         // The first line says what runs: counts of secrets, never secrets.
@@ -105,13 +114,14 @@ impl Application {
                 days => format!("{days} days"),
             },
             open_files,
+            max_connections,
             max_waiters,
             "starting cobalt-receiver"
         );
 
         // The console listens apart from the webhook port, or not at all.
         let console_listener = match config.console_listen {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+            Some(address) => Some(capacity::listen(address).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot listen on {address} (console_listen): {}",
                     crate::os_error::describe(&e)
@@ -207,7 +217,7 @@ impl Application {
             reconciler,
             audit: audit.clone(),
             signature_rejections: Arc::default(),
-            waiters: crate::capacity::WaiterSlots::new(max_waiters),
+            waiters: Arc::new(Places::new(max_waiters)),
         });
         let console = match console_listener {
             Some(listener) => {
@@ -245,6 +255,7 @@ impl Application {
             console,
             store,
             audit,
+            connections: Places::new(max_connections),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
             reconcile,
@@ -290,14 +301,33 @@ impl Application {
             header_read_timeout: self.header_read_timeout,
         };
         let console = self.console.as_ref();
+        let mut full_since: Option<Instant> = None;
         loop {
+            // A connection is accepted only with a place for it; while all
+            // are taken, new clients wait in the kernel's accept queue.
+            let place = match self.connections.try_take() {
+                Some(place) => place,
+                None => {
+                    if full_since.is_none_or(|since| since.elapsed() >= FULL_REPORTED_EVERY) {
+                        tracing::warn!(
+                            max_connections = self.connections.max(),
+                            "every connection place is taken; new connections wait to be accepted"
+                        );
+                        full_since = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        place = self.connections.take() => place,
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
             tokio::select! {
                 accepted = self.listener.accept() => {
-                    connection.serve(accepted, &self.router, Peer::Unrecorded, &graceful).await;
+                    connection.serve(accepted, &self.router, Peer::Unrecorded, &graceful, place).await;
                 }
                 accepted = accept(console.map(|(listener, _)| listener)) => {
                     let (_, router) = console.expect("accepted on the console listener");
-                    connection.serve(accepted, router, Peer::Recorded, &graceful).await;
+                    connection.serve(accepted, router, Peer::Recorded, &graceful, place).await;
                 }
                 () = &mut shutdown => break,
             }
@@ -355,6 +385,7 @@ impl Connection {
         router: &axum::Router,
         peer: Peer,
         graceful: &GracefulShutdown,
+        place: Place,
     ) {
         match accepted {
             Ok((stream, address)) => {
@@ -370,13 +401,11 @@ impl Connection {
                 let (http, watcher) = (self.http.clone(), graceful.watcher());
                 match self.tls.clone() {
                     None => {
-                        tokio::spawn(serve_connection(
-                            http,
-                            TokioIo::new(stream),
-                            service,
-                            watcher,
-                            linger,
-                        ));
+                        tokio::spawn(async move {
+                            serve_connection(http, TokioIo::new(stream), service, watcher, linger)
+                                .await;
+                            drop(place);
+                        });
                     }
                     // The handshake runs in the connection's own task,
                     // held to the same deadline as a request head.
@@ -399,6 +428,7 @@ impl Connection {
                                 }
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
+                            drop(place);
                         });
                     }
                 }

@@ -71,7 +71,7 @@ pub struct Shared {
     pub audit: Audit,
     pub signature_rejections: Arc<webhooks::SignatureRejections>,
     /// Places for clients waiting for an outcome.
-    pub waiters: Arc<crate::capacity::WaiterSlots>,
+    pub waiters: Arc<crate::capacity::Places>,
 }
 
 impl Shared {

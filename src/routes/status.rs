@@ -123,7 +123,7 @@ pub async fn get_job(
     // A waiting client holds a connection: only so many may.
     let _place = match wait {
         0 => None,
-        _ => Some(state.waiters.take().ok_or(AppError::TooManyWaiters)?),
+        _ => Some(state.waiters.try_take().ok_or(AppError::TooManyWaiters)?),
     };
     let watch = (wait > 0).then(|| wakeups.watch(&job_id));
     loop {
