@@ -28,11 +28,6 @@ pub fn raise_open_files() -> std::io::Result<OpenFiles> {
 /// database connections and files.
 const RESERVED: u64 = 256;
 
-/// How deep the kernel's queue of connections not yet accepted may grow
-/// (the system's `somaxconn` caps it): while every connection slot is
-/// taken, new clients wait there instead of being refused.
-const BACKLOG: u32 = 4_096;
-
 /// The default cap on client connections: what is left after the
 /// reserve, two descriptors each (its socket and the copy that lingers its
 /// close).
@@ -46,17 +41,6 @@ pub fn default_max_connections(open_files: u64) -> usize {
 /// take.
 pub fn default_max_waiters(max_connections: usize) -> usize {
     (max_connections / 2).max(1)
-}
-
-/// Listens on `address` with a deep accept queue.
-pub fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match address {
-        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(BACKLOG)
 }
 
 /// A fixed number of places (connections, or clients waiting for an

@@ -769,7 +769,10 @@ mod tests {
     #[test]
     fn waiters_may_take_at_most_half_the_connections() {
         assert!(from_toml("max_connections = 10\nmax_waiters = 5").is_ok());
-        assert!(from_toml("max_waiters = 5000").is_ok(), "connections derived");
+        assert!(
+            from_toml("max_waiters = 5000").is_ok(),
+            "connections derived"
+        );
         let error = from_toml("max_connections = 10\nmax_waiters = 6")
             .unwrap_err()
             .to_string();

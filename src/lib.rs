@@ -17,6 +17,7 @@ pub mod console;
 pub mod domain;
 pub mod error;
 pub mod linger;
+pub mod listen;
 pub mod monitoring;
 pub mod openapi;
 pub mod operator;

@@ -3,72 +3,52 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::audit::{self, Audit};
 use crate::auth::ApiTokens;
-use crate::capacity::{self, Place, Places};
+use crate::capacity::{self, Places};
 use crate::cobalt;
 use crate::config::Config;
 use crate::console::{self, ConsoleState};
-use crate::linger::Linger;
+use crate::listen::{Listeners, Ports};
 use crate::monitoring;
 use crate::pagination::Cursors;
 use crate::reconcile::{self, Reconciler};
 use crate::retention;
 use crate::routes::{self, AppState, TimeLimits};
 use crate::signature::Verifier;
-use crate::store::Store;
+use crate::store::{self, Store, StoreOptions};
 use crate::tls;
-
-/// Largest request head (request line and headers) a client may send; a
-/// larger one is answered 431. Cobalt's are well under 2 KiB.
-const MAX_HEAD_BYTES: usize = 32 * 1024;
 
 /// How often the SQLite planner's statistics are refreshed.
 const STATISTICS_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
-/// Most often a full set of connections is logged.
-const FULL_REPORTED_EVERY: Duration = Duration::from_secs(60);
 
-/// A server with its database open and migrated and its socket bound.
+/// A server with its database open and migrated and its ports bound.
 pub struct Application {
-    listener: TcpListener,
+    listeners: Listeners,
     router: axum::Router,
-    /// The operator console's own listener and routes, when it is on.
-    console: Option<(TcpListener, axum::Router)>,
+    /// The operator console's routes, when it is on.
+    console: Option<axum::Router>,
     store: Store,
     audit: Audit,
-    /// Client connections open on both ports, capped.
-    connections: Places,
-    header_read_timeout: Duration,
     /// Longest shutdown waits for requests in flight.
     drain_timeout: Duration,
-    /// Present when the server speaks HTTPS.
-    tls: Option<TlsAcceptor>,
+    /// Whether "listening" was logged already, while waiting for the
+    /// database.
+    announced: bool,
     /// The background recovery sweep, stopped at shutdown.
     reconcile: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
-    /// Binds the listener (port 0 picks a free port;
+    /// Binds the ports (port 0 picks a free port;
     /// [`Application::local_addr`] tells which), then opens and migrates the
-    /// database.
+    /// database, serving meanwhile if it must wait for it.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let listener = capacity::listen(config.listen).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}: {}",
-                config.listen,
-                crate::os_error::describe(&e)
-            )
-        })?;
         let store_options = config.store_options();
         let open_files = match capacity::raise_open_files() {
             Ok(files) => {
@@ -94,10 +74,24 @@ impl Application {
             0 => capacity::default_max_waiters(max_connections),
             set => set,
         };
+        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
+            (Some(cert), Some(key)) => Some(
+                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
+                    .context("cannot load the TLS certificate")?,
+            ),
+            _ => None,
+        };
+        let listeners = Listeners::bind(Ports {
+            webhook: config.listen,
+            console: config.console_listen,
+            max_connections,
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            tls: tls.clone(),
+        })?;
         // The first line says what runs: counts of secrets, never secrets.
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            listen = %format_args!("{}://{}", config.scheme(), listener.local_addr()?),
+            listen = %format_args!("{}://{}", config.scheme(), listeners.webhook_addr()),
             database = %store_options.location(),
             webhook_secrets = config.webhook_secrets.len(),
             api_tokens = config.api_tokens.len(),
@@ -118,25 +112,7 @@ impl Application {
             max_waiters,
             "starting cobalt-receiver"
         );
-
-        // The console listens apart from the webhook port, or not at all.
-        let console_listener = match config.console_listen {
-            Some(address) => Some(capacity::listen(address).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {address} (console_listen): {}",
-                    crate::os_error::describe(&e)
-                )
-            })?),
-            None => None,
-        };
-        let tls = match (&config.tls_cert_path, &config.tls_key_path) {
-            (Some(cert), Some(key)) => Some(
-                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
-                    .context("cannot load the TLS certificate")?,
-            ),
-            _ => None,
-        };
-        let store = Store::open(&store_options).await?;
+        let (store, announced) = open_store(&store_options, &listeners).await?;
         if config.payload_retention_days > 0 {
             let days = u64::from(config.payload_retention_days);
             retention::spawn(
@@ -219,8 +195,8 @@ impl Application {
             signature_rejections: Arc::default(),
             waiters: Arc::new(Places::new(max_waiters)),
         });
-        let console = match console_listener {
-            Some(listener) => {
+        let console = match listeners.console_addr() {
+            Some(address) => {
                 let zone = jiff::tz::TimeZone::get(&config.console_time_zone)
                     .context("console_time_zone")?;
                 let settings = console::Settings {
@@ -236,10 +212,10 @@ impl Application {
                 };
                 let console_state = ConsoleState::new(state.clone(), settings);
                 tracing::info!(
-                    console = %format_args!("{}://{}/ui", config.scheme(), listener.local_addr()?),
+                    console = %format_args!("{}://{address}/ui", config.scheme()),
                     "the operator console is on"
                 );
-                Some((listener, console::router(console_state)))
+                Some(console::router(console_state))
             }
             None => None,
         };
@@ -249,30 +225,24 @@ impl Application {
         };
         let router = routes::router(state, limits);
         Ok(Self {
-            tls,
-            listener,
+            listeners,
             router,
             console,
             store,
             audit,
-            connections: Places::new(max_connections),
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
+            announced,
             reconcile,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listeners.webhook_addr()
     }
 
     /// The console's address, when it is on.
     pub fn console_addr(&self) -> Option<SocketAddr> {
-        self.console
-            .as_ref()
-            .and_then(|(listener, _)| listener.local_addr().ok())
+        self.listeners.console_addr()
     }
 
     /// Serves until SIGTERM or SIGINT.
@@ -287,53 +257,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        tracing::info!(address = %self.local_addr(), "listening");
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .keep_alive(true);
+        if !self.announced {
+            tracing::info!(address = %self.local_addr(), "listening");
+        }
         let graceful = GracefulShutdown::new();
         tokio::pin!(shutdown);
-        let connection = Connection {
-            http,
-            tls: self.tls.clone(),
-            header_read_timeout: self.header_read_timeout,
-        };
-        let console = self.console.as_ref();
-        let mut full_since: Option<Instant> = None;
+        // No console listener, no console routes: the webhook's stand in.
+        let console = self.console.as_ref().unwrap_or(&self.router);
         loop {
-            // A connection is accepted only with a place for it; while all
-            // are taken, new clients wait in the kernel's accept queue.
-            let place = match self.connections.try_take() {
-                Some(place) => place,
-                None => {
-                    if full_since.is_none_or(|since| since.elapsed() >= FULL_REPORTED_EVERY) {
-                        tracing::warn!(
-                            max_connections = self.connections.max(),
-                            "every connection place is taken; new connections wait to be accepted"
-                        );
-                        full_since = Some(Instant::now());
-                    }
-                    tokio::select! {
-                        place = self.connections.take() => place,
-                        () = &mut shutdown => break,
-                    }
-                }
-            };
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    connection.serve(accepted, &self.router, Peer::Unrecorded, &graceful, place).await;
-                }
-                accepted = accept(console.map(|(listener, _)| listener)) => {
-                    let (_, router) = console.expect("accepted on the console listener");
-                    connection.serve(accepted, router, Peer::Recorded, &graceful, place).await;
-                }
+                () = self.listeners.serve_next(&self.router, console, &graceful) => {}
                 () = &mut shutdown => break,
             }
         }
-        drop(self.listener);
-        drop(self.console);
+        drop(self.listeners);
         // Clients waiting for an outcome get the current state now.
         self.store.wakeups().close();
         if let Some(sweep) = &self.reconcile {
@@ -353,92 +290,57 @@ impl Application {
     }
 }
 
-/// A connection on `listener`, or never when there is none.
-async fn accept(
-    listener: Option<&TcpListener>,
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(listener) => listener.accept().await,
-        None => std::future::pending().await,
-    }
-}
+/// The first wait for a database that cannot be reached at start, doubled
+/// after each failed try up to `LAST_RETRY`.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const LAST_RETRY: Duration = Duration::from_secs(10);
 
-/// Whether a connection's requests carry its peer's address (the console's
-/// do, for its sign-in throttle; the webhook port's need not).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Recorded,
-    Unrecorded,
-}
-
-/// How each accepted connection is served, on either listener.
-struct Connection {
-    http: http1::Builder,
-    tls: Option<TlsAcceptor>,
-    header_read_timeout: Duration,
-}
-
-impl Connection {
-    async fn serve(
-        &self,
-        accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
-        router: &axum::Router,
-        peer: Peer,
-        graceful: &GracefulShutdown,
-        place: Place,
-    ) {
-        match accepted {
-            Ok((stream, address)) => {
-                let _ = stream.set_nodelay(true);
-                let linger = Linger::keep(&stream);
-                let router = match peer {
-                    Peer::Recorded => router
-                        .clone()
-                        .layer(axum::Extension(axum::extract::ConnectInfo(address))),
-                    Peer::Unrecorded => router.clone(),
-                };
-                let service = TowerToHyperService::new(router);
-                let (http, watcher) = (self.http.clone(), graceful.watcher());
-                match self.tls.clone() {
-                    None => {
-                        tokio::spawn(async move {
-                            serve_connection(http, TokioIo::new(stream), service, watcher, linger)
-                                .await;
-                            drop(place);
-                        });
-                    }
-                    // The handshake runs in the connection's own task,
-                    // held to the same deadline as a request head.
-                    Some(acceptor) => {
-                        let deadline = self.header_read_timeout;
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => {
-                                    serve_connection(
-                                        http,
-                                        TokioIo::new(stream),
-                                        service,
-                                        watcher,
-                                        linger,
-                                    )
-                                    .await;
-                                }
-                                Ok(Err(error)) => {
-                                    tracing::debug!(error = %error, "TLS handshake failed")
-                                }
-                                Err(_) => tracing::debug!("TLS handshake timed out"),
-                            }
-                            drop(place);
-                        });
-                    }
-                }
+/// Opens and migrates the database. When it cannot be reached at all
+/// (PostgreSQL down, or out of connection slots), the process does not
+/// exit: it serves both ports meanwhile, alive (`/healthz` 200) but not
+/// ready, every other request answered 503 at once, and tries again with
+/// a capped back-off until the database answers; then migrations run and
+/// the service starts. Any other failure ends the start. Says whether it
+/// logged "listening" (it did if it waited).
+async fn open_store(
+    options: &StoreOptions,
+    listeners: &Listeners,
+) -> anyhow::Result<(Store, bool)> {
+    let why = match Store::open(options).await {
+        Ok(store) => return Ok((store, false)),
+        Err(error) if store::cannot_reach(&error) => error,
+        Err(error) => return Err(error),
+    };
+    tracing::error!(
+        error = %why,
+        "db: waiting for the database: alive, not ready, every request answered 503 until it can be reached"
+    );
+    tracing::info!(address = %listeners.webhook_addr(), "listening");
+    let waiting = routes::health::while_waiting();
+    let graceful = GracefulShutdown::new();
+    let mut delay = FIRST_RETRY;
+    loop {
+        let attempt = async move {
+            tokio::time::sleep(delay).await;
+            Store::open(options).await
+        };
+        tokio::pin!(attempt);
+        let opened = loop {
+            tokio::select! {
+                opened = &mut attempt => break opened,
+                () = listeners.serve_next(&waiting, &waiting, &graceful) => {}
             }
-            // Out of file descriptors, say: keep serving the connections
-            // there are, and try again shortly.
-            Err(error) => {
-                tracing::warn!(error = %error, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        match opened {
+            Ok(store) => {
+                tracing::info!("db: the database can be reached; migrations applied; starting");
+                return Ok((store, true));
             }
+            Err(error) if store::cannot_reach(&error) => {
+                tracing::debug!(error = %error, "db: still waiting for the database");
+                delay = (delay * 2).min(LAST_RETRY);
+            }
+            Err(error) => return Err(error),
         }
     }
 }
@@ -447,34 +349,6 @@ impl Connection {
 fn holder_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
     format!("{host}:{}", std::process::id())
-}
-
-/// Serves one connection until it closes, or until shutdown once its
-/// request in flight is answered; then closes it, lingering unless the
-/// client was too slow.
-async fn serve_connection<I>(
-    http: http1::Builder,
-    io: I,
-    service: TowerToHyperService<axum::Router>,
-    watcher: Watcher,
-    linger: Linger,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    // hyper's socket is dropped with this statement, before the linger.
-    let ended = watcher.watch(http.serve_connection(io, service)).await;
-    match ended {
-        Err(error) if error.is_timeout() => {
-            tracing::debug!(error = %error, "connection cut off: too slow");
-            // A client too slow to send its head is owed nothing more.
-            drop(linger);
-        }
-        Err(error) => {
-            tracing::debug!(error = %error, "connection ended with an error");
-            linger.close().await;
-        }
-        Ok(()) => linger.close().await,
-    }
 }
 
 /// Completes on SIGINT (ctrl-c) or SIGTERM.

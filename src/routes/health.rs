@@ -1,7 +1,8 @@
 //! Liveness and readiness, open to all (container probes carry no token).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -13,6 +14,38 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+}
+
+/// What both ports answer while the server waits for a database it could
+/// not reach at start: alive, not ready, and 503 to everything else (a
+/// delivery too, which Cobalt retries once). Every answer closes its
+/// connection, so no client keeps one past the wait.
+pub fn while_waiting() -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route(
+            "/readyz",
+            get(|| async { not_ready("the database cannot be reached; waiting for it") }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(ErrorBody {
+                    code: "storage_unavailable",
+                    detail: "the database cannot be reached; retry later".into(),
+                    field: None,
+                }),
+            )
+        })
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async move {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            },
+        ))
 }
 
 /// The answer of the health routes when all is well.

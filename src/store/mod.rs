@@ -510,6 +510,21 @@ pub enum SubmissionEnd {
     Forget,
 }
 
+/// Opening failed because the database could not be reached at all (down,
+/// or out of connection slots), not because of anything it said: a
+/// server may wait for it instead of exiting.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the database {location}: {cause}")]
+pub struct CannotReach {
+    pub location: String,
+    pub cause: String,
+}
+
+/// Whether opening failed with [`CannotReach`].
+pub fn cannot_reach(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<CannotReach>().is_some()
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the database did not commit within {0:?}")]

@@ -607,3 +607,104 @@ async fn while_the_database_cannot_be_reached_every_answer_is_prompt() {
     assert_eq!(app.post_webhook(&event(1)).await.status(), 200);
     assert_eq!(app.count("events").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_the_database_is_down_waits_for_it() {
+    if !runs_on(
+        Engine::Postgres,
+        "a_replica_started_while_the_database_is_down_waits_for_it",
+    ) {
+        return;
+    }
+    // A database never migrated, reached only through a proxy that
+    // refuses every connection.
+    let dir = empty_postgres_workspace();
+    let url = dir.database_url().to_owned();
+    let (credentials, rest) = url.split_once('@').unwrap();
+    let (upstream, database) = rest.split_once('/').unwrap();
+    let proxy = crate::proxy::Proxy::start(upstream.to_owned()).await;
+    proxy.set(crate::proxy::Link::Cut);
+    let via_proxy = format!("{credentials}@127.0.0.1:{}/{database}", proxy.port);
+    let env = [
+        TEST_ENV[0],
+        TEST_ENV[1],
+        ("COBALT_RECEIVER_DATABASE_URL", via_proxy.as_str()),
+    ];
+    let mut replica = start(&dir, &env, &[]);
+    let client = reqwest::Client::new();
+    let body = event(0);
+    let mut slowest = Duration::ZERO;
+    for round in 0..10 {
+        let started = std::time::Instant::now();
+        let (status, answer) = post_to(&client, &replica, body.clone()).await;
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        assert_eq!(status, 503, "round {round}: {answer}");
+        assert_eq!(answer["code"], "storage_unavailable", "{answer}");
+        assert!(
+            took < Duration::from_millis(100),
+            "round {round}: a delivery took {took:?}"
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(replica.get("/v1/jobs/fault-0", TOKEN).await.status(), 503);
+        assert!(started.elapsed() < Duration::from_millis(100), "a read");
+        assert_eq!(replica.get("/healthz", "").await.status(), 200);
+        let ready = replica.get("/readyz", "").await;
+        assert_eq!(ready.status(), 503);
+        assert!(ready.headers()["connection"] == "close");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(replica.child.try_wait().unwrap().is_none(), "still running");
+    // The database comes back: migrated and serving, without a restart.
+    eprintln!("while waiting for the database, the slowest delivery took {slowest:?}");
+    proxy.set(crate::proxy::Link::Up);
+    let back = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while replica.get("/readyz", "").await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready within 20 s of the database's return:\n{}",
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready {:?} after the database came back", back.elapsed());
+    let (status, answer) = post_to(&client, &replica, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(dir.count("events").await, 1);
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
+    assert_eq!(applied as usize, files);
+    // One line when it began to wait, one when it ended.
+    let log = replica.log();
+    assert_eq!(log.matches("waiting for the database").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("can be reached; migrations applied").count(),
+        1,
+        "{log}"
+    );
+    assert!(replica.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn migrate_still_fails_at_once_when_the_database_cannot_be_reached() {
+    let dir = workspace();
+    let started = std::time::Instant::now();
+    let (status, log) = run(
+        &dir,
+        &[(
+            "COBALT_RECEIVER_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )],
+        &["migrate"],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("cannot reach the database"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

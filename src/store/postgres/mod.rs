@@ -28,12 +28,25 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::{
-    AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
-    JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
-    Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups, WriteHealth,
+    AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, DaySummary, Delivery, EventSummary,
+    ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
+    Registered, Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups,
+    WriteHealth,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Whether a failed first connection may succeed later without anyone
+/// changing the configuration: no server answered (refused, reset, closed
+/// before it spoke, no answer), or it answered that it cannot take a
+/// connection now. Refused credentials or a missing database are not.
+fn worth_waiting_for(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(_) => reachability::unreachable(error),
+        sqlx::Error::Configuration(_) => false,
+        _ => true,
+    }
+}
 
 /// The name the service's sessions carry in `pg_stat_activity`.
 const APPLICATION_NAME: &str = "cobalt-receiver";
@@ -56,13 +69,30 @@ impl Store {
     pub async fn open(options: &StoreOptions) -> anyhow::Result<Self> {
         let connect = connect_options(&options.database_url)?;
         let where_to = location(&options.database_url);
-        let mut migrations = tokio::time::timeout(
+        let cannot_reach = |cause: String| CannotReach {
+            location: where_to.clone(),
+            cause,
+        };
+        let mut migrations = match tokio::time::timeout(
             options.write_timeout.max(Duration::from_secs(10)),
             PgConnection::connect_with(&connect),
         )
         .await
-        .map_err(|_| anyhow!("cannot reach the database {where_to}: no answer"))?
-        .map_err(|e| anyhow!("cannot reach the database {where_to}: {}", cause(&e)))?;
+        {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) if worth_waiting_for(&error) => {
+                return Err(cannot_reach(cause(&error)).into());
+            }
+            // Refused credentials, a database that does not exist: no wait
+            // will mend them.
+            Ok(Err(error)) => {
+                return Err(anyhow!(
+                    "cannot reach the database {where_to}: {}",
+                    cause(&error)
+                ));
+            }
+            Err(_) => return Err(cannot_reach("no answer".into()).into()),
+        };
         MIGRATOR
             .run(&mut migrations)
             .await
