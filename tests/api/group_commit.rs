@@ -170,3 +170,95 @@ async fn a_write_failing_mid_batch_rolls_back_the_whole_batch() {
         assert_eq!(app.get(&format!("/v1/jobs/f{n:03}")).await.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_repeat_that_cannot_be_noted_leaves_nothing_of_its_batch_and_the_retry_labels_right() {
+    let app = spawn_app_with(|config| config.write_timeout_ms = 5_000).await;
+    let old = created_event("evt_r_old", "r-old", "pn-r-old", "2025-10-09T10:00:00Z").to_string();
+    assert_eq!(app.post_webhook(&old).await.status(), 200);
+    // Noting a repeated delivery fails: the batch's last write.
+    let operator = app.sql().await;
+    let refuse: &[&str] = match app.engine() {
+        Engine::Sqlite => &[
+            "create trigger refuse_repeats before insert on repeated_deliveries
+             begin select raise(abort, 'repeats refused'); end",
+        ],
+        Engine::Postgres => &[
+            "create function refuse_repeats() returns trigger language plpgsql as $$
+             begin raise exception 'repeats refused'; end $$",
+            "create trigger refuse_repeats before insert on repeated_deliveries
+             for each row execute function refuse_repeats()",
+        ],
+    };
+    for statement in refuse {
+        sqlx::query(statement).execute(&operator).await.unwrap();
+    }
+    // 48 new events and 4 repeats of the old one reach the writer together.
+    let news: Vec<String> = (0..48)
+        .map(|n| {
+            created_event(
+                &format!("evt_r{n:02}"),
+                &format!("r{n:02}"),
+                &format!("pn-r{n:02}"),
+                "2025-10-09T10:00:00Z",
+            )
+            .to_string()
+        })
+        .collect();
+    let mut bodies = news.clone();
+    for at in [0, 12, 24, 36] {
+        bodies.insert(at, old.clone());
+    }
+    let lock = app.hold_write_lock().await;
+    let answers = post_all(&app, bodies.clone()).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    lock.release().await;
+    let answers = answers.join_all().await;
+
+    let mut refused = Vec::new();
+    for (n, status, body) in &answers {
+        let event: Value = serde_json::from_str(&bodies[*n]).unwrap();
+        let event_id = event["id"].as_str().unwrap();
+        if event_id == "evt_r_old" {
+            assert_eq!(*status, 503, "a repeat that could not be noted: {body}");
+            continue;
+        }
+        let stored: i64 = sqlx::query_scalar("select count(*) from events where event_id = $1")
+            .bind(event_id)
+            .fetch_one(&operator)
+            .await
+            .unwrap();
+        match status {
+            200 => {
+                assert_eq!(stored, 1, "{event_id} acknowledged but not stored");
+                assert_eq!(body["status"], "applied", "{event_id}: {body}");
+            }
+            503 => {
+                assert_eq!(stored, 0, "{event_id} refused but stored");
+                refused.push(bodies[*n].clone());
+            }
+            other => panic!("{event_id}: unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "no new event shared a batch with a repeat"
+    );
+    // Cobalt's retry of each refused delivery is its first recording.
+    let allow = match app.engine() {
+        Engine::Sqlite => "drop trigger refuse_repeats",
+        Engine::Postgres => "drop trigger refuse_repeats on repeated_deliveries",
+    };
+    sqlx::query(allow).execute(&operator).await.unwrap();
+    operator.close().await;
+    for body in &refused {
+        let (status, answer) = json_of(app.post_webhook(body).await).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"], "applied", "{answer}");
+    }
+    let (status, answer) = json_of(app.post_webhook(&old).await).await;
+    assert_eq!(
+        (status.as_u16(), &answer["status"]),
+        (200, &Value::from("duplicate"))
+    );
+}

@@ -4,8 +4,9 @@
 //! Deliveries queue in a bounded channel. The writer task takes all that
 //! are waiting (up to the batch size) and writes them with one statement
 //! over the connection it owns ([`RECORD_BATCH`]), which PostgreSQL commits
-//! on its own; then it answers each delivery. One round trip and one WAL
-//! flush a batch:
+//! on its own, whole or not at all; then it answers each delivery. One
+//! round trip and one WAL flush a batch, repeated deliveries and superseded
+//! events included:
 //!
 //! - The new outcome events' jobs are upserted (multi-row, over `unnest`
 //!   arrays, sorted by key), replacing a job's state only where the event
@@ -237,7 +238,9 @@ impl Writer {
                     .zip(&outcomes)
                     .filter_map(
                         |(write, outcome)| match (job_of(&write.delivery), outcome) {
-                            (Some((_, job_id)), Recorded::New(Outcome::Applied)) => Some(job_id),
+                            (Some((_, job_id)), Ok(Recorded::New(Outcome::Applied))) => {
+                                Some(job_id)
+                            }
                             _ => None,
                         },
                     )
@@ -247,7 +250,7 @@ impl Writer {
                     self.notifier.decided(&decided);
                 }
                 for (write, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = write.reply.send(Ok(outcome));
+                    let _ = write.reply.send(outcome);
                 }
             }
             Err(failure) => {
@@ -272,7 +275,7 @@ impl Writer {
         &mut self,
         batch: &[Write],
         deadline: Deadline,
-    ) -> Result<Vec<Recorded>, Failure> {
+    ) -> Result<Vec<Answer>, Failure> {
         let connection = self.connection(deadline).await?;
         let result = match tokio::time::timeout_at(deadline, apply(connection, batch)).await {
             Ok(result) => result,
@@ -401,8 +404,7 @@ fn connection_lost(error: &sqlx::Error) -> bool {
     }
 }
 
-/// A whole batch in one statement, so one round trip and one commit
-/// (PostgreSQL commits a statement run outside a transaction on its own):
+/// A whole batch in one statement, so one round trip for all of it:
 ///
 /// 1. `known`: the batch's events already in the log when the statement
 ///    began; they are duplicates and take no part.
@@ -418,9 +420,17 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 ///    know of).
 /// 4. `resolved`: the expected jobs the batch decided are no longer pending.
 /// 5. `kept`: their payloads.
+/// 6. `repeated`: each webhook delivery of an event already in the log
+///    (known, or inserted by another replica meanwhile) and the batch's own
+///    later deliveries of an id (`$20`-`$22`), for the job's story.
+/// 7. `touched`: a superseded event's job takes its last-received time.
+///    `decided` left that row as it was (a batch holds one event a job), so
+///    no row is changed twice in the statement.
 ///
 /// Returns, in the batch's order, each event's label if it was inserted
-/// now, or the original's if it was known.
+/// now, or the original's if it was known, and whether its job was
+/// touched (a row another replica inserted after the statement began is
+/// not visible to `touched`).
 const RECORD_BATCH: &str = concat!(
     r#"
 with input as (
@@ -477,22 +487,35 @@ kept as (
     insert into payloads (seq, payload)
     select new_events.seq, input.payload
     from new_events join input on input.event_id = new_events.event_id
+),
+repeated as (
+    insert into repeated_deliveries (event_id, received_at, attempt)
+    select event_id, received_at, attempt from input
+    where source = 'webhook' and event_id not in (select event_id from new_events)
+    union all
+    select * from unnest($20::text[], $21::text[], $22::int8[])
+),
+touched as (
+    update jobs set last_received_at = input.received_at
+    from new_events join input on input.event_id = new_events.event_id
+    where new_events.outcome = 'superseded'
+      and jobs.patient_note_id = input.patient_note_id and jobs.job_id = input.job_id
+    returning jobs.patient_note_id, jobs.job_id
 )
-select new_events.outcome, known.outcome
+select new_events.outcome, known.outcome, touched.job_id is not null
 from input
 left join new_events on new_events.event_id = input.event_id
 left join known on known.event_id = input.event_id
+left join touched on touched.patient_note_id = input.patient_note_id
+    and touched.job_id = input.job_id and new_events.outcome = 'superseded'
 order by input.arrival
 "#
 );
 
-/// One batch in one transaction; outcomes in the batch's order. A later
+/// One batch in one statement; outcomes in the batch's order. A later
 /// delivery of an event id earlier in the batch is that event's duplicate,
-/// answered, like the others, once the transaction commits.
-async fn apply(
-    connection: &mut PgConnection,
-    batch: &[Write],
-) -> Result<Vec<Recorded>, sqlx::Error> {
+/// answered, like the others, once the statement commits.
+async fn apply(connection: &mut PgConnection, batch: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
     let mut position: HashMap<&str, usize> = HashMap::new();
     let mut unique: Vec<&Delivery> = Vec::with_capacity(batch.len());
     let slots: Vec<Result<usize, usize>> = batch
@@ -508,76 +531,53 @@ async fn apply(
             },
         )
         .collect();
-    let recorded = apply_unique(connection, &unique).await?;
-    let recorded: Vec<Recorded> = slots
+    // Later webhook deliveries of an event earlier in the batch are noted
+    // as repeats by the batch's statement.
+    let repeats: Vec<&Delivery> = batch
+        .iter()
+        .zip(&slots)
+        .filter(|(write, slot)| slot.is_err() && write.delivery.source == Source::Webhook)
+        .map(|(write, _)| &write.delivery)
+        .collect();
+    let recorded = apply_unique(connection, &unique, &repeats).await?;
+    let recorded: Vec<Answer> = slots
         .into_iter()
         .map(|slot| match slot {
-            Ok(own) => recorded[own],
-            Err(first) => match recorded[first] {
-                Recorded::New(outcome) | Recorded::Duplicate(outcome) => {
-                    Recorded::Duplicate(outcome)
+            Ok(own) => recorded[own].clone(),
+            Err(first) => match &recorded[first] {
+                Ok(Recorded::New(outcome) | Recorded::Duplicate(outcome)) => {
+                    Ok(Recorded::Duplicate(*outcome))
                 }
+                Err(error) => Err(error.clone()),
             },
         })
         .collect();
-    note_repeats(connection, batch, &recorded).await?;
     Ok(recorded)
 }
 
-/// Notes each webhook delivery of an event already recorded, in the
-/// batch's transaction (rare: a statement only when there is one).
-async fn note_repeats(
-    connection: &mut PgConnection,
-    batch: &[Write],
-    recorded: &[Recorded],
-) -> Result<(), sqlx::Error> {
-    let repeats: Vec<&Delivery> = batch
-        .iter()
-        .zip(recorded)
-        .filter(|(write, recorded)| {
-            matches!(recorded, Recorded::Duplicate(_)) && write.delivery.source == Source::Webhook
-        })
-        .map(|(write, _)| &write.delivery)
-        .collect();
-    if repeats.is_empty() {
-        return Ok(());
-    }
-    let received_at = repeats
-        .iter()
-        .map(|delivery| delivery.received_at.format(&Rfc3339))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(e.into()))?;
-    sqlx::query(
-        "insert into repeated_deliveries (event_id, received_at, attempt)
-         select * from unnest($1::text[], $2::text[], $3::bigint[])",
-    )
-    .bind(
-        repeats
-            .iter()
-            .map(|d| d.envelope.event_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(received_at)
-    .bind(repeats.iter().map(|d| d.attempt).collect::<Vec<_>>())
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
-}
-
-/// Deliveries of distinct event ids (and at most one event a job), in one
-/// statement ([`RECORD_BATCH`]). Two rare cases take a second statement,
-/// after the commit and before any answer: a superseded event's touch of
-/// its job's last-received time, and the original's outcome for a
-/// duplicate another replica committed while the batch ran.
+/// Deliveries of distinct event ids (and at most one event a job), and the
+/// batch's later deliveries of the same ids (`repeats`), in one statement
+/// ([`RECORD_BATCH`]). Two rare cases take a second statement after it has
+/// committed; neither writes anything a delivery's answer depends on: the
+/// original's outcome for a duplicate another replica committed while the
+/// batch ran (read), and the last-received time of a superseded event's
+/// job that another replica created while it ran (the statement cannot see
+/// that row to touch it).
 async fn apply_unique(
     connection: &mut PgConnection,
     deliveries: &[&Delivery],
-) -> Result<Vec<Recorded>, sqlx::Error> {
+    repeats: &[&Delivery],
+) -> Result<Vec<Answer>, sqlx::Error> {
     let rows = deliveries
         .iter()
         .map(|delivery| EventRow::of(delivery))
         .collect::<Result<Vec<_>, _>>()?;
-    let answers: Vec<(Option<String>, Option<String>)> = sqlx::query_as(RECORD_BATCH)
+    let repeated_at = repeats
+        .iter()
+        .map(|delivery| delivery.received_at.format(&Rfc3339))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let answers: Vec<(Option<String>, Option<String>, bool)> = sqlx::query_as(RECORD_BATCH)
         .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
@@ -637,17 +637,25 @@ async fn apply_unique(
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.source).collect::<Vec<_>>())
+        .bind(
+            repeats
+                .iter()
+                .map(|d| d.envelope.event_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(repeated_at)
+        .bind(repeats.iter().map(|d| d.attempt).collect::<Vec<_>>())
         .fetch_all(&mut *connection)
         .await?;
 
     let mut recorded = Vec::with_capacity(rows.len());
     let mut superseded = Vec::new();
     let mut unknown = Vec::new();
-    for (row, (label, original)) in rows.iter().zip(&answers) {
+    for (row, (label, original, touched)) in rows.iter().zip(&answers) {
         recorded.push(match (label, original) {
             (Some(label), _) => {
                 let outcome = parse_outcome(label)?;
-                if outcome == Outcome::Superseded {
+                if outcome == Outcome::Superseded && !touched {
                     superseded.push(row);
                 }
                 Some(Recorded::New(outcome))
@@ -660,8 +668,9 @@ async fn apply_unique(
         });
     }
     if !superseded.is_empty() {
-        // A superseded event changes nothing but its job's last-received time.
-        sqlx::query(
+        // A superseded event changes nothing but its job's last-received
+        // time; the batch is committed, so a failure here costs only that.
+        let touch = sqlx::query(
             "update jobs set last_received_at = t.received_at
              from unnest($1::text[], $2::text[], $3::text[]) as t(patient_note_id, job_id, received_at)
              where jobs.patient_note_id = t.patient_note_id and jobs.job_id = t.job_id",
@@ -670,32 +679,54 @@ async fn apply_unique(
         .bind(superseded.iter().map(|r| r.job_id).collect::<Vec<_>>())
         .bind(superseded.iter().map(|r| r.received_at.as_str()).collect::<Vec<_>>())
         .execute(&mut *connection)
-        .await?;
-    }
-    let mut originals = HashMap::new();
-    if !unknown.is_empty() {
-        let found = sqlx::query("select event_id, outcome from events where event_id = any($1)")
-            .bind(&unknown)
-            .fetch_all(&mut *connection)
-            .await?;
-        for row in found {
-            originals.insert(
-                row.try_get::<String, _>(0)?,
-                super::outcome_column(&row, 1)?,
-            );
+        .await;
+        if let Err(error) = touch {
+            tracing::warn!(error = %cause(&error), "a superseded event's job keeps its last-received time");
         }
     }
-    rows.iter()
+    // The batch is committed: a failed read of the originals is the answer
+    // of those duplicates only (their retry finds them again).
+    let originals = match unknown.is_empty() {
+        true => Ok(HashMap::new()),
+        false => originals(connection, &unknown)
+            .await
+            .map_err(|error| StoreError::Database(cause(&error))),
+    };
+    Ok(rows
+        .iter()
         .zip(recorded)
         .map(|(row, recorded)| match recorded {
             Some(recorded) => Ok(recorded),
-            None => originals
-                .get(row.event_id)
-                .map(|outcome| Recorded::Duplicate(*outcome))
-                .ok_or(sqlx::Error::RowNotFound),
+            None => match &originals {
+                Ok(originals) => originals
+                    .get(row.event_id)
+                    .map(|outcome| Recorded::Duplicate(*outcome))
+                    .ok_or_else(|| {
+                        StoreError::Database("a duplicate's original was not found".into())
+                    }),
+                Err(error) => Err(error.clone()),
+            },
         })
+        .collect())
+}
+
+/// What became of events another replica committed while a batch ran.
+async fn originals(
+    connection: &mut PgConnection,
+    event_ids: &[&str],
+) -> Result<HashMap<String, Outcome>, sqlx::Error> {
+    let found = sqlx::query("select event_id, outcome from events where event_id = any($1)")
+        .bind(event_ids)
+        .fetch_all(&mut *connection)
+        .await?;
+    found
+        .iter()
+        .map(|row| Ok((row.try_get::<String, _>(0)?, super::outcome_column(row, 1)?)))
         .collect()
 }
+
+/// A delivery's answer: how it was recorded, or why it was not.
+type Answer = Result<Recorded, StoreError>;
 
 fn parse_outcome(value: &str) -> Result<Outcome, sqlx::Error> {
     Outcome::parse(value)
