@@ -55,6 +55,16 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the PostgreSQL server of `database_url`, and
+    /// the URL of the same database through it.
+    pub async fn in_front_of(database_url: &str) -> (Self, String) {
+        let (credentials, rest) = database_url.split_once('@').unwrap();
+        let (upstream, database) = rest.split_once('/').unwrap();
+        let proxy = Self::start(upstream.to_owned()).await;
+        let via_proxy = format!("{credentials}@127.0.0.1:{}/{database}", proxy.port);
+        (proxy, via_proxy)
+    }
+
     pub fn set(&self, link: Link) {
         if link == Link::Cut {
             for connection in self.connections.lock().unwrap().drain(..) {

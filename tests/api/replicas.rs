@@ -307,6 +307,12 @@ async fn replicas_starting_together_migrate_once_and_all_serve() {
         let (status, answer) = post_to(&reqwest::Client::new(), replica, body).await;
         assert_eq!(status, 200, "{answer}");
     }
+    assert_every_migration_applied(&dir).await;
+    assert_eq!(dir.count("events").await, 3);
+}
+
+/// The PostgreSQL database of `dir` has every migration of this build.
+async fn assert_every_migration_applied(dir: &Workspace) {
     let db = dir.sql().await;
     let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
         .fetch_one(&db)
@@ -316,7 +322,6 @@ async fn replicas_starting_together_migrate_once_and_all_serve() {
         .unwrap()
         .count();
     assert_eq!(applied as usize, files);
-    assert_eq!(dir.count("events").await, 3);
 }
 
 /// A replica's database connection runs through a proxy the test cuts.
@@ -327,11 +332,7 @@ struct Faulty {
 
 async fn app_behind_proxy(write_timeout_ms: u64) -> Faulty {
     let dir = Arc::new(workspace_on(Engine::Postgres));
-    let url = dir.database_url().to_owned();
-    let (credentials, rest) = url.split_once('@').unwrap();
-    let (upstream, database) = rest.split_once('/').unwrap();
-    let proxy = crate::proxy::Proxy::start(upstream.to_owned()).await;
-    let via_proxy = format!("{credentials}@127.0.0.1:{}/{database}", proxy.port);
+    let (proxy, via_proxy) = crate::proxy::Proxy::in_front_of(dir.database_url()).await;
     let app = spawn_app_in(dir, |config| {
         config.database_url = via_proxy;
         config.write_timeout_ms = write_timeout_ms;
@@ -619,12 +620,8 @@ async fn a_replica_started_while_the_database_is_down_waits_for_it() {
     // A database never migrated, reached only through a proxy that
     // refuses every connection.
     let dir = empty_postgres_workspace();
-    let url = dir.database_url().to_owned();
-    let (credentials, rest) = url.split_once('@').unwrap();
-    let (upstream, database) = rest.split_once('/').unwrap();
-    let proxy = crate::proxy::Proxy::start(upstream.to_owned()).await;
+    let (proxy, via_proxy) = crate::proxy::Proxy::in_front_of(dir.database_url()).await;
     proxy.set(crate::proxy::Link::Cut);
-    let via_proxy = format!("{credentials}@127.0.0.1:{}/{database}", proxy.port);
     let env = [
         TEST_ENV[0],
         TEST_ENV[1],
@@ -672,15 +669,7 @@ async fn a_replica_started_while_the_database_is_down_waits_for_it() {
     let (status, answer) = post_to(&client, &replica, body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(dir.count("events").await, 1);
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
-        .unwrap()
-        .count();
-    assert_eq!(applied as usize, files);
+    assert_every_migration_applied(&dir).await;
     // One line when it began to wait, one when it ended.
     let log = replica.log();
     assert_eq!(log.matches("waiting for the database").count(), 1, "{log}");
