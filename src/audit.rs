@@ -21,7 +21,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::monitoring;
+use crate::monitoring::{self, AuditRows};
 use crate::store::{AuditEntry, Store, StoreError};
 
 /// Rows that may wait for the database before new ones are dropped.
@@ -76,7 +76,7 @@ impl Audit {
         match self.commands.try_send(Command::Row(action.entry(), None)) {
             Ok(()) => {}
             Err(_) => {
-                monitoring::audit_rows("dropped", 1);
+                monitoring::audit_rows(AuditRows::Dropped, 1);
                 tracing::error!(
                     action = which,
                     "audit: a row was dropped: the database has not taken writes for a while"
@@ -140,7 +140,7 @@ async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>, write_time
             .unwrap_or(Err(StoreError::Timeout(write_timeout)));
         match written {
             Ok(()) => {
-                monitoring::audit_rows("recorded", count);
+                monitoring::audit_rows(AuditRows::Recorded, count);
                 rows.clear();
                 for (_, waiter) in waiters.drain(..) {
                     let _ = waiter.send(Ok(()));
@@ -148,7 +148,7 @@ async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>, write_time
                 pause = Duration::from_millis(100);
             }
             Err(StoreError::Stopped) => {
-                monitoring::audit_rows("dropped", count);
+                monitoring::audit_rows(AuditRows::Dropped, count);
                 return;
             }
             Err(error) => {
@@ -161,7 +161,7 @@ async fn write_rows(store: Store, mut queue: mpsc::Receiver<Command>, write_time
                 }
                 // Flushes (shutdown) do not wait for a database that is down.
                 if !flushes.is_empty() {
-                    monitoring::audit_rows("dropped", rows.len());
+                    monitoring::audit_rows(AuditRows::Dropped, rows.len());
                     rows.clear();
                     continue;
                 }

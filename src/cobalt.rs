@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, Secret};
 use crate::domain::event::{CREATED, FAILED};
-use crate::monitoring;
+use crate::monitoring::{self, ListOutcome, SubmitOutcome};
 
 /// Attempts of one listing call before the sweep gives it up.
 const LIST_ATTEMPTS: u32 = 4;
@@ -251,7 +251,7 @@ impl Client {
             Err(_) => Err(SubmitError::Failed { status: None }),
             Ok(response) => read_submission(response).await,
         };
-        monitoring::cobalt_call("submit_note", submit_outcome(&result));
+        monitoring::note_submitted(submit_outcome(&result));
         result
     }
 
@@ -289,7 +289,7 @@ impl Client {
                 .await;
             let pause = match sent {
                 Err(_) => {
-                    monitoring::cobalt_call("list_events", "unreachable");
+                    monitoring::events_listed(ListOutcome::Unreachable);
                     last_status = 0;
                     None
                 }
@@ -302,28 +302,25 @@ impl Client {
                             .await
                             .map_err(|_| ListError::Malformed("the body was cut off".into()))
                             .and_then(|text| read_page(&text));
-                        monitoring::cobalt_call(
-                            "list_events",
-                            if page.is_ok() { "ok" } else { "malformed" },
-                        );
+                        monitoring::events_listed(match page {
+                            Ok(_) => ListOutcome::Ok,
+                            Err(_) => ListOutcome::Malformed,
+                        });
                         return page;
                     }
                     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        monitoring::cobalt_call("list_events", "unauthorized");
+                        monitoring::events_listed(ListOutcome::Unauthorized);
                         return Err(ListError::Unauthorized(status.as_u16()));
                     }
                     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        monitoring::cobalt_call(
-                            "list_events",
-                            if status == StatusCode::TOO_MANY_REQUESTS {
-                                "rate_limited"
-                            } else {
-                                "server_error"
-                            },
-                        );
+                        monitoring::events_listed(if status == StatusCode::TOO_MANY_REQUESTS {
+                            ListOutcome::RateLimited
+                        } else {
+                            ListOutcome::ServerError
+                        });
                         retry_after(&response)
                     } else {
-                        monitoring::cobalt_call("list_events", "rejected");
+                        monitoring::events_listed(ListOutcome::Rejected);
                         return Err(ListError::Malformed(format!(
                             "Cobalt answered HTTP {status}"
                         )));
@@ -412,16 +409,16 @@ async fn read_submission(response: reqwest::Response) -> Result<Submitted, Submi
     }
 }
 
-fn submit_outcome(result: &Result<Submitted, SubmitError>) -> &'static str {
+fn submit_outcome(result: &Result<Submitted, SubmitError>) -> SubmitOutcome {
     match result {
-        Ok(_) => "ok",
-        Err(SubmitError::Rejected { status: 429, .. }) => "rate_limited",
-        Err(SubmitError::Rejected { .. }) => "rejected",
-        Err(SubmitError::Unauthorized) => "unauthorized",
-        Err(SubmitError::Unreachable) => "unreachable",
-        Err(SubmitError::TimedOut) => "timeout",
-        Err(SubmitError::Failed { status: Some(_) }) => "server_error",
-        Err(SubmitError::Failed { status: None }) => "malformed",
+        Ok(_) => SubmitOutcome::Ok,
+        Err(SubmitError::Rejected { status: 429, .. }) => SubmitOutcome::RateLimited,
+        Err(SubmitError::Rejected { .. }) => SubmitOutcome::Rejected,
+        Err(SubmitError::Unauthorized) => SubmitOutcome::Unauthorized,
+        Err(SubmitError::Unreachable) => SubmitOutcome::Unreachable,
+        Err(SubmitError::TimedOut) => SubmitOutcome::Timeout,
+        Err(SubmitError::Failed { status: Some(_) }) => SubmitOutcome::ServerError,
+        Err(SubmitError::Failed { status: None }) => SubmitOutcome::Malformed,
     }
 }
 

@@ -50,84 +50,158 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Outcomes decided before the body is read, when the type is still `unknown`.
-const UNREAD_OUTCOMES: [&str; 3] = ["unauthorized", "too_large", "invalid_body"];
-/// Outcomes of a delivery whose type is known.
-const READ_OUTCOMES: [&str; 7] = [
-    "applied",
-    "superseded",
-    "ignored",
-    "duplicate",
-    "rejected",
-    "overloaded",
-    "storage_unavailable",
-];
+/// A closed set of label values: the enum, every value in `ALL` (so each
+/// counter is exported at 0 from the start) and each value's text, once.
+macro_rules! label_set {
+    ($(#[$doc:meta])* $name:ident { $($(#[$variant_doc:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$variant_doc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label),+
+                }
+            }
+        }
+    };
+}
+
+label_set! {
+    /// What became of a delivery to the webhook route.
+    DeliveryOutcome {
+        Applied => "applied",
+        Superseded => "superseded",
+        Ignored => "ignored",
+        Duplicate => "duplicate",
+        Rejected => "rejected",
+        Overloaded => "overloaded",
+        StorageUnavailable => "storage_unavailable",
+        /// Refused for its signature, before the body is read.
+        Unauthorized => "unauthorized",
+        /// Over the body limit, before it is read whole.
+        TooLarge => "too_large",
+        /// Not an event at all.
+        InvalidBody => "invalid_body",
+    }
+}
+
+impl DeliveryOutcome {
+    /// Whether the outcome is decided before the body is read, when the
+    /// event's type is still `unknown`.
+    fn before_the_type(self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized | Self::TooLarge | Self::InvalidBody
+        )
+    }
+}
+
+label_set! {
+    /// What the recovery sweep made of an outcome event it found.
+    RecoveredOutcome {
+        /// New here, and now deciding its job.
+        Applied => "applied",
+        /// New here, outranked by the job's deciding event.
+        Superseded => "superseded",
+        /// Its delivery had arrived.
+        Duplicate => "duplicate",
+    }
+}
+
+label_set! {
+    /// What became of audit rows.
+    AuditRows {
+        Recorded => "recorded",
+        /// Lost: the queue was full or the database refused them.
+        Dropped => "dropped",
+    }
+}
+
+label_set! {
+    /// Outcomes of a note submission to Cobalt.
+    SubmitOutcome {
+        Ok => "ok",
+        Rejected => "rejected",
+        RateLimited => "rate_limited",
+        Unauthorized => "unauthorized",
+        Unreachable => "unreachable",
+        Timeout => "timeout",
+        ServerError => "server_error",
+        /// Cobalt answered 2xx with a body that is not a submission's.
+        Malformed => "malformed",
+    }
+}
+
+label_set! {
+    /// Outcomes of one attempt at listing Cobalt's events.
+    ListOutcome {
+        Ok => "ok",
+        Malformed => "malformed",
+        Rejected => "rejected",
+        RateLimited => "rate_limited",
+        Unauthorized => "unauthorized",
+        Unreachable => "unreachable",
+        ServerError => "server_error",
+    }
+}
 
 /// Every counter an alert may watch exists from the start, at 0: a rule on
 /// `rate(...)` or `increase(...)` then works on a quiet day too.
 fn export_zeros() {
-    for outcome in UNREAD_OUTCOMES {
-        counter!("cobalt_receiver_deliveries_total", "type" => "unknown", "outcome" => outcome)
-            .increment(0);
-    }
-    for event_type in [CREATED, FAILED, "other"] {
-        for outcome in READ_OUTCOMES {
-            counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome)
-                .increment(0);
+    for outcome in DeliveryOutcome::ALL {
+        let types: &[&'static str] = match outcome.before_the_type() {
+            true => &["unknown"],
+            false => &[CREATED, FAILED, "other"],
+        };
+        for event_type in types {
+            delivery_counter(event_type, *outcome).increment(0);
         }
     }
     for field in REJECTABLE_FIELDS {
         counter!("cobalt_receiver_rejected_events_total", "field" => field).increment(0);
     }
     counter!("cobalt_receiver_database_errors_total").increment(0);
-    for outcome in ["recorded", "dropped"] {
-        counter!("cobalt_receiver_audit_rows_total", "outcome" => outcome).increment(0);
+    for outcome in AuditRows::ALL {
+        audit_rows_counter(*outcome).increment(0);
     }
-    for (call, outcomes) in [
-        ("submit_note", &SUBMIT_OUTCOMES[..]),
-        ("list_events", &LIST_OUTCOMES[..]),
-    ] {
-        for outcome in outcomes {
-            counter!("cobalt_receiver_cobalt_api_calls_total", "call" => call, "outcome" => *outcome)
-                .increment(0);
-        }
+    for outcome in SubmitOutcome::ALL {
+        cobalt_call_counter("submit_note", outcome.as_str()).increment(0);
     }
-    for outcome in ["applied", "superseded", "duplicate"] {
-        counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome).increment(0);
+    for outcome in ListOutcome::ALL {
+        cobalt_call_counter("list_events", outcome.as_str()).increment(0);
+    }
+    for outcome in RecoveredOutcome::ALL {
+        recovered_counter(*outcome).increment(0);
     }
 }
 
-/// Outcomes of a note submission to Cobalt.
-const SUBMIT_OUTCOMES: [&str; 7] = [
-    "ok",
-    "rejected",
-    "rate_limited",
-    "unauthorized",
-    "unreachable",
-    "timeout",
-    "server_error",
-];
-/// Outcomes of one attempt at listing Cobalt's events.
-const LIST_OUTCOMES: [&str; 7] = [
-    "ok",
-    "malformed",
-    "rejected",
-    "rate_limited",
-    "unauthorized",
-    "unreachable",
-    "server_error",
-];
+/// One note submitted to Cobalt, and how that went.
+pub fn note_submitted(outcome: SubmitOutcome) {
+    cobalt_call_counter("submit_note", outcome.as_str()).increment(1);
+}
 
-/// One call to Cobalt's API (`submit_note`, `list_events`) and its outcome.
-pub fn cobalt_call(call: &'static str, outcome: &'static str) {
+/// One attempt at listing Cobalt's events, and how that went.
+pub fn events_listed(outcome: ListOutcome) {
+    cobalt_call_counter("list_events", outcome.as_str()).increment(1);
+}
+
+fn cobalt_call_counter(call: &'static str, outcome: &'static str) -> metrics::Counter {
     counter!("cobalt_receiver_cobalt_api_calls_total", "call" => call, "outcome" => outcome)
-        .increment(1);
 }
 
-/// An outcome event found by the recovery sweep: `applied` or
-/// `superseded` (new here), or `duplicate` (its delivery had arrived).
-pub fn recovered(outcome: &'static str) {
-    counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome).increment(1);
+/// An outcome event found by the recovery sweep.
+pub fn recovered(outcome: RecoveredOutcome) {
+    recovered_counter(outcome).increment(1);
+}
+
+fn recovered_counter(outcome: RecoveredOutcome) -> metrics::Counter {
+    counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome.as_str())
 }
 
 /// Pending and overdue jobs, read at scrape time.
@@ -151,9 +225,12 @@ pub fn type_label(event_type: Option<&str>) -> &'static str {
 }
 
 /// A delivery to the webhook route (`type_label`) and what became of it.
-pub fn delivery(event_type: &'static str, outcome: &'static str) {
-    counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome)
-        .increment(1);
+pub fn delivery(event_type: &'static str, outcome: DeliveryOutcome) {
+    delivery_counter(event_type, outcome).increment(1);
+}
+
+fn delivery_counter(event_type: &'static str, outcome: DeliveryOutcome) -> metrics::Counter {
+    counter!("cobalt_receiver_deliveries_total", "type" => event_type, "outcome" => outcome.as_str())
 }
 
 /// A patient-note event rejected for the named field.
@@ -231,8 +308,12 @@ pub fn batch_committed(size: usize, seconds: f64) {
 
 /// Audit rows `recorded` or `dropped` (the database took no writes for
 /// longer than the queue holds).
-pub fn audit_rows(outcome: &'static str, count: usize) {
-    counter!("cobalt_receiver_audit_rows_total", "outcome" => outcome).increment(count as u64);
+pub fn audit_rows(outcome: AuditRows, count: usize) {
+    audit_rows_counter(outcome).increment(count as u64);
+}
+
+fn audit_rows_counter(outcome: AuditRows) -> metrics::Counter {
+    counter!("cobalt_receiver_audit_rows_total", "outcome" => outcome.as_str())
 }
 
 /// A database operation that failed (a batch, a probe, a purge).

@@ -24,7 +24,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::cobalt::{self, Account, Client, EventQuery, ListError};
 use crate::domain::event::{CREATED, FAILED};
-use crate::monitoring;
+use crate::monitoring::{self, RecoveredOutcome};
 use crate::store::{Delivery, Outcome, Recorded, Source, Store, StoreError};
 
 /// What one sweep looks at.
@@ -289,13 +289,13 @@ impl Reconciler {
         match recorded {
             Recorded::Duplicate(_) => {
                 report.already_known += 1;
-                monitoring::recovered("duplicate");
+                monitoring::recovered(RecoveredOutcome::Duplicate);
             }
             Recorded::New(outcome) => {
                 report.recovered += 1;
                 monitoring::recovered(match outcome {
-                    Outcome::Applied => "applied",
-                    _ => "superseded",
+                    Outcome::Applied => RecoveredOutcome::Applied,
+                    _ => RecoveredOutcome::Superseded,
                 });
             }
         }

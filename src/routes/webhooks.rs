@@ -18,7 +18,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::AppState;
 use crate::domain::{Meaning, event};
 use crate::error::{AppError, ErrorBody, Result};
-use crate::monitoring;
+use crate::monitoring::{self, DeliveryOutcome};
 use crate::signature;
 use crate::store::{Delivery, Outcome, Recorded, Source, StoreError};
 
@@ -102,19 +102,29 @@ pub async fn receive_webhook(
     let mut event_type = monitoring::type_label(None);
     let answer = receive(&state, &headers, body, &mut event_type).await;
     let outcome = match &answer {
-        Ok((_, receipt)) => receipt.status,
+        Ok((outcome, _)) => *outcome,
         Err(AppError::InvalidEvent(error)) => {
             monitoring::rejected(error.field);
-            "rejected"
+            DeliveryOutcome::Rejected
         }
-        Err(AppError::Signature(_)) => "unauthorized",
-        Err(AppError::TooLarge(_)) => "too_large",
-        Err(AppError::Store(StoreError::Overloaded)) => "overloaded",
-        Err(AppError::Store(_)) => "storage_unavailable",
-        Err(_) => "invalid_body",
+        Err(AppError::Signature(_)) => DeliveryOutcome::Unauthorized,
+        Err(AppError::TooLarge(_)) => DeliveryOutcome::TooLarge,
+        Err(AppError::Store(StoreError::Overloaded)) => DeliveryOutcome::Overloaded,
+        Err(AppError::Store(_)) => DeliveryOutcome::StorageUnavailable,
+        Err(_) => DeliveryOutcome::InvalidBody,
     };
     monitoring::delivery(event_type, outcome);
-    answer
+    answer.map(|(_, receipt)| (StatusCode::OK, Json(receipt)))
+}
+
+/// A stored event's outcome as the deliveries counter labels it.
+fn delivered(outcome: Outcome) -> DeliveryOutcome {
+    match outcome {
+        Outcome::Applied => DeliveryOutcome::Applied,
+        Outcome::Superseded => DeliveryOutcome::Superseded,
+        Outcome::Ignored => DeliveryOutcome::Ignored,
+        Outcome::Rejected => DeliveryOutcome::Rejected,
+    }
 }
 
 /// The delivery itself; `event_type` (a metrics label) is set once the body
@@ -124,7 +134,7 @@ async fn receive(
     headers: &HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
     event_type: &mut &'static str,
-) -> Result<(StatusCode, Json<Receipt>)> {
+) -> Result<(DeliveryOutcome, Receipt)> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::TooLarge(state.body_limit),
         _ => AppError::BadRequest("the body could not be read".into()),
@@ -165,27 +175,27 @@ async fn receive(
     match recorded {
         Recorded::New(outcome) => tracing::info!(outcome = outcome.as_str(), "event recorded"),
         Recorded::Duplicate(original) => tracing::info!(
-            outcome = "duplicate",
+            outcome = DeliveryOutcome::Duplicate.as_str(),
             original_outcome = original.as_str(),
             "event recorded"
         ),
     }
 
-    let (status, original_outcome) = match recorded {
+    let (outcome, original_outcome) = match recorded {
         Recorded::New(Outcome::Rejected) => {
             let error = invalid.expect("only an invalid event is rejected");
             return Err(AppError::InvalidEvent(error));
         }
-        Recorded::New(outcome) => (outcome.as_str(), None),
-        Recorded::Duplicate(original) => ("duplicate", Some(original)),
+        Recorded::New(outcome) => (delivered(outcome), None),
+        Recorded::Duplicate(original) => (DeliveryOutcome::Duplicate, Some(original)),
     };
     Ok((
-        StatusCode::OK,
-        Json(Receipt {
+        outcome,
+        Receipt {
             event_id,
-            status,
+            status: outcome.as_str(),
             original_outcome,
-        }),
+        },
     ))
 }
 

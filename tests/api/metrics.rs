@@ -4,6 +4,7 @@
 
 use crate::helpers::*;
 use crate::process::*;
+use cobalt_receiver::monitoring::{AuditRows, ListOutcome, RecoveredOutcome, SubmitOutcome};
 
 /// The value of the first sample of `name` whose labels include all of `labels`.
 fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -167,4 +168,46 @@ async fn alerting_counters_are_exported_at_zero_before_the_first_event() {
         Some(0.0),
         "{text}"
     );
+    // Every outcome a call to Cobalt can have, `malformed` submissions too.
+    let calls = "cobalt_receiver_cobalt_api_calls_total";
+    for (call, outcomes) in [
+        (
+            "submit_note",
+            SubmitOutcome::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "list_events",
+            ListOutcome::ALL.iter().map(|o| o.as_str()).collect(),
+        ),
+    ] {
+        for outcome in outcomes {
+            let labels = [
+                format!(r#"call="{call}""#),
+                format!(r#"outcome="{outcome}""#),
+            ];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            assert_eq!(sample(&text, calls, &labels), Some(0.0), "{call} {outcome}");
+        }
+    }
+    assert_eq!(
+        sample(
+            &text,
+            calls,
+            &[r#"call="submit_note""#, r#"outcome="malformed""#]
+        ),
+        Some(0.0)
+    );
+    for outcome in RecoveredOutcome::ALL {
+        let label = format!(r#"outcome="{}""#, outcome.as_str());
+        let total = "cobalt_receiver_recovered_events_total";
+        assert_eq!(sample(&text, total, &[&label]), Some(0.0), "{label}");
+    }
+    for outcome in AuditRows::ALL {
+        let label = format!(r#"outcome="{}""#, outcome.as_str());
+        let total = "cobalt_receiver_audit_rows_total";
+        assert_eq!(sample(&text, total, &[&label]), Some(0.0), "{label}");
+    }
 }
