@@ -21,7 +21,7 @@ pub struct Proxy {
     pub port: u16,
     link: watch::Sender<Link>,
     task: tokio::task::JoinHandle<()>,
-    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Proxy {
@@ -30,7 +30,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (link, watching) = watch::channel(Link::Up);
-        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         let tracked = connections.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -44,7 +44,7 @@ impl Proxy {
                 let upstream = upstream.clone();
                 let watching = watching.clone();
                 let relay = tokio::spawn(relay(client, upstream, watching));
-                tracked.lock().unwrap().push(relay.abort_handle());
+                tracked.lock().unwrap().push(relay);
             }
         });
         Self {
@@ -67,11 +67,22 @@ impl Proxy {
 
     pub fn set(&self, link: Link) {
         if link == Link::Cut {
-            for connection in self.connections.lock().unwrap().drain(..) {
+            for connection in self.connections.lock().unwrap().iter() {
                 connection.abort();
             }
         }
         self.link.send_replace(link);
+    }
+
+    /// Cuts the link and returns once every connection it carried is
+    /// closed (an abort takes effect at the relay's next turn, and a relay
+    /// busy on another thread may still forward a few bytes until then).
+    pub async fn cut(&self) {
+        self.set(Link::Cut);
+        let relays: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        for relay in relays {
+            let _ = relay.await;
+        }
     }
 }
 

@@ -431,7 +431,9 @@ async fn a_connection_cut_mid_batch_never_acknowledges_what_was_not_committed() 
         });
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.set(crate::proxy::Link::Cut);
+    // Cut for good before the lock goes: a batch the lock held must not
+    // get its answer through a relay not yet torn down.
+    proxy.cut().await;
     lock.release().await;
     let answers = sends.join_all().await;
     proxy.set(crate::proxy::Link::Up);
