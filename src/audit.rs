@@ -213,7 +213,7 @@ pub fn spawn_purge(store: Store, retention: Duration, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
             let cutoff = OffsetDateTime::now_utc() - retention;
-            match store.purge_audit(crate::store::unix_ns(cutoff)).await {
+            match store.purge_audit(crate::clock::unix_ns(cutoff)).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "deleted audit rows past their retention"),
                 Err(StoreError::Stopped) => return,

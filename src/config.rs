@@ -210,6 +210,7 @@ impl Config {
             cache_kib: self.sqlite_cache_kib,
             mmap_bytes: self.sqlite_mmap_bytes,
             max_database_bytes: self.max_database_bytes,
+            overdue_after: Duration::from_secs(self.overdue_after_secs),
         }
     }
 

@@ -204,14 +204,12 @@ fn recovered_counter(outcome: RecoveredOutcome) -> metrics::Counter {
     counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome.as_str())
 }
 
-/// Pending and overdue jobs, read at scrape time.
-pub fn pending(summary: &crate::store::PendingSummary, now_ns: i64) {
-    gauge!("cobalt_receiver_pending_jobs").set(summary.pending as f64);
-    gauge!("cobalt_receiver_overdue_jobs").set(summary.overdue as f64);
-    let age = summary.oldest_submitted_ns.map_or(0.0, |oldest| {
-        (now_ns.saturating_sub(oldest)).max(0) as f64 / 1e9
-    });
-    gauge!("cobalt_receiver_oldest_pending_job_age_seconds").set(age);
+/// Pending and overdue jobs, and how long the oldest has waited, read at
+/// scrape time.
+pub fn pending(pending: i64, overdue: i64, oldest_age_seconds: f64) {
+    gauge!("cobalt_receiver_pending_jobs").set(pending as f64);
+    gauge!("cobalt_receiver_overdue_jobs").set(overdue as f64);
+    gauge!("cobalt_receiver_oldest_pending_job_age_seconds").set(oldest_age_seconds);
 }
 
 /// The `type` label of a delivery: one of a fixed few, whatever was sent.

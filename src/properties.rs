@@ -307,7 +307,7 @@ mod tree {
         let created_at = OffsetDateTime::parse(&created, &Rfc3339)
             .ok()
             // Ranks store the instant as i64 nanoseconds: years 1678 to 2261.
-            .filter(|t| i64::try_from(t.unix_timestamp_nanos()).is_ok())
+            .filter(crate::clock::fits)
             .ok_or_else(|| wrong("created", "must be an RFC 3339 timestamp"))?;
 
         let (emr_note_id, failure_reason, reasons) = match status {

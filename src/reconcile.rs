@@ -142,7 +142,11 @@ impl Reconciler {
                 .collect::<Vec<_>>(),
             None => {
                 let before = now - self.overdue_after;
-                match self.store.overdue_jobs(nanos(before), self.max_jobs).await {
+                match self
+                    .store
+                    .overdue_jobs(crate::clock::unix_ns(before), self.max_jobs)
+                    .await
+                {
                     Ok(jobs) => jobs
                         .into_iter()
                         .map(|job| (job.job_id, job.access_token_reference_id))
@@ -310,10 +314,6 @@ enum Stop {
     Database,
 }
 
-fn nanos(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
 /// Sweeps in the background: every replica checks the lease now and then;
 /// the one that takes it sweeps, and the next sweep is due an interval
 /// later, whichever replica runs it.
@@ -327,8 +327,12 @@ pub fn spawn(
         loop {
             tokio::time::sleep(check_every).await;
             let now = OffsetDateTime::now_utc();
-            let due = nanos(now + interval);
-            match reconciler.store.take_lease(&holder, nanos(now), due).await {
+            let due = crate::clock::unix_ns(now + interval);
+            match reconciler
+                .store
+                .take_lease(&holder, crate::clock::unix_ns(now), due)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(error) => {

@@ -129,14 +129,6 @@ fn show(
         )
             .into_response();
     }
-    let overdue_before = state.app.overdue_before_ns();
-    let jobs: Vec<JobState> = jobs
-        .into_iter()
-        .map(|mut job| {
-            job.flag_overdue(overdue_before);
-            job
-        })
-        .collect();
     let zone = &state.zone;
     let overdue_after =
         time::Duration::try_from(state.app.overdue_after).unwrap_or(time::Duration::MAX);
@@ -238,7 +230,7 @@ fn timeline(
         .and_then(|text| {
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
         })
-        .map(|submitted| crate::store::rfc3339(submitted + overdue_after));
+        .map(|submitted| crate::clock::rfc3339(submitted + overdue_after));
     if let Some(since) = &overdue_since {
         entries.push((
             since,

@@ -14,10 +14,10 @@ use super::display::{cell, csv_field};
 use super::html::{self, Nav, at, document, job_href, query, status_badge};
 use super::today::day_bounds;
 use super::{ConsoleState, RequestId, Session};
-use crate::domain::JobStatus;
+use crate::listing::{self, ListingError};
 use crate::pagination::{Filters, StatusFilter};
 use crate::phi::masked;
-use crate::store::{JobKey, JobQuery, JobState, ListStatus, Narrowing};
+use crate::store::{JobKey, JobState, Narrowing};
 
 const PAGE: u32 = 50;
 /// Rows the export reads from the database at a time.
@@ -86,81 +86,55 @@ impl ListParams {
     }
 }
 
-/// The filters read and checked, ready for the store.
-struct Listing {
-    filters: Filters,
-    overdue_before_ns: Option<i64>,
-}
-
-impl Listing {
-    fn read(params: &ListParams, state: &ConsoleState) -> Result<Self, String> {
-        let text = |value: &Option<String>| -> Result<Option<String>, String> {
-            match value.as_deref().map(str::trim) {
-                None | Some("") => Ok(None),
-                Some(v) if v.len() > html::MAX_FILTER_VALUE => {
-                    Err("A filter value is too long.".into())
-                }
-                Some(v) => Ok(Some(v.to_owned())),
+/// The filters, read and checked.
+fn read_filters(params: &ListParams, state: &ConsoleState) -> Result<Filters, String> {
+    let text = |value: &Option<String>| -> Result<Option<String>, String> {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) if v.len() > html::MAX_FILTER_VALUE => {
+                Err("A filter value is too long.".into())
             }
-        };
-        let overdue = matches!(params.overdue.as_deref(), Some("true" | "on"));
-        let status = match params.status.as_deref() {
-            None | Some("") => None,
-            Some(value) => Some(
-                StatusFilter::parse(value).ok_or("status must be created, failed or pending.")?,
-            ),
-        };
-        let status = match (status, overdue) {
-            (None | Some(StatusFilter::Pending), true) => Some(StatusFilter::Pending),
-            (Some(_), true) => return Err("Only pending jobs can be overdue.".into()),
-            (status, false) => status,
-        };
-        let day = |value: &Option<String>, name: &str| -> Result<Option<(i64, i64)>, String> {
-            match value.as_deref() {
-                None | Some("") => Ok(None),
-                Some(text) => {
-                    let date = text
-                        .parse::<Date>()
-                        .map_err(|_| format!("{name} must be a date such as 2026-11-27."))?;
-                    day_bounds(date, &state.zone)
-                        .map(Some)
-                        .ok_or_else(|| format!("{name} is out of range."))
-                }
-            }
-        };
-        let since_ns = day(&params.from, "from")?.map(|(start, _)| start);
-        let until_ns = day(&params.to, "to")?.map(|(_, end)| end);
-        Ok(Self {
-            filters: Filters {
-                status,
-                overdue,
-                since_ns,
-                narrow: Narrowing {
-                    failure_reason: text(&params.reason)?,
-                    location_id: text(&params.location)?,
-                    access_token_reference_id: text(&params.account)?,
-                    until_ns,
-                },
-            },
-            overdue_before_ns: overdue.then(|| state.app.overdue_before_ns()),
-        })
-    }
-
-    fn query(&self, after: Option<JobKey>, limit: u32) -> JobQuery {
-        JobQuery {
-            status: self.filters.status.map(|status| match status {
-                StatusFilter::Created => ListStatus::Decided(JobStatus::Created),
-                StatusFilter::Failed => ListStatus::Decided(JobStatus::Failed),
-                StatusFilter::Pending => ListStatus::Pending {
-                    submitted_before_ns: self.overdue_before_ns,
-                },
-            }),
-            since_ns: self.filters.since_ns,
-            after,
-            limit,
-            narrow: self.filters.narrow.clone(),
+            Some(v) => Ok(Some(v.to_owned())),
         }
-    }
+    };
+    let overdue = matches!(params.overdue.as_deref(), Some("true" | "on"));
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(value) => {
+            Some(StatusFilter::parse(value).ok_or("status must be created, failed or pending.")?)
+        }
+    };
+    let status = match (status, overdue) {
+        (None | Some(StatusFilter::Pending), true) => Some(StatusFilter::Pending),
+        (Some(_), true) => return Err("Only pending jobs can be overdue.".into()),
+        (status, false) => status,
+    };
+    let day = |value: &Option<String>, name: &str| -> Result<Option<(i64, i64)>, String> {
+        match value.as_deref() {
+            None | Some("") => Ok(None),
+            Some(text) => {
+                let date = text
+                    .parse::<Date>()
+                    .map_err(|_| format!("{name} must be a date such as 2026-11-27."))?;
+                day_bounds(date, &state.zone)
+                    .map(Some)
+                    .ok_or_else(|| format!("{name} is out of range."))
+            }
+        }
+    };
+    let since_ns = day(&params.from, "from")?.map(|(start, _)| start);
+    let until_ns = day(&params.to, "to")?.map(|(_, end)| end);
+    Ok(Filters {
+        status,
+        overdue,
+        since_ns,
+        narrow: Narrowing {
+            failure_reason: text(&params.reason)?,
+            location_id: text(&params.location)?,
+            access_token_reference_id: text(&params.account)?,
+            until_ns,
+        },
+    })
 }
 
 pub async fn page(
@@ -176,48 +150,28 @@ pub async fn page(
         let target = params.described(matched);
         state.audit(&session, &request_id, "console.jobs.view", target);
     };
-    let listing = match Listing::read(&params, &state) {
-        Ok(listing) => listing,
+    let filters = match read_filters(&params, &state) {
+        Ok(filters) => filters,
         Err(problem) => {
             audit(false);
             return list_page(&state, &session, &params, Err(&problem), None);
         }
     };
-    let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(cursor) => match state.app.cursors.open(&listing.filters, cursor) {
-            Some(key) => Some(key),
-            None => {
-                audit(false);
-                let problem = "That page link belongs to other filters; start from the first page.";
-                return list_page(&state, &session, &params, Err(problem), None);
-            }
-        },
-    };
-    let mut jobs = match state
-        .app
-        .store
-        .list_jobs(&listing.query(after, PAGE + 1))
-        .await
-    {
-        Ok(jobs) => jobs,
-        Err(error) => {
+    let cursor = params.cursor.as_deref().filter(|c| !c.is_empty());
+    let page = listing::page(&state.app.store, &state.app.cursors, &filters, cursor, PAGE).await;
+    let (jobs, next) = match page {
+        Ok(page) => (page.jobs, page.next_cursor),
+        Err(ListingError::Cursor) => {
+            audit(false);
+            let problem = "That page link belongs to other filters; start from the first page.";
+            return list_page(&state, &session, &params, Err(problem), None);
+        }
+        Err(ListingError::Store(error)) => {
             audit(false);
             return html::unavailable(&error);
         }
     };
     audit(!jobs.is_empty());
-    let overdue_before = state.app.overdue_before_ns();
-    for job in &mut jobs {
-        job.flag_overdue(overdue_before);
-    }
-    let next = if jobs.len() > PAGE as usize {
-        jobs.truncate(PAGE as usize);
-        jobs.last()
-            .map(|last| state.app.cursors.issue(&listing.filters, &last.key))
-    } else {
-        None
-    };
     list_page(&state, &session, &params, Ok(&jobs), next)
 }
 
@@ -343,13 +297,18 @@ pub async fn export(
         return html::error_page(StatusCode::BAD_REQUEST, "The filters could not be read.");
     };
     params.cursor = None;
-    let listing = match Listing::read(&params, &state) {
-        Ok(listing) => listing,
+    let filters = match read_filters(&params, &state) {
+        Ok(filters) => filters,
         Err(problem) => return html::error_page(StatusCode::BAD_REQUEST, &problem),
     };
     // Whether the filters select anything decides what the audit row may
     // say of them.
-    let matched = match state.app.store.list_jobs(&listing.query(None, 1)).await {
+    let matched = match state
+        .app
+        .store
+        .list_jobs(&listing::query(&filters, None, 1))
+        .await
+    {
         Ok(jobs) => !jobs.is_empty(),
         Err(error) => return html::unavailable(&error),
     };
@@ -360,7 +319,6 @@ pub async fn export(
         params.described(matched),
     );
     let store = state.app.store.clone();
-    let overdue_before = state.app.overdue_before_ns();
     // The rows are read a chunk at a time as the client takes them, so an
     // export of a million jobs holds one chunk in memory.
     let chunks = futures_util::stream::unfold(
@@ -369,14 +327,13 @@ pub async fn export(
             let store = store.clone();
             let query = after
                 .clone()
-                .map(|after| listing.query(after, EXPORT_CHUNK));
+                .map(|after| listing::query(&filters, after, EXPORT_CHUNK));
             async move {
                 let query = query?;
                 let mut out = if first { csv_header() } else { String::new() };
                 match store.list_jobs(&query).await {
-                    Ok(mut jobs) => {
-                        for job in &mut jobs {
-                            job.flag_overdue(overdue_before);
+                    Ok(jobs) => {
+                        for job in &jobs {
                             csv_row(&mut out, job);
                         }
                         let next = (jobs.len() == EXPORT_CHUNK as usize)

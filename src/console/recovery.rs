@@ -17,9 +17,10 @@ use super::display::cell;
 use super::html::{self, Nav, at, document, document_refreshing, job_href};
 use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::auth::Permission;
+use crate::clock::{now_ns, unix_ns};
 use crate::domain::JobStatus;
 use crate::reconcile::{Report, Scope};
-use crate::store::{JobQuery, ListStatus, Narrowing, RecoveryRun, StoreError, unix_ns};
+use crate::store::{JobQuery, ListStatus, Narrowing, RecoveryRun, StoreError};
 
 /// Overdue jobs shown on the page (the count says how many there are).
 const SHOWN: u32 = 100;
@@ -57,10 +58,6 @@ async fn running(state: &ConsoleState) -> Result<Option<RecoveryRun>, StoreError
     Ok(latest.filter(|run| standing(run, now_ns()) == Standing::Running))
 }
 
-fn now_ns() -> i64 {
-    unix_ns(OffsetDateTime::now_utc())
-}
-
 /// `GET /ui/overdue`.
 pub async fn overdue(
     State(state): State<ConsoleState>,
@@ -69,15 +66,12 @@ pub async fn overdue(
 ) -> Response {
     state.audit(&session, &request_id, "console.overdue.view", String::new());
     let store = &state.app.store;
-    let before = state.app.overdue_before_ns();
-    let summary = match store.pending_summary(before).await {
+    let summary = match store.pending_summary().await {
         Ok(summary) => summary,
         Err(error) => return html::unavailable(&error),
     };
     let query = JobQuery {
-        status: Some(ListStatus::Pending {
-            submitted_before_ns: Some(before),
-        }),
+        status: Some(ListStatus::Pending { overdue_only: true }),
         since_ns: None,
         after: None,
         limit: SHOWN,
@@ -172,12 +166,7 @@ pub async fn start(
         Ok(None) => {}
         Err(error) => return html::unavailable(&error),
     }
-    let overdue = match state
-        .app
-        .store
-        .pending_summary(state.app.overdue_before_ns())
-        .await
-    {
+    let overdue = match state.app.store.pending_summary().await {
         Ok(summary) => summary.overdue,
         Err(error) => return html::unavailable(&error),
     };

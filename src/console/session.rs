@@ -66,7 +66,7 @@ impl Sessions {
 
     /// Starts a session for `caller`, ending the other one of its token.
     pub async fn start(&self, caller: Caller) -> Result<Session, StoreError> {
-        let now = now_ns();
+        let now = crate::clock::now_ns();
         let session = Session::new(random_token(), caller);
         self.store
             .start_session(SessionStart {
@@ -86,7 +86,7 @@ impl Sessions {
         let Some(row) = self.store.session(&digest).await? else {
             return Ok(None);
         };
-        let now = now_ns();
+        let now = crate::clock::now_ns();
         let caller = self.tokens.caller_named(&row.token_name);
         let ended = now.saturating_sub(row.seen_ns) >= nanos(self.idle)
             || now.saturating_sub(row.started_ns) >= nanos(self.lifetime);
@@ -118,10 +118,6 @@ impl Sessions {
 /// What the database keeps of a session id.
 fn id_digest(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
-}
-
-fn now_ns() -> i64 {
-    crate::store::unix_ns(time::OffsetDateTime::now_utc())
 }
 
 fn nanos(duration: Duration) -> i64 {

@@ -71,7 +71,7 @@ pub async fn page(
         Ok(summary) => summary,
         Err(error) => return html::unavailable(&error),
     };
-    let pending = match store.pending_summary(state.app.overdue_before_ns()).await {
+    let pending = match store.pending_summary().await {
         Ok(pending) => pending,
         Err(error) => return html::unavailable(&error),
     };
@@ -79,8 +79,7 @@ pub async fn page(
         Ok(last) => last,
         Err(error) => return html::unavailable(&error),
     };
-    let day_start = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(from_ns))
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let day_start = crate::clock::from_unix_ns(from_ns);
     let (rejected, latest_rejection) = if day == today {
         state.app.signature_rejections.since(day_start)
     } else {
@@ -163,7 +162,7 @@ pub async fn page(
                     (rejected)
                     @if rejected > 0 {
                         " (latest in the hour from "
-                        (latest_rejection.map(|t| at_ns(crate::store::unix_ns(t), zone)).unwrap_or_default())
+                        (latest_rejection.map(|t| at_ns(crate::clock::unix_ns(t), zone)).unwrap_or_default())
                         "): check that Cobalt's webhook secret is among webhook_secrets"
                     }
                 }

@@ -58,8 +58,8 @@ pub struct Rank {
 impl Rank {
     /// The `created` instant as Unix nanoseconds, the form the store keeps.
     pub fn created_ns(&self) -> i64 {
-        i64::try_from(self.created_at.unix_timestamp_nanos())
-            .expect("created is range-checked when an event is parsed")
+        // `created` is range-checked when an event is parsed.
+        crate::clock::unix_ns(self.created_at)
     }
 }
 

@@ -77,7 +77,7 @@ pub async fn list_audit(
     let instant = |text: Option<&str>, name: &str| {
         text.map(|text| {
             OffsetDateTime::parse(text, &Rfc3339)
-                .map(crate::store::unix_ns)
+                .map(crate::clock::unix_ns)
                 .map_err(|_| {
                     bad(&format!(
                         "{name} must be an RFC 3339 timestamp (write a `+` offset as %2B)"

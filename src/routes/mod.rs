@@ -77,9 +77,7 @@ pub struct Shared {
 impl Shared {
     /// Pending jobs submitted before this instant are overdue.
     pub fn overdue_before_ns(&self) -> i64 {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let after = i128::try_from(self.overdue_after.as_nanos()).unwrap_or(i128::MAX);
-        i64::try_from(now.saturating_sub(after)).unwrap_or(i64::MIN)
+        crate::clock::ns_ago(self.overdue_after)
     }
 }
 

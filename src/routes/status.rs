@@ -13,12 +13,12 @@ use time::format_description::well_known::Rfc3339;
 use super::guard::ApiRoutes;
 use super::{AppState, bad};
 use crate::auth::{Caller, Permission};
-use crate::domain::JobStatus;
 use crate::error::{AppError, ErrorBody, Result};
+use crate::listing::{self, ListingError};
 use crate::monitoring;
 use crate::pagination::Filters;
 pub use crate::pagination::StatusFilter;
-use crate::store::{EventSummary, JobQuery, JobState, ListStatus};
+use crate::store::{EventSummary, JobState};
 
 /// Longest a client may wait for an outcome (`?wait=`), in seconds.
 pub const MAX_WAIT_SECS: u64 = 120;
@@ -61,8 +61,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(by_status) => monitoring::jobs(&by_status),
         Err(error) => tracing::warn!(error = %error, "counting jobs for /metrics failed"),
     }
-    match state.store.pending_summary(state.overdue_before_ns()).await {
-        Ok(summary) => monitoring::pending(&summary, now_ns()),
+    match state.store.pending_summary().await {
+        Ok(summary) => monitoring::pending(
+            summary.pending,
+            summary.overdue,
+            summary.oldest_age().as_secs_f64(),
+        ),
         Err(error) => tracing::warn!(error = %error, "counting pending jobs for /metrics failed"),
     }
     (
@@ -155,9 +159,7 @@ async fn one_job(
         )),
         1 => {
             disclose(state, caller, headers, &mut jobs).await?;
-            let mut job = jobs.remove(0);
-            job.flag_overdue(state.overdue_before_ns());
-            Ok(Json(job))
+            Ok(Json(jobs.remove(0)))
         }
         // Cobalt gives each job one note; if two notes ever claim one job id,
         // say so rather than pick one.
@@ -183,10 +185,6 @@ async fn disclose(
         .get(&crate::request_id::HEADER)
         .and_then(|v| v.to_str().ok());
     Ok(crate::phi::disclose(&state.audit, caller, request_id, jobs).await?)
-}
-
-fn now_ns() -> i64 {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -342,10 +340,7 @@ pub async fn list_patient_notes(
                 // A bound before 1678 or after 2261 (beyond i64 nanoseconds)
                 // is as good as the first or the last instant there is.
                 OffsetDateTime::parse(s, &Rfc3339)
-                    .map(|t| {
-                        t.unix_timestamp_nanos()
-                            .clamp(i64::MIN.into(), i64::MAX.into()) as i64
-                    })
+                    .map(crate::clock::unix_ns)
                     .map_err(|_| {
                         bad("since must be an RFC 3339 timestamp (write a `+` offset as %2B)")
                     })
@@ -353,39 +348,23 @@ pub async fn list_patient_notes(
             .transpose()?,
         narrow: Default::default(),
     };
-    let after = match params.cursor.as_deref() {
-        None => None,
-        Some(cursor) => Some(state.cursors.open(&filters, cursor).ok_or_else(|| {
-            bad("cursor was not issued by this service for this listing: pass `next_cursor` as given, with the same status and since")
-        })?),
-    };
-    let query = JobQuery {
-        status: filters.status.map(|status| match status {
-            StatusFilter::Created => ListStatus::Decided(JobStatus::Created),
-            StatusFilter::Failed => ListStatus::Decided(JobStatus::Failed),
-            StatusFilter::Pending => ListStatus::Pending {
-                submitted_before_ns: overdue.then(|| state.overdue_before_ns()),
-            },
-        }),
-        since_ns: filters.since_ns,
-        after,
-        // One more than asked shows whether another page follows.
-        limit: limit + 1,
-        narrow: Default::default(),
-    };
-    let mut items = state.store.list_jobs(&query).await?;
-    let overdue_before = state.overdue_before_ns();
-    for item in &mut items {
-        item.flag_overdue(overdue_before);
-    }
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|last| state.cursors.issue(&filters, &last.key))
-    } else {
-        None
-    };
+    let listing::Page {
+        jobs: mut items,
+        next_cursor,
+    } = listing::page(
+        &state.store,
+        &state.cursors,
+        &filters,
+        params.cursor.as_deref(),
+        limit,
+    )
+    .await
+    .map_err(|error| match error {
+        ListingError::Cursor => bad(
+            "cursor was not issued by this service for this listing: pass `next_cursor` as given, with the same status and since",
+        ),
+        ListingError::Store(error) => error.into(),
+    })?;
     disclose(&state, &caller, &headers, &mut items).await?;
     Ok(Json(Page { items, next_cursor }))
 }

@@ -92,7 +92,7 @@ pub async fn register(
         None => now,
         Some(text) => OffsetDateTime::parse(text, &Rfc3339)
             .ok()
-            .filter(|t| i64::try_from(t.unix_timestamp_nanos()).is_ok())
+            .filter(crate::clock::fits)
             .ok_or_else(|| bad("submitted_at must be an RFC 3339 timestamp"))?,
     };
     if submitted_at > now + FUTURE_SKEW {
@@ -203,9 +203,9 @@ pub async fn submit(
         let claim = KeyClaim {
             key: key.clone(),
             mac: request_mac(&state, account.reference_id.as_deref(), &body),
-            now_ns: nanos(now),
-            expired_before_ns: nanos(expired),
-            stale_before_ns: nanos(stale),
+            now_ns: crate::clock::unix_ns(now),
+            expired_before_ns: crate::clock::unix_ns(expired),
+            stale_before_ns: crate::clock::unix_ns(stale),
         };
         match state.store.begin_submission(claim).await? {
             Claim::Claimed => {}
@@ -443,7 +443,6 @@ async fn job_state(state: &AppState, job_id: &str) -> Result<JobState> {
     } else {
         jobs.remove(0)
     };
-    job.flag_overdue(state.overdue_before_ns());
     if let Some(mrn) = &mut job.patient_mrn {
         *mrn = crate::phi::masked(mrn);
     }
@@ -469,10 +468,6 @@ fn check_id(field: &str, id: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-fn nanos(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 fn cobalt_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {

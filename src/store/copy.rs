@@ -287,11 +287,8 @@ fn read_jobs(db: &rusqlite::Connection, after: &(String, String)) -> rusqlite::R
 /// its first-received time). Returns how many changed.
 async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64, sqlx::Error> {
     let changed = sqlx::query(concat!(
+        super::sql::insert_job!(),
         r#"
-        insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-                          patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-                          deciding_event_created, deciding_event_created_ns,
-                          first_received_at, last_received_at)
         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                              $11::text[], $12::int8[], $13::text[], $14::text[])
@@ -301,7 +298,7 @@ async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64
                  first_received_at, last_received_at)
         order by patient_note_id collate "C", job_id collate "C"
         "#,
-        postgres::replace_if_outranked!()
+        super::sql::replace_if_outranked!()
     ))
     .bind(
         jobs.iter()

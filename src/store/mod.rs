@@ -1,7 +1,13 @@
 //! Durable storage: every SQL statement the service runs lives under this
-//! module, behind the one interface the handlers use ([`Store`]), so an
-//! engine can be added without touching them. Each engine is a submodule
-//! with its own migrations (`migrations/<engine>/`).
+//! module, behind the one interface the handlers use ([`Store`], its
+//! operations declared once in `interface`), so an engine can be added
+//! without touching them. Each engine is a submodule with its own
+//! migrations (`migrations/<engine>/`), laid out alike: `mod.rs` opens it
+//! and implements the interface; `writer` commits deliveries in batches;
+//! `reader` answers status queries; `expected` keeps registrations,
+//! idempotency keys and the sweep's lease; `audit` the audit trail;
+//! `console` sessions and recovery runs. SQL the dialects share is in
+//! `sql`.
 //!
 //! - `sqlite`: the embedded default, one file. Deliveries go to one
 //!   writer thread that commits them in groups (one fsync a batch) and
@@ -16,12 +22,13 @@
 
 pub mod console;
 pub mod copy;
+mod interface;
 mod postgres;
+mod sql;
 mod sqlite;
 pub mod wakeups;
 pub mod write_health;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -74,16 +81,6 @@ pub enum Store {
     Postgres(postgres::Store),
 }
 
-/// Calls the same method on whichever engine runs.
-macro_rules! on_engine {
-    ($store:expr, $engine:ident => $call:expr) => {
-        match $store {
-            Store::Sqlite($engine) => $call,
-            Store::Postgres($engine) => $call,
-        }
-    };
-}
-
 impl Store {
     /// Opens the database `options` name, applies its engine's migrations
     /// and starts the writer.
@@ -94,220 +91,6 @@ impl Store {
             Engine::Sqlite => Ok(Self::Sqlite(sqlite::Store::open(options).await?)),
             Engine::Postgres => Ok(Self::Postgres(postgres::Store::open(options).await?)),
         }
-    }
-
-    /// The key pagination cursors are signed with, made once per database.
-    pub fn cursor_key(&self) -> [u8; 32] {
-        on_engine!(self, store => store.cursor_key())
-    }
-
-    /// Finishes the writes already queued, then closes the connections.
-    pub async fn close(&self) {
-        on_engine!(self, store => store.close().await)
-    }
-
-    /// Records a delivery and the job state it implies. Answers once they
-    /// are committed, or with [`StoreError::Timeout`] after the write timeout.
-    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        on_engine!(self, store => store.record(delivery).await)
-    }
-
-    /// The jobs recorded under `job_id` (normally one).
-    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        on_engine!(self, store => store.jobs_by_job_id(job_id).await)
-    }
-
-    /// The jobs of one patient note, newest decision first.
-    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        on_engine!(self, store => store.jobs_by_note(patient_note_id).await)
-    }
-
-    /// A page of job states, newest decision first, after `query.after`.
-    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        on_engine!(self, store => store.list_jobs(query).await)
-    }
-
-    /// The events recorded for `job_id`, in arrival order, without payloads.
-    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
-        on_engine!(self, store => store.job_events(job_id).await)
-    }
-
-    /// How many jobs are in each final state.
-    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        on_engine!(self, store => store.jobs_by_status().await)
-    }
-
-    /// True when the database answers and has every migration this build knows.
-    pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        on_engine!(self, store => store.is_ready().await)
-    }
-
-    /// Commits a write through the writer, after what is queued: whether a
-    /// delivery arriving now could be stored.
-    pub async fn can_write(&self) -> Result<(), StoreError> {
-        on_engine!(self, store => store.can_write().await)
-    }
-
-    /// Where clients waiting for an outcome are woken once it is committed
-    /// (on any replica).
-    pub fn wakeups(&self) -> &Arc<Wakeups> {
-        on_engine!(self, store => store.wakeups())
-    }
-
-    /// How this process's recent batches ended.
-    pub fn write_health(&self) -> &WriteHealth {
-        on_engine!(self, store => store.write_health())
-    }
-
-    /// Records that `registration`'s job was submitted and its outcome is
-    /// expected. Never changes a job's final state.
-    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
-        on_engine!(self, store => store.register(registration).await)
-    }
-
-    /// Pending jobs and the oldest of them, for metrics.
-    pub async fn pending_summary(
-        &self,
-        overdue_before_ns: i64,
-    ) -> Result<PendingSummary, StoreError> {
-        on_engine!(self, store => store.pending_summary(overdue_before_ns).await)
-    }
-
-    /// Up to `limit` jobs pending since before `before_ns`, oldest first.
-    pub async fn overdue_jobs(
-        &self,
-        before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<ExpectedJob>, StoreError> {
-        on_engine!(self, store => store.overdue_jobs(before_ns, limit).await)
-    }
-
-    /// Marks expected jobs whose outcome is recorded as resolved (a
-    /// registration racing the outcome's commit on another replica can
-    /// leave one unmarked). Returns how many it marked.
-    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
-        on_engine!(self, store => store.settle_resolved().await)
-    }
-
-    /// Claims an idempotency key for a submission, or says what became of
-    /// the submission that claimed it first. Expired keys are forgotten
-    /// first.
-    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
-        on_engine!(self, store => store.begin_submission(claim).await)
-    }
-
-    /// Settles a submission: `Done` registers its job in the same
-    /// transaction; `Unknown` keeps the key blocked; `Forget` frees it (the
-    /// note was certainly not created).
-    pub async fn end_submission(
-        &self,
-        key: Option<&str>,
-        end: SubmissionEnd,
-    ) -> Result<Option<Registered>, StoreError> {
-        on_engine!(self, store => store.end_submission(key, end).await)
-    }
-
-    /// Takes the recovery sweep's lease until `until_ns` if it has expired
-    /// by `now_ns`: the replica that takes it sweeps; the next sweep (on any
-    /// replica) is due when it expires.
-    pub async fn take_lease(
-        &self,
-        holder: &str,
-        now_ns: i64,
-        until_ns: i64,
-    ) -> Result<bool, StoreError> {
-        on_engine!(self, store => store.take_lease(holder, now_ns, until_ns).await)
-    }
-
-    /// Empties the payloads of events received before `cutoff`, in small
-    /// transactions between deliveries. Returns how many it emptied. Safe
-    /// to run on every replica at once: one sweeps, the others skip.
-    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
-        on_engine!(self, store => store.purge_payloads(cutoff).await)
-    }
-
-    /// Refreshes the query planner's statistics where they have gone stale
-    /// (SQLite; PostgreSQL's autovacuum does it by itself).
-    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.refresh_statistics().await,
-            Store::Postgres(_) => Ok(()),
-        }
-    }
-
-    /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by reason.
-    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
-        on_engine!(self, store => store.day_summary(from_ns, to_ns).await)
-    }
-
-    /// Repeated deliveries of the job's events, in the order received.
-    pub async fn repeated_deliveries(
-        &self,
-        job_id: &str,
-    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
-        on_engine!(self, store => store.repeated_deliveries(job_id).await)
-    }
-
-    /// The newest delivery Cobalt made, if any.
-    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
-        on_engine!(self, store => store.last_delivery().await)
-    }
-
-    /// Job ids of the jobs whose note has this EMR note id (normally one).
-    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
-        on_engine!(self, store => store.jobs_by_emr_note(emr_note_id).await)
-    }
-
-    /// The job a recorded event was about.
-    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
-        on_engine!(self, store => store.job_of_event(event_id).await)
-    }
-
-    /// Appends rows to the audit trail, in one transaction.
-    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        on_engine!(self, store => store.append_audit(entries).await)
-    }
-
-    /// A page of the audit trail, newest first.
-    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        on_engine!(self, store => store.audit_page(query).await)
-    }
-
-    /// Deletes audit rows recorded before `cutoff_ns`, in small
-    /// transactions. Returns how many it deleted.
-    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
-        on_engine!(self, store => store.purge_audit(cutoff_ns).await)
-    }
-
-    /// Starts a console session, replacing its token's other session and
-    /// deleting sessions that have ended.
-    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
-        on_engine!(self, store => store.start_session(start).await)
-    }
-
-    /// The session whose id has this SHA-256, if it was started and not
-    /// ended (whether it has expired is the caller's to judge).
-    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
-        on_engine!(self, store => store.session(id_sha256).await)
-    }
-
-    /// Restarts a session's idle clock.
-    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
-        on_engine!(self, store => store.touch_session(id_sha256, now_ns).await)
-    }
-
-    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
-        on_engine!(self, store => store.end_session(id_sha256).await)
-    }
-
-    /// Records a console recovery run, or its progress.
-    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
-        on_engine!(self, store => store.save_recovery_run(run).await)
-    }
-
-    /// The run with this id, or with `None` the newest run.
-    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
-        on_engine!(self, store => store.recovery_run(id).await)
     }
 }
 
@@ -408,24 +191,12 @@ pub struct Registration {
 
 impl Registration {
     pub(crate) fn submitted_ns(&self) -> i64 {
-        unix_ns(self.submitted_at)
+        crate::clock::unix_ns(self.submitted_at)
     }
 
     pub(crate) fn submitted_text(&self) -> String {
-        rfc3339(self.submitted_at)
+        crate::clock::rfc3339(self.submitted_at)
     }
-}
-
-/// An instant as unix nanoseconds, as the database keeps them.
-pub(crate) fn unix_ns(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
-/// An instant as RFC 3339 text in UTC, as the database keeps them.
-pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// The answer to [`Store::register`].
@@ -446,6 +217,16 @@ pub struct PendingSummary {
     pub pending: i64,
     pub overdue: i64,
     pub oldest_submitted_ns: Option<i64>,
+}
+
+impl PendingSummary {
+    /// How long the oldest pending job has waited (zero with none).
+    pub fn oldest_age(&self) -> Duration {
+        self.oldest_submitted_ns.map_or(Duration::ZERO, |oldest| {
+            let waited = crate::clock::now_ns().saturating_sub(oldest).max(0);
+            Duration::from_nanos(waited.unsigned_abs())
+        })
+    }
 }
 
 /// A pending job, as the recovery sweep asks Cobalt about it.
@@ -594,6 +375,38 @@ async fn hand_to_writer<C, T>(
     }
 }
 
+/// Events whose payloads one purge transaction passes at most.
+const PAYLOAD_CHUNK: u64 = 500;
+/// Audit rows one purge transaction deletes at most.
+const AUDIT_CHUNK: u64 = 5_000;
+
+/// How far one transaction of an upkeep sweep (purging payloads or audit
+/// rows) got.
+struct Chunk {
+    /// Rows the transaction passed.
+    passed: u64,
+    /// Of those, rows it changed.
+    changed: u64,
+}
+
+/// Runs `chunk`, one small transaction (so deliveries wait behind none of
+/// them long), until one passes fewer than `size` rows. Returns the rows
+/// changed.
+async fn in_chunks<F, Fut>(size: u64, mut chunk: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Chunk, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let done = chunk().await?;
+        total += done.changed;
+        if done.passed < size {
+            return Ok(total);
+        }
+    }
+}
+
 /// Connection settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -611,6 +424,8 @@ pub struct StoreOptions {
     pub mmap_bytes: u64,
     /// Refuse writes once the file would exceed this size (0: no limit).
     pub max_database_bytes: u64,
+    /// A pending job is overdue once it has waited this long.
+    pub overdue_after: Duration,
 }
 
 impl StoreOptions {
@@ -724,10 +539,10 @@ pub struct AuditQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListStatus {
     Decided(JobStatus),
-    /// Jobs without an outcome; only those submitted before the instant,
-    /// when given (overdue ones).
+    /// Jobs without an outcome; with `overdue_only`, only those past
+    /// `overdue_after` at the time of the read.
     Pending {
-        submitted_before_ns: Option<i64>,
+        overdue_only: bool,
     },
 }
 
@@ -770,11 +585,6 @@ pub struct JobState {
 
 impl JobState {
     pub const PENDING: &'static str = "pending";
-
-    /// Sets `overdue` for a pending job submitted before `before_ns`.
-    pub fn flag_overdue(&mut self, before_ns: i64) {
-        self.overdue = self.status == Self::PENDING && self.key.created_ns < before_ns;
-    }
 }
 
 /// An entry of the event log, without its payload (patient data).

@@ -25,22 +25,25 @@ pub struct WriteHealth {
 
 impl WriteHealth {
     pub fn committed(&self) {
-        self.last_committed_ns.store(now_ns(), Ordering::Relaxed);
+        self.last_committed_ns
+            .store(crate::clock::now_ns(), Ordering::Relaxed);
     }
 
     pub fn failed(&self) {
-        self.last_failed_ns.store(now_ns(), Ordering::Relaxed);
+        self.last_failed_ns
+            .store(crate::clock::now_ns(), Ordering::Relaxed);
     }
 
     pub fn probe_failed(&self) {
-        self.last_probe_failed_ns.store(now_ns(), Ordering::Relaxed);
+        self.last_probe_failed_ns
+            .store(crate::clock::now_ns(), Ordering::Relaxed);
     }
 
     /// Whether deliveries are failing in a way the probe has not seen: the
     /// last batch failed, within [`FAILING_FOR`], and neither a batch
     /// committed nor a probe failed since.
     pub fn failing_unseen(&self) -> bool {
-        self.failing_unseen_at(now_ns())
+        self.failing_unseen_at(crate::clock::now_ns())
     }
 
     fn failing_unseen_at(&self, now_ns: i64) -> bool {
@@ -50,10 +53,6 @@ impl WriteHealth {
         let window = i64::try_from(FAILING_FOR.as_nanos()).unwrap_or(i64::MAX);
         failed > committed && failed > probe_failed && now_ns.saturating_sub(failed) < window
     }
-}
-
-fn now_ns() -> i64 {
-    crate::store::unix_ns(time::OffsetDateTime::now_utc())
 }
 
 #[cfg(test)]
@@ -74,7 +73,7 @@ mod tests {
         assert!(health.failing_unseen());
         let window = i64::try_from(FAILING_FOR.as_nanos()).unwrap();
         assert!(
-            !health.failing_unseen_at(now_ns() + window),
+            !health.failing_unseen_at(crate::clock::now_ns() + window),
             "past the window"
         );
         tick();

@@ -10,7 +10,9 @@
 //! - **Migrations** are applied at open by sqlx's migrator, which holds an
 //!   advisory lock meanwhile, so replicas starting together take turns.
 
+mod audit;
 mod console;
+mod expected;
 mod notify;
 mod reachability;
 mod reader;
@@ -27,6 +29,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::interface::Operations;
 use super::{
     AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
@@ -62,6 +65,7 @@ pub struct Store {
     reachability: Arc<reachability::Reachability>,
     /// The notifier and listener tasks, stopped at close.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    overdue_after: Duration,
 }
 
 impl Store {
@@ -173,31 +177,8 @@ impl Store {
             write_health,
             reachability,
             tasks: Arc::new(Mutex::new(tasks)),
+            overdue_after: options.overdue_after,
         })
-    }
-
-    pub fn cursor_key(&self) -> [u8; 32] {
-        self.cursor_key
-    }
-
-    /// Finishes the writes already queued, then closes the connections.
-    pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
-            let _ = stopped.await;
-        }
-        for task in std::mem::take(&mut *self.tasks.lock().expect("not poisoned")) {
-            task.abort();
-        }
-        self.pool.close().await;
-    }
-
-    pub fn wakeups(&self) -> &Arc<Wakeups> {
-        &self.wakeups
-    }
-
-    pub fn write_health(&self) -> &WriteHealth {
-        &self.write_health
     }
 
     /// The read pool, unless the database is known to be unreachable:
@@ -216,153 +197,37 @@ impl Store {
         read_error(error)
     }
 
-    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
-        let mut tx = self
-            .pool()?
-            .begin()
-            .await
-            .map_err(|error| self.failed(error))?;
-        let registered = register(&mut tx, &registration)
-            .await
-            .map_err(|error| self.failed(error))?;
-        tx.commit().await.map_err(|error| self.failed(error))?;
-        Ok(registered)
+    /// The instant before which a pending job is overdue.
+    fn overdue_before_ns(&self) -> i64 {
+        crate::clock::ns_ago(self.overdue_after)
+    }
+}
+
+impl Operations for Store {
+    fn cursor_key(&self) -> [u8; 32] {
+        self.cursor_key
     }
 
-    pub async fn pending_summary(
-        &self,
-        overdue_before_ns: i64,
-    ) -> Result<PendingSummary, StoreError> {
-        reader::pending_summary(self.pool()?, overdue_before_ns)
-            .await
-            .map_err(|error| self.failed(error))
+    fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
     }
 
-    pub async fn overdue_jobs(
-        &self,
-        before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<ExpectedJob>, StoreError> {
-        reader::overdue_jobs(self.pool()?, before_ns, limit)
-            .await
-            .map_err(|error| self.failed(error))
+    fn write_health(&self) -> &WriteHealth {
+        &self.write_health
     }
 
-    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
-        sqlx::query(
-            "update expected_jobs set resolved = true
-             where not resolved
-               and exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
-        )
-        .execute(self.pool()?)
-        .await
-        .map(|done| done.rows_affected())
-        .map_err(|error| self.failed(error))
+    async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+        for task in std::mem::take(&mut *self.tasks.lock().expect("not poisoned")) {
+            task.abort();
+        }
+        self.pool.close().await;
     }
 
-    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
-        let pool = self.pool()?;
-        let result = async {
-            let mut tx = pool.begin().await?;
-            sqlx::query("delete from submissions where created_ns < $1")
-                .bind(claim.expired_before_ns)
-                .execute(&mut *tx)
-                .await?;
-            // A second request with the key waits here for the first's commit.
-            let claimed = sqlx::query(
-                "insert into submissions (idempotency_key, request_mac, state, created_ns)
-                 values ($1, $2, 'in_flight', $3)
-                 on conflict (idempotency_key) do nothing",
-            )
-            .bind(&claim.key)
-            .bind(&claim.mac)
-            .bind(claim.now_ns)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            let result = if claimed {
-                Claim::Claimed
-            } else {
-                let (mac, state, job_id, claimed_ns): (String, String, Option<String>, i64) =
-                    sqlx::query_as(
-                        "select request_mac, state, job_id, created_ns from submissions
-                         where idempotency_key = $1",
-                    )
-                    .bind(&claim.key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Claim::of(&claim, &mac, &state, job_id, claimed_ns)
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(result)
-        };
-        result.await.map_err(|error| self.failed(error))
-    }
-
-    pub async fn end_submission(
-        &self,
-        key: Option<&str>,
-        end: SubmissionEnd,
-    ) -> Result<Option<Registered>, StoreError> {
-        let pool = self.pool()?;
-        let ended = async {
-            let mut tx = pool.begin().await?;
-            let registered = match &end {
-                SubmissionEnd::Done(job) => {
-                    sqlx::query(
-                        "update submissions set state = 'done', job_id = $1
-                         where idempotency_key = $2",
-                    )
-                    .bind(&job.job_id)
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                    Some(register(&mut tx, job).await?)
-                }
-                SubmissionEnd::Unknown => {
-                    sqlx::query(
-                        "update submissions set state = 'unknown' where idempotency_key = $1",
-                    )
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                    None
-                }
-                SubmissionEnd::Forget => {
-                    sqlx::query("delete from submissions where idempotency_key = $1")
-                        .bind(key)
-                        .execute(&mut *tx)
-                        .await?;
-                    None
-                }
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(registered)
-        };
-        ended.await.map_err(|error| self.failed(error))
-    }
-
-    pub async fn take_lease(
-        &self,
-        holder: &str,
-        now_ns: i64,
-        until_ns: i64,
-    ) -> Result<bool, StoreError> {
-        sqlx::query(
-            "update reconcile_lease set holder = $1, expires_ns = $3
-             where id = 1 and expires_ns <= $2",
-        )
-        .bind(holder)
-        .bind(now_ns)
-        .bind(until_ns)
-        .execute(self.pool()?)
-        .await
-        .map(|done| done.rows_affected() == 1)
-        .map_err(|error| self.failed(error))
-    }
-
-    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+    async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
@@ -373,46 +238,8 @@ impl Store {
         super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
     }
 
-    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_job_id(self.pool()?, job_id)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_note(self.pool()?, patient_note_id)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        reader::list_jobs(self.pool()?, query)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
-        reader::job_events(self.pool()?, job_id)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        reader::jobs_by_status(self.pool()?)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        let known = MIGRATOR.iter().map(|m| m.version).max();
-        let applied = reader::latest_migration(self.pool()?)
-            .await
-            .map_err(|error| self.failed(error))?;
-        Ok(applied >= known)
-    }
-
     /// A durable write through this replica's writer connection.
-    pub async fn can_write(&self) -> Result<(), StoreError> {
+    async fn can_write(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         match tokio::time::timeout_at(deadline, self.writes.send(writer::Command::Probe(reply)))
@@ -429,216 +256,209 @@ impl Store {
         }
     }
 
-    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
-        reader::day_summary(self.pool()?, from_ns, to_ns)
+    async fn is_ready(&self) -> Result<bool, StoreError> {
+        let known = MIGRATOR.iter().map(|m| m.version).max();
+        let applied = reader::latest_migration(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(applied >= known)
+    }
+
+    async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
+        reader::jobs_by_job_id(self.pool()?, job_id, self.overdue_before_ns())
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn repeated_deliveries(
-        &self,
-        job_id: &str,
-    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
+    async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
+        reader::jobs_by_note(self.pool()?, patient_note_id)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
+        reader::list_jobs(self.pool()?, query, self.overdue_before_ns())
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
+        reader::job_events(self.pool()?, job_id)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn repeated_deliveries(&self, job_id: &str) -> Result<Vec<RepeatedDelivery>, StoreError> {
         reader::repeated_deliveries(self.pool()?, job_id)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
-        reader::last_delivery(self.pool()?)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
+    async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
         reader::jobs_by_emr_note(self.pool()?, emr_note_id)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+    async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
         reader::job_of_event(self.pool()?, event_id)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    /// Appends audit rows with one multi-row insert.
-    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        let mut at = Vec::with_capacity(entries.len());
-        let mut at_ns = Vec::with_capacity(entries.len());
-        let (mut actor, mut action, mut target, mut request_id) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for entry in entries {
-            at.push(super::rfc3339(entry.at));
-            at_ns.push(super::unix_ns(entry.at));
-            actor.push(entry.actor);
-            action.push(entry.action);
-            target.push(entry.target);
-            request_id.push(entry.request_id);
-        }
-        // A lock held past the write timeout fails the batch here, in the
-        // database, so a batch reported as failed is never committed later.
-        let pool = self.pool()?;
-        let written = async {
-            let mut tx = pool.begin().await?;
-            sqlx::query("select set_config('lock_timeout', $1, true)")
-                .bind(format!("{}ms", self.write_timeout.as_millis()))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "insert into audit_log (at, at_ns, actor, action, target, request_id)
-                 select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[],
-                                      $5::text[], $6::text[])",
-            )
-            .bind(at)
-            .bind(at_ns)
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
-        };
-        written.await.map_err(|error| self.failed(error))
-    }
-
-    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        reader::audit_page(self.pool()?, &query)
+    async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        reader::jobs_by_status(self.pool()?)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
+    async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
+        reader::day_summary(self.pool()?, from_ns, to_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
+        reader::last_delivery(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
+        expected::register(self.pool()?, &registration)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        expected::begin_submission(self.pool()?, &claim)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn end_submission(
+        &self,
+        key: Option<&str>,
+        end: SubmissionEnd,
+    ) -> Result<Option<Registered>, StoreError> {
+        expected::end_submission(self.pool()?, key, &end)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn pending_summary(&self) -> Result<PendingSummary, StoreError> {
+        reader::pending_summary(self.pool()?, self.overdue_before_ns())
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn overdue_jobs(
+        &self,
+        before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<ExpectedJob>, StoreError> {
+        reader::overdue_jobs(self.pool()?, before_ns, limit)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn settle_resolved(&self) -> Result<u64, StoreError> {
+        expected::settle_resolved(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn take_lease(
+        &self,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        expected::take_lease(self.pool()?, holder, now_ns, until_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    /// Transactions of up to 500 events. The sweep position's row is
+    /// locked by the replica sweeping; another replica finding it locked
+    /// skips this round, and a replica that dies mid-sweep rolls back, so
+    /// the next sweep (on any replica) starts where the last commit ended.
+    async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        let cutoff = crate::clock::rfc3339(cutoff);
+        super::in_chunks(super::PAYLOAD_CHUNK, || async {
+            let pool = self.pool()?;
+            writer::purge_payloads(pool, &cutoff, super::PAYLOAD_CHUNK)
+                .await
+                .map_err(|error| self.failed(error))
+        })
+        .await
+    }
+
+    /// Nothing to do: autovacuum keeps the statistics.
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One multi-row insert; a lock held past the write timeout fails it
+    /// in the database, so a batch reported as failed is never committed
+    /// later.
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        audit::append(self.pool()?, entries, self.write_timeout)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        audit::page(self.pool()?, &query)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        super::in_chunks(super::AUDIT_CHUNK, || async move {
+            let pool = self.pool()?;
+            audit::purge(pool, cutoff_ns, super::AUDIT_CHUNK)
+                .await
+                .map_err(|error| self.failed(error))
+        })
+        .await
+    }
+
+    async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
         console::start_session(self.pool()?, &start)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
+    async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
         console::session(self.pool()?, id_sha256)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
+    async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
         console::touch_session(self.pool()?, id_sha256, now_ns)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+    async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
         console::end_session(self.pool()?, id_sha256)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
+    async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
         console::save_run(self.pool()?, &run)
             .await
             .map_err(|error| self.failed(error))
     }
 
-    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
+    async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
         console::run(self.pool()?, id)
             .await
             .map_err(|error| self.failed(error))
     }
-
-    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
-        const CHUNK: i64 = 5_000;
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(
-                "delete from audit_log where id in
-                   (select id from audit_log where at_ns < $1 order by id limit $2)",
-            )
-            .bind(cutoff_ns)
-            .bind(CHUNK)
-            .execute(self.pool()?)
-            .await
-            .map_err(|error| self.failed(error))?
-            .rows_affected();
-            total += deleted;
-            if deleted < CHUNK as u64 {
-                return Ok(total);
-            }
-        }
-    }
-
-    /// Sweeps the event log in arrival order, as the SQLite engine does,
-    /// in transactions of up to 500 events. The sweep position's row is
-    /// locked by the replica sweeping; another replica finding it locked
-    /// skips this round, and a replica that dies mid-sweep rolls back, so
-    /// the next sweep (on any replica) starts where the last commit ended.
-    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
-        const BATCH: i64 = 500;
-        let cutoff = cutoff
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let mut total = 0;
-        loop {
-            let sweep = writer::purge_payloads(self.pool()?, &cutoff, BATCH)
-                .await
-                .map_err(|error| self.failed(error))?;
-            total += sweep.purged;
-            if sweep.swept < BATCH as u64 {
-                return Ok(total);
-            }
-        }
-    }
-}
-
-/// Records an expected job unless its id is known with another note. Two
-/// registrations of one new job at once: the second's insert waits for the
-/// first's commit and skips; it then reads the row the first wrote.
-async fn register(
-    tx: &mut sqlx::PgTransaction<'_>,
-    job: &Registration,
-) -> Result<Registered, sqlx::Error> {
-    for _ in 0..2 {
-        let (outcome_note, expected_note, inserted): (Option<String>, Option<String>, bool) =
-            sqlx::query_as(
-                "with outcome as (select patient_note_id from jobs where job_id = $1 limit 1),
-                      existing as (select patient_note_id from expected_jobs where job_id = $1),
-                      inserted as (
-                          insert into expected_jobs (job_id, patient_note_id, submitted_at,
-                                                     submitted_ns, access_token_reference_id,
-                                                     registered_by, resolved)
-                          select $1, $2, $3, $4, $5, $6, exists (select 1 from outcome)
-                          where not exists (select 1 from existing)
-                            and not exists (select 1 from outcome where patient_note_id <> $2)
-                          on conflict (job_id) do nothing
-                          returning 1)
-                 select (select patient_note_id from outcome),
-                        (select patient_note_id from existing),
-                        exists (select 1 from inserted)",
-            )
-            .bind(&job.job_id)
-            .bind(&job.patient_note_id)
-            .bind(job.submitted_text())
-            .bind(job.submitted_ns())
-            .bind(&job.access_token_reference_id)
-            .bind(&job.registered_by)
-            .fetch_one(&mut **tx)
-            .await?;
-        let mine = |note: &Option<String>| note.as_ref().is_none_or(|n| *n == job.patient_note_id);
-        if !mine(&outcome_note) || !mine(&expected_note) {
-            return Ok(Registered::Conflict);
-        }
-        if expected_note.is_some() {
-            return Ok(Registered::Known);
-        }
-        if inserted {
-            return Ok(if outcome_note.is_some() {
-                Registered::Known
-            } else {
-                Registered::New
-            });
-        }
-        // Another registration of this job committed meanwhile: read it.
-    }
-    Err(sqlx::Error::RowNotFound)
 }
 
 /// Connects to `database_url` and applies the migrations (as `open`
@@ -654,30 +474,6 @@ pub(super) async fn connect_migrated(database_url: &str) -> anyhow::Result<PgCon
         .map_err(|e| anyhow!("cannot migrate the database {where_to}: {e}"))?;
     Ok(connection)
 }
-
-/// The ranking rule as the end of a jobs upsert: a job's state is replaced
-/// only by a higher-ranked one (created beats failed, then the later
-/// `created`, then the greater event id, bytewise). PostgreSQL evaluates it
-/// on the locked, latest row, whichever replica committed it.
-macro_rules! replace_if_outranked {
-    () => {
-        "on conflict (patient_note_id, job_id) do update set
-    status = excluded.status,
-    emr_note_id = excluded.emr_note_id,
-    failure_reason = excluded.failure_reason,
-    reasons = excluded.reasons,
-    patient_mrn = excluded.patient_mrn,
-    location_id = excluded.location_id,
-    access_token_reference_id = excluded.access_token_reference_id,
-    deciding_event_id = excluded.deciding_event_id,
-    deciding_event_created = excluded.deciding_event_created,
-    deciding_event_created_ns = excluded.deciding_event_created_ns,
-    last_received_at = excluded.last_received_at
-where (excluded.status = 'created', excluded.deciding_event_created_ns, excluded.deciding_event_id)
-    > (jobs.status = 'created', jobs.deciding_event_created_ns, jobs.deciding_event_id)"
-    };
-}
-pub(super) use replace_if_outranked;
 
 /// Why `database_url` cannot be used, if so.
 pub(super) fn check_url(database_url: &str) -> Result<(), String> {

@@ -1,252 +1,100 @@
 //! Status queries, as single statements on the read pool. Each mirrors the
-//! SQLite engine's query of the same name, so answers are identical.
+//! SQLite engine's query of the same name (the listings are the same text,
+//! from `store::sql`), so answers are identical.
 
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
+use sqlx::query::Query;
 
 use super::outcome_column;
-use crate::domain::JobStatus;
+use crate::store::sql::{self, Columns, POSTGRES, Value};
 use crate::store::{
-    AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
-    JobState, LastDelivery, ListStatus, PendingSummary, RepeatedDelivery, Source,
+    DaySummary, EventSummary, ExpectedJob, FailureGroup, JobQuery, JobState, LastDelivery,
+    PendingSummary, RepeatedDelivery, Source,
 };
 
-/// A job with an outcome, and when it was submitted if it was registered.
-const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_id,
-    failure_reason, reasons, patient_mrn, location_id, jobs.access_token_reference_id,
-    deciding_event_id, deciding_event_created, deciding_event_created_ns, first_received_at,
-    last_received_at, expected_jobs.submitted_at
-    from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
+impl Columns for PgRow {
+    type Error = sqlx::Error;
 
-/// A pending job, in the columns of [`JOB_COLUMNS`]. `resolved` may lag
-/// behind an outcome another replica committed; `jobs` says for sure.
-const PENDING_COLUMNS: &str = "patient_note_id, job_id, 'pending'::text, null::text, null::text,
-    null::text, null::text, null::text, access_token_reference_id, null::text, null::text,
-    submitted_ns, null::text, null::text, submitted_at
-    from expected_jobs
-    where not resolved
-      and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)";
+    fn text(&self, index: usize) -> sqlx::Result<Option<String>> {
+        self.try_get(index)
+    }
 
-/// Reads a row selected with [`JOB_COLUMNS`] or [`PENDING_COLUMNS`].
-fn job_state(row: &PgRow) -> Result<JobState, sqlx::Error> {
-    let patient_note_id: String = row.try_get(0)?;
-    let job_id: String = row.try_get(1)?;
-    let reasons = row
-        .try_get::<Option<String>, _>(5)?
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| sqlx::Error::Decode(e.into()))?;
-    Ok(JobState {
-        key: JobKey {
-            created_ns: row.try_get(11)?,
-            patient_note_id: patient_note_id.clone(),
-            job_id: job_id.clone(),
-        },
-        patient_note_id,
-        job_id,
-        status: row.try_get(2)?,
-        overdue: false,
-        submitted_at: row.try_get(14)?,
-        emr_note_id: row.try_get(3)?,
-        failure_reason: row.try_get(4)?,
-        reasons,
-        patient_mrn: row.try_get(6)?,
-        location_id: row.try_get(7)?,
-        access_token_reference_id: row.try_get(8)?,
-        deciding_event_id: row.try_get(9)?,
-        deciding_event_created: row.try_get(10)?,
-        first_received_at: row.try_get(12)?,
-        last_received_at: row.try_get(13)?,
-    })
+    fn int(&self, index: usize) -> sqlx::Result<Option<i64>> {
+        self.try_get(index)
+    }
+
+    fn invalid(message: String) -> sqlx::Error {
+        sqlx::Error::Decode(message.into())
+    }
 }
 
-fn job_states(rows: Vec<PgRow>) -> Result<Vec<JobState>, sqlx::Error> {
-    rows.iter().map(job_state).collect()
+fn job_states(rows: Vec<PgRow>, overdue_before_ns: i64) -> sqlx::Result<Vec<JobState>> {
+    rows.iter()
+        .map(|row| sql::job_state(row, overdue_before_ns))
+        .collect()
+}
+
+/// Binds a built statement's parameters in order.
+pub(super) fn bind_all(
+    mut statement: Query<'_, Postgres, PgArguments>,
+    values: Vec<Value>,
+) -> Query<'_, Postgres, PgArguments> {
+    for value in values {
+        statement = match value {
+            Value::Int(int) => statement.bind(int),
+            Value::Text(text) => statement.bind(text),
+        };
+    }
+    statement
 }
 
 pub(super) async fn jobs_by_job_id(
     pool: &PgPool,
     job_id: &str,
-) -> Result<Vec<JobState>, sqlx::Error> {
+    overdue_before_ns: i64,
+) -> sqlx::Result<Vec<JobState>> {
     // The outcomes; a pending state only for a job that has none (a
     // second statement, for the rarer case, keeps the common one simple).
-    let decided =
-        format!("select {JOB_COLUMNS} where jobs.job_id = $1 order by jobs.patient_note_id");
-    let jobs = job_states(sqlx::query(&decided).bind(job_id).fetch_all(pool).await?)?;
-    if !jobs.is_empty() {
-        return Ok(jobs);
+    let decided = format!(
+        "{} where jobs.job_id = $1 order by jobs.patient_note_id",
+        POSTGRES.decided_jobs()
+    );
+    let rows = sqlx::query(&decided).bind(job_id).fetch_all(pool).await?;
+    if !rows.is_empty() {
+        return job_states(rows, overdue_before_ns);
     }
-    let pending = format!("select {PENDING_COLUMNS} and expected_jobs.job_id = $1");
-    job_states(sqlx::query(&pending).bind(job_id).fetch_all(pool).await?)
+    let pending = format!("{} and expected_jobs.job_id = $1", POSTGRES.pending_jobs());
+    let rows = sqlx::query(&pending).bind(job_id).fetch_all(pool).await?;
+    job_states(rows, overdue_before_ns)
 }
 
 pub(super) async fn jobs_by_note(
     pool: &PgPool,
     patient_note_id: &str,
-) -> Result<Vec<JobState>, sqlx::Error> {
+) -> sqlx::Result<Vec<JobState>> {
     let sql = format!(
-        "select {JOB_COLUMNS} where jobs.patient_note_id = $1
-         order by deciding_event_created_ns desc, jobs.job_id desc"
+        "{} where jobs.patient_note_id = $1
+         order by deciding_event_created_ns desc, jobs.job_id desc",
+        POSTGRES.decided_jobs()
     );
-    job_states(
-        sqlx::query(&sql)
-            .bind(patient_note_id)
-            .fetch_all(pool)
-            .await?,
-    )
+    let rows = sqlx::query(&sql)
+        .bind(patient_note_id)
+        .fetch_all(pool)
+        .await?;
+    job_states(rows, i64::MIN)
 }
 
-/// Newest first, one partial index per status, merged when no status is
-/// asked for (as in the SQLite engine).
 pub(super) async fn list_jobs(
     pool: &PgPool,
     query: &JobQuery,
-) -> Result<Vec<JobState>, sqlx::Error> {
-    if let Some(ListStatus::Pending {
-        submitted_before_ns,
-    }) = query.status
-    {
-        return list_pending(pool, query, submitted_before_ns).await;
-    }
-    const NEWEST_FIRST: &str =
-        " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit $1";
-    const NEWEST_FIRST_INNER: &str = " order by deciding_event_created_ns desc,
-        jobs.patient_note_id desc, jobs.job_id desc limit $1";
-    let statuses = match query.status {
-        Some(ListStatus::Decided(status)) => vec![status],
-        // Only failures have a reason.
-        _ if query.narrow.failure_reason.is_some() => vec![JobStatus::Failed],
-        _ => vec![JobStatus::Created, JobStatus::Failed],
-    };
-    // $1 is the limit; then each bound asked for, in this order
-    // (PostgreSQL refuses a parameter no clause uses). Every range of the
-    // union uses the same parameters.
-    let narrow = &query.narrow;
-    let mut conditions = String::new();
-    let mut n = 1;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    if query.since_ns.is_some() {
-        conditions.push_str(&format!(" and deciding_event_created_ns >= {}", next()));
-    }
-    if narrow.until_ns.is_some() {
-        conditions.push_str(&format!(" and deciding_event_created_ns < {}", next()));
-    }
-    let texts = [
-        ("failure_reason", &narrow.failure_reason),
-        ("location_id", &narrow.location_id),
-        (
-            "jobs.access_token_reference_id",
-            &narrow.access_token_reference_id,
-        ),
-    ];
-    for (column, value) in texts {
-        if value.is_some() {
-            conditions.push_str(&format!(" and {column} = {}", next()));
-        }
-    }
-    if query.after.is_some() {
-        conditions.push_str(&format!(
-            " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < ({}, {}, {})",
-            next(),
-            next(),
-            next()
-        ));
-    }
-    let ranges: Vec<String> = statuses
-        .iter()
-        .map(|status| {
-            format!(
-                "(select {JOB_COLUMNS} where status = '{}'{conditions}{NEWEST_FIRST_INNER})",
-                status.as_str()
-            )
-        })
-        .collect();
-    let sql = format!(
-        "select * from ({}) as merged{NEWEST_FIRST}",
-        ranges.join(" union all ")
-    );
-    let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
-    if let Some(since) = query.since_ns {
-        statement = statement.bind(since);
-    }
-    if let Some(until) = narrow.until_ns {
-        statement = statement.bind(until);
-    }
-    for (_, value) in texts {
-        if let Some(value) = value {
-            statement = statement.bind(value.as_str());
-        }
-    }
-    if let Some(after) = &query.after {
-        statement = statement
-            .bind(after.created_ns)
-            .bind(after.patient_note_id.as_str())
-            .bind(after.job_id.as_str());
-    }
-    let rows = statement.fetch_all(pool).await?;
-    job_states(rows)
-}
-
-/// Pending jobs, newest submission first, over their partial index.
-async fn list_pending(
-    pool: &PgPool,
-    query: &JobQuery,
-    submitted_before_ns: Option<i64>,
-) -> Result<Vec<JobState>, sqlx::Error> {
-    // A pending job has no reason and no location yet.
-    if query.narrow.failure_reason.is_some() || query.narrow.location_id.is_some() {
-        return Ok(Vec::new());
-    }
-    let mut sql = format!("select {PENDING_COLUMNS}");
-    let mut n = 1;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    if query.since_ns.is_some() {
-        sql.push_str(&format!(" and submitted_ns >= {}", next()));
-    }
-    if submitted_before_ns.is_some() {
-        sql.push_str(&format!(" and submitted_ns < {}", next()));
-    }
-    if query.narrow.until_ns.is_some() {
-        sql.push_str(&format!(" and submitted_ns < {}", next()));
-    }
-    if query.narrow.access_token_reference_id.is_some() {
-        sql.push_str(&format!(" and access_token_reference_id = {}", next()));
-    }
-    if query.after.is_some() {
-        sql.push_str(&format!(
-            " and (submitted_ns, patient_note_id, job_id) < ({}, {}, {})",
-            next(),
-            next(),
-            next()
-        ));
-    }
-    sql.push_str(" order by submitted_ns desc, patient_note_id desc, job_id desc limit $1");
-    let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
-    if let Some(since) = query.since_ns {
-        statement = statement.bind(since);
-    }
-    if let Some(before) = submitted_before_ns {
-        statement = statement.bind(before);
-    }
-    if let Some(until) = query.narrow.until_ns {
-        statement = statement.bind(until);
-    }
-    if let Some(account) = &query.narrow.access_token_reference_id {
-        statement = statement.bind(account.as_str());
-    }
-    if let Some(after) = &query.after {
-        statement = statement
-            .bind(after.created_ns)
-            .bind(after.patient_note_id.as_str())
-            .bind(after.job_id.as_str());
-    }
-    job_states(statement.fetch_all(pool).await?)
+    overdue_before_ns: i64,
+) -> sqlx::Result<Vec<JobState>> {
+    let listing = POSTGRES.list_jobs(query, overdue_before_ns);
+    let rows = bind_all(sqlx::query(&listing.sql), listing.values)
+        .fetch_all(pool)
+        .await?;
+    job_states(rows, overdue_before_ns)
 }
 
 pub(super) async fn pending_summary(
@@ -417,58 +265,6 @@ pub(super) async fn job_of_event(
             .fetch_optional(pool)
             .await?;
     Ok(job.flatten())
-}
-
-pub(super) async fn audit_page(
-    pool: &PgPool,
-    query: &AuditQuery,
-) -> Result<Vec<AuditRow>, sqlx::Error> {
-    let mut sql =
-        String::from("select id, at, actor, action, target, request_id from audit_log where true");
-    let mut n = 1;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
-    };
-    let numbers = [
-        ("id <", query.before_id),
-        ("at_ns >=", query.since_ns),
-        ("at_ns <", query.until_ns),
-    ];
-    for (condition, value) in numbers {
-        if value.is_some() {
-            sql.push_str(&format!(" and {condition} {}", next()));
-        }
-    }
-    let texts = [("actor", &query.actor), ("action", &query.action)];
-    for (column, value) in texts {
-        if value.is_some() {
-            sql.push_str(&format!(" and {column} = {}", next()));
-        }
-    }
-    sql.push_str(" order by id desc limit $1");
-    let mut statement = sqlx::query(&sql).bind(i64::from(query.limit));
-    for value in numbers.iter().filter_map(|(_, value)| *value) {
-        statement = statement.bind(value);
-    }
-    for value in texts.iter().filter_map(|(_, value)| value.as_deref()) {
-        statement = statement.bind(value);
-    }
-    statement
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(AuditRow {
-                id: row.try_get(0)?,
-                at: row.try_get(1)?,
-                actor: row.try_get(2)?,
-                action: row.try_get(3)?,
-                target: row.try_get(4)?,
-                request_id: row.try_get(5)?,
-            })
-        })
-        .collect()
 }
 
 pub(super) async fn repeated_deliveries(

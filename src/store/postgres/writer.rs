@@ -44,7 +44,7 @@ use super::reachability::Reachability;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
 use crate::store::{
-    Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
+    Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -448,10 +448,9 @@ known as (
     select event_id, outcome from events where event_id = any($1::text[])
 ),
 decided as (
-    insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
-                      patient_mrn, location_id, access_token_reference_id, deciding_event_id,
-                      deciding_event_created, deciding_event_created_ns,
-                      first_received_at, last_received_at)
+"#,
+    crate::store::sql::insert_job!(),
+    r#"
     select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
            patient_mrn, location_id, access_token_reference_id, event_id,
            created, created_ns, received_at, received_at
@@ -459,7 +458,7 @@ decided as (
     where status is not null and event_id not in (select event_id from known)
     order by patient_note_id collate "C", job_id collate "C"
 "#,
-    super::replace_if_outranked!(),
+    crate::store::sql::replace_if_outranked!(),
     r#"
     returning deciding_event_id, job_id
 ),
@@ -783,14 +782,6 @@ impl<'a> EventRow<'a> {
     }
 }
 
-/// How far one purge transaction got.
-pub(super) struct Sweep {
-    /// Events the sweep passed, all received before the cutoff.
-    pub swept: u64,
-    /// Of those, payloads deleted now.
-    pub purged: usize,
-}
-
 /// Sweeps the event log in arrival order from where the last sweep stopped,
 /// deleting the payloads of up to `limit` events received before `cutoff`
 /// (RFC 3339). It stops at the first event still within retention. When
@@ -799,8 +790,8 @@ pub(super) struct Sweep {
 pub(super) async fn purge_payloads(
     pool: &PgPool,
     cutoff: &str,
-    limit: i64,
-) -> Result<Sweep, sqlx::Error> {
+    limit: u64,
+) -> Result<Chunk, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let from: Option<i64> = sqlx::query_scalar(
         "select swept_through_seq from payload_purge where id = 1 for update skip locked",
@@ -808,9 +799,9 @@ pub(super) async fn purge_payloads(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(from) = from else {
-        return Ok(Sweep {
-            swept: 0,
-            purged: 0,
+        return Ok(Chunk {
+            passed: 0,
+            changed: 0,
         });
     };
     let events: Vec<(i64, bool)> = sqlx::query_as(
@@ -818,7 +809,7 @@ pub(super) async fn purge_payloads(
     )
     .bind(cutoff)
     .bind(from)
-    .bind(limit)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&mut *tx)
     .await?;
     let expired: Vec<i64> = events
@@ -838,8 +829,8 @@ pub(super) async fn purge_payloads(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Sweep {
-        swept: expired.len() as u64,
-        purged: purged as usize,
+    Ok(Chunk {
+        passed: expired.len() as u64,
+        changed: purged,
     })
 }

@@ -16,8 +16,10 @@
 //! sqlx's SQLite driver spends tens of microseconds a query crossing to its
 //! worker thread, which capped status reads near 15k/s.
 
+mod audit;
 mod checkpointer;
 mod console;
+mod expected;
 mod reader;
 mod writer;
 
@@ -33,15 +35,13 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::interface::Operations;
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
     JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
     Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
     WriteHealth,
 };
-
-/// Audit rows deleted per transaction.
-const PURGE_CHUNK: u64 = 5_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -51,8 +51,9 @@ pub struct Store {
     readers: reader::Readers,
     write_timeout: Duration,
     cursor_key: [u8; 32],
-    wakeups: std::sync::Arc<Wakeups>,
+    wakeups: Arc<Wakeups>,
     write_health: Arc<WriteHealth>,
+    overdue_after: Duration,
 }
 
 impl Store {
@@ -111,288 +112,19 @@ impl Store {
             cursor_key,
             wakeups,
             write_health,
+            overdue_after: options.overdue_after,
         })
     }
 
-    /// The key pagination cursors are signed with, made once per database.
-    pub fn cursor_key(&self) -> [u8; 32] {
-        self.cursor_key
-    }
-
-    /// Finishes the writes already queued, then stops the threads; SQLite
-    /// checkpoints the WAL as the last connection closes.
-    pub async fn close(&self) {
-        let (done, stopped) = oneshot::channel();
-        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
-            let _ = stopped.await;
-        }
-        self.readers.stop().await;
-    }
-
-    /// Records a delivery and the job state it implies. Answers once they
-    /// are committed, or with [`StoreError::Timeout`] after the write timeout.
-    pub async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
-        let (reply, answer) = oneshot::channel();
-        let command = writer::Command::Write(writer::Write {
-            delivery,
-            reply,
-            deadline: deadline.into_std(),
-        });
-        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
-    }
-
-    /// The jobs recorded under `job_id` (normally one).
-    pub async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.readers
-            .run(move |db| reader::jobs_by_job_id(db, &job_id))
-            .await
-    }
-
-    /// The jobs of one patient note, newest decision first.
-    pub async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        let note = patient_note_id.to_owned();
-        self.readers
-            .run(move |db| reader::jobs_by_note(db, &note))
-            .await
-    }
-
-    /// A page of job states, newest decision first, after `query.after`.
-    pub async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        let query = query.clone();
-        self.readers
-            .run(move |db| reader::list_jobs(db, &query))
-            .await
-    }
-
-    /// The events recorded for `job_id`, in arrival order, without payloads.
-    pub async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.readers
-            .run(move |db| reader::job_events(db, &job_id))
-            .await
-    }
-
-    /// How many jobs are in each final state.
-    pub async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.readers.run(reader::jobs_by_status).await
-    }
-
-    /// True when the database answers and has every migration this build knows.
-    pub async fn is_ready(&self) -> Result<bool, StoreError> {
-        let known = MIGRATOR.iter().map(|m| m.version).max();
-        let applied = self.readers.run(reader::latest_migration).await?;
-        Ok(applied >= known)
-    }
-
-    /// Commits a write the size of a large delivery through the writer,
-    /// after what is queued: whether a delivery arriving now could be stored.
-    pub async fn can_write(&self) -> Result<(), StoreError> {
-        self.on_writer(writer::write_probe).await
-    }
-
-    /// Empties, in small transactions between deliveries, the payloads of
-    /// events received before `cutoff`, sweeping the event log in arrival
-    /// order. Returns how many it emptied.
-    pub async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<usize, StoreError> {
-        const BATCH: usize = 500;
-        let cutoff = cutoff
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let mut total = 0;
-        loop {
-            let cutoff = cutoff.clone();
-            let sweep = self
-                .on_writer(move |db| writer::purge_payloads(db, &cutoff, BATCH))
-                .await?;
-            total += sweep.purged;
-            if sweep.swept < BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    pub fn wakeups(&self) -> &std::sync::Arc<Wakeups> {
-        &self.wakeups
-    }
-
-    pub fn write_health(&self) -> &WriteHealth {
-        &self.write_health
-    }
-
-    pub async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
-        self.on_writer(move |db| {
-            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let registered = writer::register(&tx, &registration)?;
-            tx.commit()?;
-            Ok(registered)
-        })
-        .await
-    }
-
-    pub async fn pending_summary(
+    /// Runs `work` on a reader thread, with the instant before which a
+    /// pending job is overdue.
+    async fn read<T: Send + 'static>(
         &self,
-        overdue_before_ns: i64,
-    ) -> Result<PendingSummary, StoreError> {
+        work: impl FnOnce(&rusqlite::Connection, i64) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let overdue_before_ns = crate::clock::ns_ago(self.overdue_after);
         self.readers
-            .run(move |db| reader::pending_summary(db, overdue_before_ns))
-            .await
-    }
-
-    pub async fn overdue_jobs(
-        &self,
-        before_ns: i64,
-        limit: u32,
-    ) -> Result<Vec<ExpectedJob>, StoreError> {
-        self.readers
-            .run(move |db| reader::overdue_jobs(db, before_ns, limit))
-            .await
-    }
-
-    pub async fn settle_resolved(&self) -> Result<u64, StoreError> {
-        self.on_writer(writer::settle_resolved).await
-    }
-
-    pub async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
-        self.on_writer(move |db| writer::begin_submission(db, &claim))
-            .await
-    }
-
-    pub async fn end_submission(
-        &self,
-        key: Option<&str>,
-        end: SubmissionEnd,
-    ) -> Result<Option<Registered>, StoreError> {
-        let key = key.map(str::to_owned);
-        self.on_writer(move |db| writer::end_submission(db, key.as_deref(), &end))
-            .await
-    }
-
-    pub async fn take_lease(
-        &self,
-        holder: &str,
-        now_ns: i64,
-        until_ns: i64,
-    ) -> Result<bool, StoreError> {
-        let holder = holder.to_owned();
-        self.on_writer(move |db| writer::take_lease(db, &holder, now_ns, until_ns))
-            .await
-    }
-
-    /// `pragma optimize`, as SQLite advises every few hours for a
-    /// long-lived connection: it analyzes only what changed a lot.
-    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        self.on_writer(|db| db.execute_batch("pragma optimize"))
-            .await
-    }
-
-    pub async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
-        self.readers
-            .run(move |db| reader::day_summary(db, from_ns, to_ns))
-            .await
-    }
-
-    pub async fn repeated_deliveries(
-        &self,
-        job_id: &str,
-    ) -> Result<Vec<RepeatedDelivery>, StoreError> {
-        let job_id = job_id.to_owned();
-        self.readers
-            .run(move |db| reader::repeated_deliveries(db, &job_id))
-            .await
-    }
-
-    pub async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
-        self.readers.run(reader::last_delivery).await
-    }
-
-    pub async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
-        let id = emr_note_id.to_owned();
-        self.readers
-            .run(move |db| reader::jobs_by_emr_note(db, &id))
-            .await
-    }
-
-    pub async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
-        let id = event_id.to_owned();
-        self.readers
-            .run(move |db| reader::job_of_event(db, &id))
-            .await
-    }
-
-    /// Rows reported as failed must not be written later: a batch that
-    /// reaches the writer past the write timeout is dropped, and the answer
-    /// is awaited whole (the writer bounds each batch by its busy timeout).
-    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        let timeout = self.write_timeout;
-        let deadline = std::time::Instant::now() + timeout;
-        let (reply, answer) = oneshot::channel();
-        let command = writer::Command::Task(Box::new(move |db| {
-            let result = if std::time::Instant::now() > deadline {
-                Err(StoreError::Timeout(timeout))
-            } else {
-                writer::append_audit(db, &entries).map_err(StoreError::from)
-            };
-            let _ = reply.send(result);
-        }));
-        self.writes
-            .send(command)
-            .await
-            .map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
-    }
-
-    pub async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        self.readers
-            .run(move |db| reader::audit_page(db, &query))
-            .await
-    }
-
-    pub async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            // Small transactions, so deliveries wait behind none of them long.
-            let deleted = self
-                .on_writer(move |db| writer::purge_audit(db, cutoff_ns, PURGE_CHUNK))
-                .await?;
-            total += deleted;
-            if deleted < PURGE_CHUNK {
-                return Ok(total);
-            }
-        }
-    }
-
-    pub async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
-        self.on_writer(move |db| console::start_session(db, &start))
-            .await
-    }
-
-    pub async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
-        let id = id_sha256.to_owned();
-        self.readers.run(move |db| console::session(db, &id)).await
-    }
-
-    pub async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
-        let id = id_sha256.to_owned();
-        self.on_writer(move |db| console::touch_session(db, &id, now_ns))
-            .await
-    }
-
-    pub async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
-        let id = id_sha256.to_owned();
-        self.on_writer(move |db| console::end_session(db, &id))
-            .await
-    }
-
-    pub async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
-        self.on_writer(move |db| console::save_run(db, &run)).await
-    }
-
-    pub async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
-        let id = id.map(str::to_owned);
-        self.readers
-            .run(move |db| console::run(db, id.as_deref()))
+            .run(move |db| work(db, overdue_before_ns))
             .await
     }
 
@@ -417,6 +149,249 @@ impl Store {
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
         }
+    }
+}
+
+impl Operations for Store {
+    fn cursor_key(&self) -> [u8; 32] {
+        self.cursor_key
+    }
+
+    fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
+    }
+
+    fn write_health(&self) -> &WriteHealth {
+        &self.write_health
+    }
+
+    /// Finishes the writes already queued, then stops the threads; SQLite
+    /// checkpoints the WAL as the last connection closes.
+    async fn close(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
+            let _ = stopped.await;
+        }
+        self.readers.stop().await;
+    }
+
+    async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = writer::Command::Write(writer::Write {
+            delivery,
+            reply,
+            deadline: deadline.into_std(),
+        });
+        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
+    }
+
+    /// Commits a write the size of a large delivery.
+    async fn can_write(&self) -> Result<(), StoreError> {
+        self.on_writer(writer::write_probe).await
+    }
+
+    async fn is_ready(&self) -> Result<bool, StoreError> {
+        let known = MIGRATOR.iter().map(|m| m.version).max();
+        let applied = self.readers.run(reader::latest_migration).await?;
+        Ok(applied >= known)
+    }
+
+    async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.read(move |db, overdue| reader::jobs_by_job_id(db, &job_id, overdue))
+            .await
+    }
+
+    async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
+        let note = patient_note_id.to_owned();
+        self.readers
+            .run(move |db| reader::jobs_by_note(db, &note))
+            .await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
+        let query = query.clone();
+        self.read(move |db, overdue| reader::list_jobs(db, &query, overdue))
+            .await
+    }
+
+    async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.readers
+            .run(move |db| reader::job_events(db, &job_id))
+            .await
+    }
+
+    async fn repeated_deliveries(&self, job_id: &str) -> Result<Vec<RepeatedDelivery>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.readers
+            .run(move |db| reader::repeated_deliveries(db, &job_id))
+            .await
+    }
+
+    async fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = emr_note_id.to_owned();
+        self.readers
+            .run(move |db| reader::jobs_by_emr_note(db, &id))
+            .await
+    }
+
+    async fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError> {
+        let id = event_id.to_owned();
+        self.readers
+            .run(move |db| reader::job_of_event(db, &id))
+            .await
+    }
+
+    async fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.readers.run(reader::jobs_by_status).await
+    }
+
+    async fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError> {
+        self.readers
+            .run(move |db| reader::day_summary(db, from_ns, to_ns))
+            .await
+    }
+
+    async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
+        self.readers.run(reader::last_delivery).await
+    }
+
+    async fn register(&self, registration: Registration) -> Result<Registered, StoreError> {
+        self.on_writer(move |db| {
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let registered = expected::register(&tx, &registration)?;
+            tx.commit()?;
+            Ok(registered)
+        })
+        .await
+    }
+
+    async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
+        self.on_writer(move |db| expected::begin_submission(db, &claim))
+            .await
+    }
+
+    async fn end_submission(
+        &self,
+        key: Option<&str>,
+        end: SubmissionEnd,
+    ) -> Result<Option<Registered>, StoreError> {
+        let key = key.map(str::to_owned);
+        self.on_writer(move |db| expected::end_submission(db, key.as_deref(), &end))
+            .await
+    }
+
+    async fn pending_summary(&self) -> Result<PendingSummary, StoreError> {
+        self.read(reader::pending_summary).await
+    }
+
+    async fn overdue_jobs(
+        &self,
+        before_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<ExpectedJob>, StoreError> {
+        self.readers
+            .run(move |db| reader::overdue_jobs(db, before_ns, limit))
+            .await
+    }
+
+    async fn settle_resolved(&self) -> Result<u64, StoreError> {
+        self.on_writer(expected::settle_resolved).await
+    }
+
+    async fn take_lease(
+        &self,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let holder = holder.to_owned();
+        self.on_writer(move |db| expected::take_lease(db, &holder, now_ns, until_ns))
+            .await
+    }
+
+    async fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        let cutoff = crate::clock::rfc3339(cutoff);
+        super::in_chunks(super::PAYLOAD_CHUNK, || {
+            let cutoff = cutoff.clone();
+            self.on_writer(move |db| writer::purge_payloads(db, &cutoff, super::PAYLOAD_CHUNK))
+        })
+        .await
+    }
+
+    /// `pragma optimize`, as SQLite advises every few hours for a
+    /// long-lived connection: it analyzes only what changed a lot.
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        self.on_writer(|db| db.execute_batch("pragma optimize"))
+            .await
+    }
+
+    /// A batch that reaches the writer past the write timeout is dropped,
+    /// and the answer is awaited whole (the writer bounds each batch by
+    /// its busy timeout).
+    async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
+        let timeout = self.write_timeout;
+        let deadline = std::time::Instant::now() + timeout;
+        let (reply, answer) = oneshot::channel();
+        let command = writer::Command::Task(Box::new(move |db| {
+            let result = if std::time::Instant::now() > deadline {
+                Err(StoreError::Timeout(timeout))
+            } else {
+                audit::append(db, &entries).map_err(StoreError::from)
+            };
+            let _ = reply.send(result);
+        }));
+        self.writes
+            .send(command)
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    async fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        self.readers.run(move |db| audit::page(db, &query)).await
+    }
+
+    async fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        super::in_chunks(super::AUDIT_CHUNK, || {
+            self.on_writer(move |db| audit::purge(db, cutoff_ns, super::AUDIT_CHUNK))
+        })
+        .await
+    }
+
+    async fn start_session(&self, start: SessionStart) -> Result<(), StoreError> {
+        self.on_writer(move |db| console::start_session(db, &start))
+            .await
+    }
+
+    async fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
+        let id = id_sha256.to_owned();
+        self.readers.run(move |db| console::session(db, &id)).await
+    }
+
+    async fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.on_writer(move |db| console::touch_session(db, &id, now_ns))
+            .await
+    }
+
+    async fn end_session(&self, id_sha256: &str) -> Result<(), StoreError> {
+        let id = id_sha256.to_owned();
+        self.on_writer(move |db| console::end_session(db, &id))
+            .await
+    }
+
+    async fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError> {
+        self.on_writer(move |db| console::save_run(db, &run)).await
+    }
+
+    async fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError> {
+        let id = id.map(str::to_owned);
+        self.readers
+            .run(move |db| console::run(db, id.as_deref()))
+            .await
     }
 }
 

@@ -12,10 +12,10 @@ use rusqlite::{Connection, OpenFlags, Row, params, params_from_iter};
 use tokio::sync::oneshot;
 
 use super::{connect, decode_error, outcome_column, source_column};
-use crate::domain::JobStatus;
+use crate::store::sql::{self, Columns, SQLITE, Value};
 use crate::store::{
-    AuditQuery, AuditRow, DaySummary, EventSummary, ExpectedJob, FailureGroup, JobKey, JobQuery,
-    JobState, LastDelivery, ListStatus, PendingSummary, RepeatedDelivery, StoreError, StoreOptions,
+    DaySummary, EventSummary, ExpectedJob, FailureGroup, JobQuery, JobState, LastDelivery,
+    PendingSummary, RepeatedDelivery, StoreError, StoreOptions,
 };
 
 /// A query for a reader thread; `None` stops the thread that takes it.
@@ -86,68 +86,44 @@ impl Readers {
     }
 }
 
-/// A job with an outcome, and when it was submitted if it was registered.
-const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_id,
-    failure_reason, reasons, patient_mrn, location_id, jobs.access_token_reference_id,
-    deciding_event_id, deciding_event_created, deciding_event_created_ns, first_received_at,
-    last_received_at, expected_jobs.submitted_at
-    from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
 
-/// A pending job, in the columns of [`JOB_COLUMNS`]. Its outcome may have
-/// landed since `resolved` was read; `jobs` says for sure.
-const PENDING_COLUMNS: &str = "patient_note_id, job_id, 'pending', null, null, null, null, null,
-    access_token_reference_id, null, null, submitted_ns, null, null, submitted_at
-    from expected_jobs
-    where resolved = 0 and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)";
+    fn text(&self, index: usize) -> rusqlite::Result<Option<String>> {
+        self.get(index)
+    }
 
-/// Reads a row selected with [`JOB_COLUMNS`] or [`PENDING_COLUMNS`].
-fn job_state(row: &Row<'_>) -> rusqlite::Result<JobState> {
-    let patient_note_id: String = row.get(0)?;
-    let job_id: String = row.get(1)?;
-    let reasons = row
-        .get::<_, Option<String>>(5)?
-        .map(|text| serde_json::from_str(&text))
-        .transpose()
-        .map_err(|e| decode_error(e.to_string()))?;
-    Ok(JobState {
-        key: JobKey {
-            created_ns: row.get(11)?,
-            patient_note_id: patient_note_id.clone(),
-            job_id: job_id.clone(),
-        },
-        patient_note_id,
-        job_id,
-        status: row.get(2)?,
-        overdue: false,
-        submitted_at: row.get(14)?,
-        emr_note_id: row.get(3)?,
-        failure_reason: row.get(4)?,
-        reasons,
-        patient_mrn: row.get(6)?,
-        location_id: row.get(7)?,
-        access_token_reference_id: row.get(8)?,
-        deciding_event_id: row.get(9)?,
-        deciding_event_created: row.get(10)?,
-        first_received_at: row.get(12)?,
-        last_received_at: row.get(13)?,
-    })
+    fn int(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(index)
+    }
+
+    fn invalid(message: String) -> rusqlite::Error {
+        decode_error(message)
+    }
 }
 
 /// The job's outcomes (normally one), or its pending state if it has none.
-pub(super) fn jobs_by_job_id(db: &Connection, job_id: &str) -> rusqlite::Result<Vec<JobState>> {
+pub(super) fn jobs_by_job_id(
+    db: &Connection,
+    job_id: &str,
+    overdue_before_ns: i64,
+) -> rusqlite::Result<Vec<JobState>> {
+    let read = |row: &Row<'_>| sql::job_state(row, overdue_before_ns);
     let decided: Vec<JobState> = db
         .prepare_cached(&format!(
-            "select {JOB_COLUMNS} where jobs.job_id = ? order by jobs.patient_note_id"
+            "{} where jobs.job_id = ?1 order by jobs.patient_note_id",
+            SQLITE.decided_jobs()
         ))?
-        .query_map([job_id], job_state)?
+        .query_map([job_id], read)?
         .collect::<rusqlite::Result<_>>()?;
     if !decided.is_empty() {
         return Ok(decided);
     }
     db.prepare_cached(&format!(
-        "select {PENDING_COLUMNS} and expected_jobs.job_id = ?"
+        "{} and expected_jobs.job_id = ?1",
+        SQLITE.pending_jobs()
     ))?
-    .query_map([job_id], job_state)?
+    .query_map([job_id], read)?
     .collect()
 }
 
@@ -156,122 +132,33 @@ pub(super) fn jobs_by_note(
     patient_note_id: &str,
 ) -> rusqlite::Result<Vec<JobState>> {
     db.prepare_cached(&format!(
-        "select {JOB_COLUMNS} where jobs.patient_note_id = ?
-         order by deciding_event_created_ns desc, jobs.job_id desc"
+        "{} where jobs.patient_note_id = ?1
+         order by deciding_event_created_ns desc, jobs.job_id desc",
+        SQLITE.decided_jobs()
     ))?
-    .query_map([patient_note_id], job_state)?
+    .query_map([patient_note_id], |row| sql::job_state(row, i64::MIN))?
     .collect()
 }
 
-pub(super) fn list_jobs(db: &Connection, query: &JobQuery) -> rusqlite::Result<Vec<JobState>> {
-    if let Some(ListStatus::Pending {
-        submitted_before_ns,
-    }) = query.status
-    {
-        return list_pending(db, query, submitted_before_ns);
-    }
-    const NEWEST_FIRST: &str =
-        " order by deciding_event_created_ns desc, patient_note_id desc, job_id desc limit ?";
-    const NEWEST_FIRST_INNER: &str = " order by deciding_event_created_ns desc,
-        jobs.patient_note_id desc, jobs.job_id desc limit ?";
-    // Each status has an index of its own, read newest first; without a
-    // status filter, the newest of both are merged. The status is written
-    // into the SQL (it is one of two fixed words) because SQLite uses a
-    // partial index only for a query that names its condition literally.
-    let statuses = match query.status {
-        Some(ListStatus::Decided(status)) => vec![status],
-        // Only failures have a reason.
-        _ if query.narrow.failure_reason.is_some() => vec![JobStatus::Failed],
-        _ => vec![JobStatus::Created, JobStatus::Failed],
-    };
-    let limit = i64::from(query.limit);
-    let mut ranges = Vec::new();
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    for status in statuses {
-        let mut range = format!(
-            "select * from (select {JOB_COLUMNS} where status = '{}'",
-            status.as_str()
-        );
-        if let Some(since) = query.since_ns {
-            range.push_str(" and deciding_event_created_ns >= ?");
-            values.push(since.into());
-        }
-        if let Some(until) = query.narrow.until_ns {
-            range.push_str(" and deciding_event_created_ns < ?");
-            values.push(until.into());
-        }
-        for (column, value) in [
-            ("failure_reason", &query.narrow.failure_reason),
-            ("location_id", &query.narrow.location_id),
-            (
-                "jobs.access_token_reference_id",
-                &query.narrow.access_token_reference_id,
-            ),
-        ] {
-            if let Some(value) = value {
-                range.push_str(&format!(" and {column} = ?"));
-                values.push(value.clone().into());
-            }
-        }
-        if let Some(after) = &query.after {
-            range.push_str(
-                " and (deciding_event_created_ns, jobs.patient_note_id, jobs.job_id) < (?, ?, ?)",
-            );
-            values.push(after.created_ns.into());
-            values.push(after.patient_note_id.clone().into());
-            values.push(after.job_id.clone().into());
-        }
-        range.push_str(NEWEST_FIRST_INNER);
-        range.push(')');
-        values.push(limit.into());
-        ranges.push(range);
-    }
-    let sql = ranges.join(" union all ") + NEWEST_FIRST;
-    values.push(limit.into());
-    db.prepare_cached(&sql)?
-        .query_map(params_from_iter(values), job_state)?
+pub(super) fn list_jobs(
+    db: &Connection,
+    query: &JobQuery,
+    overdue_before_ns: i64,
+) -> rusqlite::Result<Vec<JobState>> {
+    let listing = SQLITE.list_jobs(query, overdue_before_ns);
+    db.prepare_cached(&listing.sql)?
+        .query_map(params_from_iter(values(listing.values)), |row| {
+            sql::job_state(row, overdue_before_ns)
+        })?
         .collect()
 }
 
-/// Pending jobs, newest submission first, over their partial index.
-fn list_pending(
-    db: &Connection,
-    query: &JobQuery,
-    submitted_before_ns: Option<i64>,
-) -> rusqlite::Result<Vec<JobState>> {
-    // A pending job has no reason and no location yet.
-    if query.narrow.failure_reason.is_some() || query.narrow.location_id.is_some() {
-        return Ok(Vec::new());
-    }
-    let mut sql = format!("select {PENDING_COLUMNS}");
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(since) = query.since_ns {
-        sql.push_str(" and submitted_ns >= ?");
-        values.push(since.into());
-    }
-    if let Some(until) = query.narrow.until_ns {
-        sql.push_str(" and submitted_ns < ?");
-        values.push(until.into());
-    }
-    if let Some(account) = &query.narrow.access_token_reference_id {
-        sql.push_str(" and access_token_reference_id = ?");
-        values.push(account.clone().into());
-    }
-    if let Some(before) = submitted_before_ns {
-        sql.push_str(" and submitted_ns < ?");
-        values.push(before.into());
-    }
-    if let Some(after) = &query.after {
-        sql.push_str(" and (submitted_ns, patient_note_id, job_id) < (?, ?, ?)");
-        values.push(after.created_ns.into());
-        values.push(after.patient_note_id.clone().into());
-        values.push(after.job_id.clone().into());
-    }
-    sql.push_str(" order by submitted_ns desc, patient_note_id desc, job_id desc limit ?");
-    values.push(i64::from(query.limit).into());
-    db.prepare_cached(&sql)?
-        .query_map(params_from_iter(values), job_state)?
-        .collect()
+/// A built statement's parameters, as rusqlite binds them.
+pub(super) fn values(values: Vec<Value>) -> impl Iterator<Item = rusqlite::types::Value> {
+    values.into_iter().map(|value| match value {
+        Value::Int(int) => int.into(),
+        Value::Text(text) => text.into(),
+    })
 }
 
 pub(super) fn pending_summary(
@@ -425,45 +312,6 @@ pub(super) fn job_of_event(db: &Connection, event_id: &str) -> rusqlite::Result<
         .next()
         .transpose()
         .map(Option::flatten)
-}
-
-/// A page of the audit trail, newest first.
-pub(super) fn audit_page(db: &Connection, query: &AuditQuery) -> rusqlite::Result<Vec<AuditRow>> {
-    let mut sql =
-        String::from("select id, at, actor, action, target, request_id from audit_log where 1 = 1");
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
-    if let Some(before) = query.before_id {
-        sql.push_str(" and id < ?");
-        values.push(before.into());
-    }
-    if let Some(since) = query.since_ns {
-        sql.push_str(" and at_ns >= ?");
-        values.push(since.into());
-    }
-    if let Some(until) = query.until_ns {
-        sql.push_str(" and at_ns < ?");
-        values.push(until.into());
-    }
-    for (column, value) in [("actor", &query.actor), ("action", &query.action)] {
-        if let Some(value) = value {
-            sql.push_str(&format!(" and {column} = ?"));
-            values.push(value.clone().into());
-        }
-    }
-    sql.push_str(" order by id desc limit ?");
-    values.push(i64::from(query.limit).into());
-    db.prepare_cached(&sql)?
-        .query_map(params_from_iter(values), |row| {
-            Ok(AuditRow {
-                id: row.get(0)?,
-                at: row.get(1)?,
-                actor: row.get(2)?,
-                action: row.get(3)?,
-                target: row.get(4)?,
-                request_id: row.get(5)?,
-            })
-        })?
-        .collect()
 }
 
 pub(super) fn repeated_deliveries(

@@ -22,9 +22,9 @@ use super::checkpointer::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::{connect, decode_error, outcome_column};
 use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
 use crate::monitoring;
+use crate::store::sql;
 use crate::store::{
-    AuditEntry, Claim, Delivery, KeyClaim, Outcome, Recorded, Registered, Registration, Source,
-    StoreError, StoreOptions, SubmissionEnd, Wakeups, WriteHealth,
+    Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -334,25 +334,11 @@ impl<'tx> Statements<'tx> {
             note_repeat: tx.prepare_cached(
                 "insert into repeated_deliveries (event_id, received_at, attempt) values (?, ?, ?)",
             )?,
-            upsert_job: tx.prepare_cached(
-                "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason,
-                                   reasons, patient_mrn, location_id, access_token_reference_id,
-                                   deciding_event_id, deciding_event_created,
-                                   deciding_event_created_ns, first_received_at, last_received_at)
-                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
-                 on conflict (patient_note_id, job_id) do update set
-                     status = excluded.status,
-                     emr_note_id = excluded.emr_note_id,
-                     failure_reason = excluded.failure_reason,
-                     reasons = excluded.reasons,
-                     patient_mrn = excluded.patient_mrn,
-                     location_id = excluded.location_id,
-                     access_token_reference_id = excluded.access_token_reference_id,
-                     deciding_event_id = excluded.deciding_event_id,
-                     deciding_event_created = excluded.deciding_event_created,
-                     deciding_event_created_ns = excluded.deciding_event_created_ns,
-                     last_received_at = excluded.last_received_at",
-            )?,
+            upsert_job: tx.prepare_cached(concat!(
+                sql::insert_job!(),
+                " values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)\n",
+                sql::replace_job!()
+            ))?,
             // A superseded event changes nothing but the job's last-received time.
             touch_job: tx.prepare_cached(
                 "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
@@ -445,8 +431,7 @@ impl<'tx> Statements<'tx> {
             status: status
                 .parse::<JobStatus>()
                 .map_err(|()| decode_error(format!("unknown status {status}")))?,
-            created_at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(created_ns))
-                .map_err(|e| decode_error(e.to_string()))?,
+            created_at: crate::clock::from_unix_ns(created_ns),
             event_id,
         };
         Ok(if job.rank > current {
@@ -457,14 +442,6 @@ impl<'tx> Statements<'tx> {
     }
 }
 
-/// How far one purge transaction got.
-pub(super) struct Sweep {
-    /// Events the sweep passed, all received before the cutoff.
-    pub swept: usize,
-    /// Of those, payloads emptied now.
-    pub purged: usize,
-}
-
 /// Sweeps the event log in arrival order from where the last sweep stopped,
 /// emptying the payloads of up to `limit` events received before `cutoff`
 /// (RFC 3339), in one short transaction. It stops at the first event still
@@ -473,8 +450,8 @@ pub(super) struct Sweep {
 pub(super) fn purge_payloads(
     db: &mut rusqlite::Connection,
     cutoff: &str,
-    limit: usize,
-) -> rusqlite::Result<Sweep> {
+    limit: u64,
+) -> rusqlite::Result<Chunk> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let from: i64 = tx
         .prepare_cached("select swept_through_seq from payload_purge where id = 1")?
@@ -484,7 +461,11 @@ pub(super) fn purge_payloads(
         let mut next = tx.prepare_cached(
             "select seq, received_at < ? from events where seq > ? order by seq limit ?",
         )?;
-        let mut rows = next.query(params![cutoff, from, limit as i64])?;
+        let mut rows = next.query(params![
+            cutoff,
+            from,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ])?;
         while let Some(row) = rows.next()? {
             if !row.get::<_, bool>(1)? {
                 break;
@@ -501,187 +482,8 @@ pub(super) fn purge_payloads(
     tx.prepare_cached("update payload_purge set swept_through_seq = ? where id = 1")?
         .execute([through])?;
     tx.commit()?;
-    Ok(Sweep { swept, purged })
-}
-
-/// Records an expected job, unless the job id is known with another note.
-/// Its outcome may be in already: then it is resolved from the start.
-pub(super) fn register(tx: &Transaction<'_>, job: &Registration) -> rusqlite::Result<Registered> {
-    let outcome_note: Option<String> = tx
-        .prepare_cached("select patient_note_id from jobs where job_id = ? limit 1")?
-        .query_row([&job.job_id], |row| row.get(0))
-        .optional()?;
-    let expected_note: Option<String> = tx
-        .prepare_cached("select patient_note_id from expected_jobs where job_id = ?")?
-        .query_row([&job.job_id], |row| row.get(0))
-        .optional()?;
-    if [&outcome_note, &expected_note]
-        .into_iter()
-        .flatten()
-        .any(|note| *note != job.patient_note_id)
-    {
-        return Ok(Registered::Conflict);
-    }
-    if expected_note.is_some() {
-        return Ok(Registered::Known);
-    }
-    tx.prepare_cached(
-        "insert into expected_jobs (job_id, patient_note_id, submitted_at, submitted_ns,
-                                    access_token_reference_id, registered_by, resolved)
-         values (?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        job.job_id,
-        job.patient_note_id,
-        job.submitted_text(),
-        job.submitted_ns(),
-        job.access_token_reference_id,
-        job.registered_by,
-        outcome_note.is_some(),
-    ])?;
-    Ok(if outcome_note.is_some() {
-        Registered::Known
-    } else {
-        Registered::New
+    Ok(Chunk {
+        passed: swept,
+        changed: purged as u64,
     })
-}
-
-/// Claims an idempotency key, after forgetting expired ones.
-pub(super) fn begin_submission(
-    db: &mut rusqlite::Connection,
-    claim: &KeyClaim,
-) -> rusqlite::Result<Claim> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.prepare_cached("delete from submissions where created_ns < ?")?
-        .execute([claim.expired_before_ns])?;
-    let existing: Option<(String, String, Option<String>, i64)> = tx
-        .prepare_cached(
-            "select request_mac, state, job_id, created_ns from submissions
-             where idempotency_key = ?",
-        )?
-        .query_row([&claim.key], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-        })
-        .optional()?;
-    let result = match existing {
-        None => {
-            tx.prepare_cached(
-                "insert into submissions (idempotency_key, request_mac, state, created_ns)
-                 values (?, ?, 'in_flight', ?)",
-            )?
-            .execute(params![claim.key, claim.mac, claim.now_ns])?;
-            Claim::Claimed
-        }
-        Some((mac, state, job_id, claimed_ns)) => {
-            Claim::of(claim, &mac, &state, job_id, claimed_ns)
-        }
-    };
-    tx.commit()?;
-    Ok(result)
-}
-
-/// Settles a submission and, when it created a job, registers the job in
-/// the same transaction.
-pub(super) fn end_submission(
-    db: &mut rusqlite::Connection,
-    key: Option<&str>,
-    end: &SubmissionEnd,
-) -> rusqlite::Result<Option<Registered>> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let registered = match end {
-        SubmissionEnd::Done(job) => {
-            if let Some(key) = key {
-                tx.prepare_cached(
-                    "update submissions set state = 'done', job_id = ? where idempotency_key = ?",
-                )?
-                .execute([&job.job_id, key])?;
-            }
-            Some(register(&tx, job)?)
-        }
-        SubmissionEnd::Unknown => {
-            if let Some(key) = key {
-                tx.prepare_cached(
-                    "update submissions set state = 'unknown' where idempotency_key = ?",
-                )?
-                .execute([key])?;
-            }
-            None
-        }
-        SubmissionEnd::Forget => {
-            if let Some(key) = key {
-                tx.prepare_cached("delete from submissions where idempotency_key = ?")?
-                    .execute([key])?;
-            }
-            None
-        }
-    };
-    tx.commit()?;
-    Ok(registered)
-}
-
-/// Takes the recovery sweep's lease if it has expired.
-pub(super) fn take_lease(
-    db: &mut rusqlite::Connection,
-    holder: &str,
-    now_ns: i64,
-    until_ns: i64,
-) -> rusqlite::Result<bool> {
-    let taken = db
-        .prepare_cached(
-            "update reconcile_lease set holder = ?1, expires_ns = ?3
-             where id = 1 and expires_ns <= ?2",
-        )?
-        .execute(params![holder, now_ns, until_ns])?;
-    Ok(taken == 1)
-}
-
-/// Marks expected jobs whose outcome is in as resolved.
-pub(super) fn settle_resolved(db: &mut rusqlite::Connection) -> rusqlite::Result<u64> {
-    let settled = db
-        .prepare_cached(
-            "update expected_jobs set resolved = 1
-             where resolved = 0 and exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
-        )?
-        .execute([])?;
-    Ok(settled as u64)
-}
-
-/// Appends audit rows in one transaction.
-pub(super) fn append_audit(
-    db: &mut rusqlite::Connection,
-    entries: &[AuditEntry],
-) -> rusqlite::Result<()> {
-    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "insert into audit_log (at, at_ns, actor, action, target, request_id)
-             values (?, ?, ?, ?, ?, ?)",
-        )?;
-        for entry in entries {
-            insert.execute(rusqlite::params![
-                crate::store::rfc3339(entry.at),
-                crate::store::unix_ns(entry.at),
-                entry.actor,
-                entry.action,
-                entry.target,
-                entry.request_id,
-            ])?;
-        }
-    }
-    tx.commit()
-}
-
-/// Deletes up to `limit` audit rows recorded before `cutoff_ns`.
-pub(super) fn purge_audit(
-    db: &mut rusqlite::Connection,
-    cutoff_ns: i64,
-    limit: u64,
-) -> rusqlite::Result<u64> {
-    let deleted = db
-        .prepare_cached(
-            "delete from audit_log where id in
-               (select id from audit_log where at_ns < ? order by id limit ?)",
-        )?
-        .execute(rusqlite::params![cutoff_ns, limit as i64])?;
-    Ok(deleted as u64)
 }
