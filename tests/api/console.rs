@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::fake_cobalt::FakeCobalt;
+use crate::fake_cobalt::{FakeCobalt, point_at};
 use crate::helpers::*;
-use crate::recovery::point_at;
 
 /// A browser's view of the console: its session cookie and CSRF token.
 pub(crate) struct Browser {

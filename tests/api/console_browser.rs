@@ -18,7 +18,6 @@ use serde_json::{Value, json};
 
 use crate::fake_cobalt::*;
 use crate::helpers::*;
-use crate::recovery::point_at;
 
 /// The whole round, screenshots and axe included, takes well under this.
 const DRIVER_LIMIT: Duration = Duration::from_secs(180);

@@ -11,9 +11,8 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::console::{Browser, console_on, failure, minutes_ago};
-use crate::fake_cobalt::FakeCobalt;
+use crate::fake_cobalt::{FakeCobalt, point_at};
 use crate::helpers::*;
-use crate::recovery::point_at;
 
 /// A TCP balancer on loopback that sends each new connection to the next
 /// upstream in turn, and counts where each went.

@@ -13,8 +13,8 @@
 //! Everything it decides is deterministic (the losses come from a seeded
 //! xorshift), so a failing test can be rerun and fail the same way.
 //!
-//! This file holds what tests use: the constants and [`FakeCobalt`] with
-//! its controls. The rest:
+//! This file holds what tests use: the constants, [`FakeCobalt`] and its
+//! controls, and [`point_at`]. The rest:
 //!
 //! - `server`: the router, credential checks, injected failures and stalls;
 //! - `notes`: `POST /v1/patient-notes`, accepting and validating a note;
@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use cobalt_receiver::config::{Config, Secret};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -320,5 +321,19 @@ impl Drop for FakeCobalt {
         for task in self.shared.lock().tasks.drain(..) {
             task.abort();
         }
+    }
+}
+
+/// Points a test server at `cobalt`, sweeping only on request.
+pub fn point_at(cobalt: &FakeCobalt) -> impl Fn(&mut Config) + Clone + use<> {
+    let url = cobalt.url.clone();
+    move |config: &mut Config| {
+        config.cobalt_api_url = url.clone();
+        config.cobalt_client_id = Some(Secret::new(CLIENT_ID));
+        config.cobalt_client_secret = Some(Secret::new(CLIENT_SECRET));
+        config.cobalt_access_token = Some(Secret::new(ACCESS_TOKEN));
+        config.cobalt_requests_per_sec = 200;
+        config.cobalt_timeout_ms = 2_000;
+        config.reconcile_interval_secs = 0;
     }
 }
