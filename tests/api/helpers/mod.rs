@@ -2,11 +2,14 @@
 //! loopback port, a database of its own on the engine under test.
 //!
 //! This file holds the server side: [`TestApp`], its configuration and the
-//! test credentials. The rest, re-exported here:
+//! test credentials. The rest, re-exported here except `console`:
 //!
 //! - `events`: Cobalt-like webhook bodies, patient data, signatures;
-//! - `root`: what needs root (immutable files).
+//! - `root`: what needs root (immutable files);
+//! - `console`: a browser of the operator console and the data its tests
+//!   deliver (`use crate::helpers::console::*`).
 
+pub mod console;
 mod events;
 mod root;
 
