@@ -9,7 +9,7 @@
 //! Listing calls are paced (`cobalt_requests_per_sec`) and retried with
 //! backoff on 429 and 5xx (honouring `Retry-After`); 401 and 403 are final.
 //! Both documented shapes of the event list are read (see
-//! `../shared/cobalt/API.md` in the docs): `id`/`type`/`created` or
+//! `docs/cobalt.md`): `id`/`type`/`created` or
 //! `event_id`/`event_type`/`created_at`.
 
 use std::time::Duration;

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::fake_cobalt::*;
+use crate::helpers::console::{aged_event, numbered_failure, rfc3339_ago};
 use crate::helpers::*;
-use crate::recovery::point_at;
 
 /// The whole round, screenshots and axe included, takes well under this.
 const DRIVER_LIMIT: Duration = Duration::from_secs(180);
@@ -69,34 +69,6 @@ fn tools() -> Result<Tools, String> {
     Ok(tools)
 }
 
-/// An event as Cobalt sends it, `minutes_ago` old, for one patient at one
-/// location.
-fn event(base: Value, minutes_ago: i64, mrn: &str, location: &str) -> Value {
-    let mut event = base;
-    event["created"] = json!(rfc3339_ago(time::Duration::minutes(minutes_ago)));
-    event["data"]["patient_mrn"] = json!(mrn);
-    event["data"]["location_id"] = json!(location);
-    event
-}
-
-fn failed(n: u32, reason: &str, code: &str, mrn: &str, location: &str) -> Value {
-    let mut base = failed_event(
-        &format!("evt_bf{n}"),
-        &format!("{}", 41_010 + n),
-        &format!("pn-bf{n}"),
-        "",
-    );
-    base["data"]["failure_reason"] = json!(reason);
-    base["data"]["reasons"] = json!([{ "code": code, "description": reason }]);
-    event(base, 20 + i64::from(n), mrn, location)
-}
-
-fn rfc3339_ago(age: time::Duration) -> String {
-    (time::OffsetDateTime::now_utc() - age)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_dark() {
     let test = "an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_dark";
@@ -139,18 +111,30 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
             "",
         );
         let location = LOCATIONS[n % 2];
-        delivered.push(event(base, 10 + n as i64, mrns[n % 3], location));
+        delivered.push(aged_event(base, 10 + n as i64, mrns[n % 3], location));
     }
-    delivered.push(failed(1, FAILURE_REASON, "emr_rejected", mrns[0], "loc-1"));
-    delivered.push(failed(
+    delivered.push(numbered_failure(
+        1,
+        FAILURE_REASON,
+        "emr_rejected",
+        mrns[0],
+        "loc-1",
+    ));
+    delivered.push(numbered_failure(
         2,
         "Patient not found in the EMR",
         "patient_not_found",
         mrns[1],
         "loc-2",
     ));
-    delivered.push(failed(3, FAILURE_REASON, "emr_rejected", mrns[2], "loc-2"));
-    delivered.push(failed(
+    delivered.push(numbered_failure(
+        3,
+        FAILURE_REASON,
+        "emr_rejected",
+        mrns[2],
+        "loc-2",
+    ));
+    delivered.push(numbered_failure(
         4,
         "EMR unavailable",
         "emr_unavailable",
@@ -178,7 +162,7 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         assert_eq!(status, 201, "{body}");
     }
     cobalt.add_event(
-        event(
+        aged_event(
             created_event("evt_bo1", "42001", "pn-bo1", ""),
             30,
             mrns[2],
@@ -187,7 +171,7 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         "success",
     );
     cobalt.add_event(
-        event(
+        aged_event(
             failed_event("evt_bo2", "42002", "pn-bo2", ""),
             30,
             mrns[0],
@@ -196,7 +180,7 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         "failed",
     );
     cobalt.add_event(
-        event(
+        aged_event(
             created_event("evt_bl1", "42100", "pn-bl1", ""),
             40,
             mrns[1],

@@ -3,7 +3,7 @@
 //! and direction-changing characters made visible, CSV cells defused; and
 //! what people type is kept out of the audit trail unless it is a known id.
 
-use crate::console::{Browser, audit_rows, console_app, deliver, failure, minutes_ago};
+use crate::helpers::console::{Browser, audit_rows, console_app, deliver, failure, minutes_ago};
 use crate::helpers::*;
 
 #[tokio::test]

@@ -10,10 +10,9 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::console::{Browser, console_on, failure, minutes_ago};
-use crate::fake_cobalt::FakeCobalt;
+use crate::fake_cobalt::{FakeCobalt, point_at};
+use crate::helpers::console::{Browser, console_on, csrf_of, failure, minutes_ago};
 use crate::helpers::*;
-use crate::recovery::point_at;
 
 /// A TCP balancer on loopback that sends each new connection to the next
 /// upstream in turn, and counts where each went.
@@ -110,7 +109,7 @@ async fn a_session_a_recovery_and_a_sign_out_hold_on_every_replica() {
 
     // A recovery started through one replica is watched through both.
     let overdue = browser.get("/ui/overdue").await;
-    let csrf = crate::console::csrf_of(&overdue.body);
+    let csrf = csrf_of(&overdue.body);
     let started = browser.post("/ui/recoveries", &[("csrf", &csrf)]).await;
     assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
     let run = started.location().to_owned();
@@ -148,7 +147,7 @@ async fn a_session_a_recovery_and_a_sign_out_hold_on_every_replica() {
 
     // Signing out through one replica ends the session on both.
     let page = browser.get("/ui").await;
-    let csrf = crate::console::csrf_of(&page.body);
+    let csrf = csrf_of(&page.body);
     let out = browser.post("/ui/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     for n in 0..2 {

@@ -9,7 +9,7 @@ use cobalt_receiver::config::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::console::{Browser, audit_rows, console_on, minutes_ago};
+use crate::helpers::console::{Browser, audit_rows, console_on, minutes_ago};
 use crate::helpers::*;
 
 /// Every route behind a token, and the one permission it needs.

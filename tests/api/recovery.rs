@@ -13,20 +13,6 @@ use crate::fake_cobalt::*;
 use crate::helpers::*;
 use crate::process::{TEST_ENV, run, start};
 
-/// Points a test server at `cobalt`, sweeping only on request.
-pub fn point_at(cobalt: &FakeCobalt) -> impl Fn(&mut Config) + Clone + use<> {
-    let url = cobalt.url.clone();
-    move |config: &mut Config| {
-        config.cobalt_api_url = url.clone();
-        config.cobalt_client_id = Some(Secret::new(CLIENT_ID));
-        config.cobalt_client_secret = Some(Secret::new(CLIENT_SECRET));
-        config.cobalt_access_token = Some(Secret::new(ACCESS_TOKEN));
-        config.cobalt_requests_per_sec = 200;
-        config.cobalt_timeout_ms = 2_000;
-        config.reconcile_interval_secs = 0;
-    }
-}
-
 /// The environment of a server process with the test secret and token,
 /// pointed at `cobalt`.
 fn server_env(cobalt: &FakeCobalt) -> Vec<(&'static str, String)> {

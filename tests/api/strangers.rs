@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 
-use crate::console::{Browser, audit_rows, console_app, console_on, minutes_ago};
+use crate::helpers::console::{Browser, audit_rows, console_app, console_on, minutes_ago};
 use crate::helpers::*;
 
 /// A refused sign-in from `browser`, with `request_id`.

@@ -1,18 +1,32 @@
 //! A real server per test: the application's own startup path, a random
 //! loopback port, a database of its own on the engine under test.
+//!
+//! This file holds the server side: [`TestApp`], its configuration and the
+//! test credentials. The rest, re-exported here except `console`:
+//!
+//! - `events`: Cobalt-like webhook bodies, patient data, signatures;
+//! - `root`: what needs root (immutable files);
+//! - `console`: a browser of the operator console and the data its tests
+//!   deliver (`use crate::helpers::console::*`).
+
+pub mod console;
+mod events;
+mod root;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cobalt_receiver::config::{Config, Secret};
-use cobalt_receiver::signature;
 use cobalt_receiver::startup::Application;
 
-pub use crate::database::*;
 use reqwest::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+pub use crate::database::*;
+pub use events::*;
+pub use root::*;
 
 /// The secret of `fixtures/signature-vectors.json`; for tests only.
 pub const SECRET: &str = "whsec_test_7f3a9c2e5b8d4f1a";
@@ -223,103 +237,8 @@ pub async fn post_signed(client: &reqwest::Client, url: &str, body: String) -> R
         .expect("the server answers")
 }
 
-pub fn sign(body: &[u8]) -> String {
-    signature::sign(&Secret::new(SECRET), body)
-}
-
-pub fn sign_with(secret: &str, body: &[u8]) -> String {
-    signature::sign(&Secret::new(secret), body)
-}
-
 pub async fn json_of(response: Response) -> (StatusCode, Value) {
     let status = response.status();
     let body = response.json().await.expect("a JSON body");
     (status, body)
-}
-
-/// Patient data used in test events; the log test searches for it.
-pub const NOTE_TEXT: &str = "Patient reports chest pain radiating to the left arm since Tuesday";
-pub const SUBJECT: &str = "Cardiology follow-up Zebulon";
-pub const MRN: &str = "MRN-PHI-889977";
-
-pub fn created_event(event_id: &str, job_id: &str, note_id: &str, created: &str) -> Value {
-    json!({
-        "id": event_id,
-        "access_token_reference_id": "user_test",
-        "object": "event",
-        "created": created,
-        "type": "patient_note.created",
-        "job_id": job_id,
-        "data": {
-            "patient_note_id": note_id,
-            "emr_note_id": format!("emr-{event_id}"),
-            "patient_mrn": MRN,
-            "location_id": "loc-1",
-            "subject": SUBJECT,
-            "note": NOTE_TEXT
-        }
-    })
-}
-
-pub fn failed_event(event_id: &str, job_id: &str, note_id: &str, created: &str) -> Value {
-    json!({
-        "id": event_id,
-        "access_token_reference_id": "user_test",
-        "object": "event",
-        "created": created,
-        "type": "patient_note.failed",
-        "job_id": job_id,
-        "data": {
-            "patient_note_id": note_id,
-            "failure_reason": format!("failure of {event_id}"),
-            "reasons": [{ "code": "emr_rejected", "description": format!("reason of {event_id}") }]
-        }
-    })
-}
-
-/// Whether the tests run as root, which making a file immutable needs;
-/// says loudly that `test` is skipped when they do not.
-pub fn running_as_root(test: &str) -> bool {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout == b"0\n");
-    if !root {
-        skipped(&format!(
-            "{test}: it needs root, to make files immutable (chattr +i)"
-        ));
-    }
-    root
-}
-
-/// Makes files immutable (`chattr +i`: even root cannot write them) until
-/// dropped.
-pub struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    pub fn set(paths: Vec<std::path::PathBuf>) -> Self {
-        for path in &paths {
-            let status = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "chattr +i {} failed: this test needs root and a filesystem with immutable files (ext4)",
-                path.display()
-            );
-        }
-        Self(paths)
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(path)
-                .status();
-        }
-    }
 }
