@@ -9,41 +9,31 @@ use time::OffsetDateTime;
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::{
-    AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
-    JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary, Recorded, Registered, Registration,
-    RepeatedDelivery, Store, StoreError, SubmissionEnd, Wakeups, WriteHealth,
+    AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
+    ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary, Recorded, Registered,
+    Registration, RepeatedDelivery, Store, StoreError, SubmissionEnd, Wakeups, WriteHealth,
 };
 
 /// Declares the operations once: the trait each engine implements, and the
 /// same methods on [`Store`], each calling the running engine's.
 macro_rules! operations {
-    (
-        plain { $( $(#[$pdoc:meta])* fn $plain:ident(&self) -> $pret:ty; )* }
-        awaited { $( $(#[$adoc:meta])* fn $awaited:ident(&self $(, $arg:ident: $ty:ty)*) -> $aret:ty; )* }
-    ) => {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $answer:ty; )*) => {
         /// What every engine does. Read the promises here; an engine's
         /// implementation says only how.
         pub(super) trait Operations {
-            $( $(#[$pdoc])* fn $plain(&self) -> $pret; )*
-            $( $(#[$adoc])* async fn $awaited(&self $(, $arg: $ty)*) -> $aret; )*
+            /// What the engine keeps as every engine does.
+            fn common(&self) -> &Common;
+
+            $( $(#[$doc])* async fn $name(&self $(, $arg: $ty)*) -> $answer; )*
         }
 
         impl Store {
             $(
-                $(#[$pdoc])*
-                pub fn $plain(&self) -> $pret {
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> $answer {
                     match self {
-                        Store::Sqlite(engine) => Operations::$plain(engine),
-                        Store::Postgres(engine) => Operations::$plain(engine),
-                    }
-                }
-            )*
-            $(
-                $(#[$adoc])*
-                pub async fn $awaited(&self $(, $arg: $ty)*) -> $aret {
-                    match self {
-                        Store::Sqlite(engine) => Operations::$awaited(engine $(, $arg)*).await,
-                        Store::Postgres(engine) => Operations::$awaited(engine $(, $arg)*).await,
+                        Store::Sqlite(engine) => Operations::$name(engine $(, $arg)*).await,
+                        Store::Postgres(engine) => Operations::$name(engine $(, $arg)*).await,
                     }
                 }
             )*
@@ -51,152 +41,164 @@ macro_rules! operations {
     };
 }
 
+impl Store {
+    fn common(&self) -> &Common {
+        match self {
+            Store::Sqlite(engine) => engine.common(),
+            Store::Postgres(engine) => engine.common(),
+        }
+    }
+
+    /// The key pagination cursors are signed with, made once per database.
+    pub fn cursor_key(&self) -> [u8; 32] {
+        self.common().cursor_key
+    }
+
+    /// Where clients waiting for an outcome are woken once it is committed
+    /// (on any replica).
+    pub fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.common().wakeups
+    }
+
+    /// How this process's recent batches ended.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.common().write_health
+    }
+}
+
 operations! {
-    plain {
-        /// The key pagination cursors are signed with, made once per database.
-        fn cursor_key(&self) -> [u8; 32];
+    /// Finishes the writes already queued, then closes the connections.
+    fn close(&self) -> ();
 
-        /// Where clients waiting for an outcome are woken once it is
-        /// committed (on any replica).
-        fn wakeups(&self) -> &Arc<Wakeups>;
+    // Deliveries.
 
-        /// How this process's recent batches ended.
-        fn write_health(&self) -> &WriteHealth;
-    }
-    awaited {
-        /// Finishes the writes already queued, then closes the connections.
-        fn close(&self) -> ();
+    /// Records a delivery and the job state it implies, in a batch with
+    /// the deliveries waiting beside it: one transaction, one commit.
+    /// Answers once it is committed (a failed batch leaves nothing of
+    /// itself), or with [`StoreError::Timeout`] after the write timeout.
+    fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError>;
 
-        // Deliveries.
+    /// Commits a write through the writer, after what is queued: whether
+    /// a delivery arriving now could be stored.
+    fn can_write(&self) -> Result<(), StoreError>;
 
-        /// Records a delivery and the job state it implies, in a batch with
-        /// the deliveries waiting beside it: one transaction, one commit.
-        /// Answers once it is committed (a failed batch leaves nothing of
-        /// itself), or with [`StoreError::Timeout`] after the write timeout.
-        fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError>;
+    /// True when the database answers and has every migration this
+    /// build knows.
+    fn is_ready(&self) -> Result<bool, StoreError>;
 
-        /// Commits a write through the writer, after what is queued: whether
-        /// a delivery arriving now could be stored.
-        fn can_write(&self) -> Result<(), StoreError>;
+    // Job states. Every pending job read carries `overdue`, judged
+    // against `overdue_after` at the time of the read.
 
-        /// True when the database answers and has every migration this
-        /// build knows.
-        fn is_ready(&self) -> Result<bool, StoreError>;
+    /// The jobs recorded under `job_id` (normally one), or its pending
+    /// state if it was registered and has no outcome.
+    fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError>;
 
-        // Job states. Every pending job read carries `overdue`, judged
-        // against `overdue_after` at the time of the read.
+    /// The jobs of one patient note, newest decision first.
+    fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError>;
 
-        /// The jobs recorded under `job_id` (normally one), or its pending
-        /// state if it was registered and has no outcome.
-        fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError>;
+    /// Up to `query.limit` job states in listing order (newest decision,
+    /// or newest submission for pending ones, first), after `query.after`.
+    fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError>;
 
-        /// The jobs of one patient note, newest decision first.
-        fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError>;
+    /// The events recorded for `job_id`, in arrival order, without
+    /// payloads.
+    fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError>;
 
-        /// Up to `query.limit` job states in listing order (newest decision,
-        /// or newest submission for pending ones, first), after `query.after`.
-        fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError>;
+    /// Repeated deliveries of the job's events, in the order received.
+    fn repeated_deliveries(&self, job_id: &str) -> Result<Vec<RepeatedDelivery>, StoreError>;
 
-        /// The events recorded for `job_id`, in arrival order, without
-        /// payloads.
-        fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError>;
+    /// Job ids of the jobs whose note has this EMR note id (normally one).
+    fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError>;
 
-        /// Repeated deliveries of the job's events, in the order received.
-        fn repeated_deliveries(&self, job_id: &str) -> Result<Vec<RepeatedDelivery>, StoreError>;
+    /// The job a recorded event was about.
+    fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError>;
 
-        /// Job ids of the jobs whose note has this EMR note id (normally one).
-        fn jobs_by_emr_note(&self, emr_note_id: &str) -> Result<Vec<String>, StoreError>;
+    /// How many jobs are in each final state.
+    fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
-        /// The job a recorded event was about.
-        fn job_of_event(&self, event_id: &str) -> Result<Option<String>, StoreError>;
+    /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by
+    /// reason.
+    fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError>;
 
-        /// How many jobs are in each final state.
-        fn jobs_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
+    /// The newest delivery Cobalt made, if any.
+    fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError>;
 
-        /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by
-        /// reason.
-        fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError>;
+    // Expected jobs: submissions, registrations and the recovery sweep.
 
-        /// The newest delivery Cobalt made, if any.
-        fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError>;
+    /// Records that `registration`'s job was submitted and its outcome is
+    /// expected. Never changes a job's final state.
+    fn register(&self, registration: Registration) -> Result<Registered, StoreError>;
 
-        // Expected jobs: submissions, registrations and the recovery sweep.
+    /// Claims an idempotency key for a submission, or says what became
+    /// of the submission that claimed it first. Expired keys are
+    /// forgotten first.
+    fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError>;
 
-        /// Records that `registration`'s job was submitted and its outcome is
-        /// expected. Never changes a job's final state.
-        fn register(&self, registration: Registration) -> Result<Registered, StoreError>;
+    /// Settles a submission: `Done` registers its job in the same
+    /// transaction; `Unknown` keeps the key blocked; `Forget` frees it
+    /// (the note was certainly not created).
+    fn end_submission(&self, key: Option<&str>, end: SubmissionEnd) -> Result<Option<Registered>, StoreError>;
 
-        /// Claims an idempotency key for a submission, or says what became
-        /// of the submission that claimed it first. Expired keys are
-        /// forgotten first.
-        fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError>;
+    /// Pending jobs, how many are overdue, and the oldest of them.
+    fn pending_summary(&self) -> Result<PendingSummary, StoreError>;
 
-        /// Settles a submission: `Done` registers its job in the same
-        /// transaction; `Unknown` keeps the key blocked; `Forget` frees it
-        /// (the note was certainly not created).
-        fn end_submission(&self, key: Option<&str>, end: SubmissionEnd) -> Result<Option<Registered>, StoreError>;
+    /// Up to `limit` jobs pending since before `before_ns`, oldest first.
+    fn overdue_jobs(&self, before_ns: i64, limit: u32) -> Result<Vec<ExpectedJob>, StoreError>;
 
-        /// Pending jobs, how many are overdue, and the oldest of them.
-        fn pending_summary(&self) -> Result<PendingSummary, StoreError>;
+    /// Marks expected jobs whose outcome is recorded as resolved (a
+    /// registration racing the outcome's commit on another replica can
+    /// leave one unmarked). Returns how many it marked.
+    fn settle_resolved(&self) -> Result<u64, StoreError>;
 
-        /// Up to `limit` jobs pending since before `before_ns`, oldest first.
-        fn overdue_jobs(&self, before_ns: i64, limit: u32) -> Result<Vec<ExpectedJob>, StoreError>;
+    /// Takes the recovery sweep's lease until `until_ns` if it has
+    /// expired by `now_ns`: the replica that takes it sweeps; the next
+    /// sweep (on any replica) is due when it expires.
+    fn take_lease(&self, holder: &str, now_ns: i64, until_ns: i64) -> Result<bool, StoreError>;
 
-        /// Marks expected jobs whose outcome is recorded as resolved (a
-        /// registration racing the outcome's commit on another replica can
-        /// leave one unmarked). Returns how many it marked.
-        fn settle_resolved(&self) -> Result<u64, StoreError>;
+    // Upkeep.
 
-        /// Takes the recovery sweep's lease until `until_ns` if it has
-        /// expired by `now_ns`: the replica that takes it sweeps; the next
-        /// sweep (on any replica) is due when it expires.
-        fn take_lease(&self, holder: &str, now_ns: i64, until_ns: i64) -> Result<bool, StoreError>;
+    /// Empties the payloads of events received before `cutoff`, in small
+    /// transactions between deliveries, sweeping the event log in
+    /// arrival order. Returns how many it emptied. Safe to run on every
+    /// replica at once: one sweeps, the others skip.
+    fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError>;
 
-        // Upkeep.
+    /// Refreshes the query planner's statistics where they have gone
+    /// stale (PostgreSQL's autovacuum does it by itself).
+    fn refresh_statistics(&self) -> Result<(), StoreError>;
 
-        /// Empties the payloads of events received before `cutoff`, in small
-        /// transactions between deliveries, sweeping the event log in
-        /// arrival order. Returns how many it emptied. Safe to run on every
-        /// replica at once: one sweeps, the others skip.
-        fn purge_payloads(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError>;
+    // The audit trail.
 
-        /// Refreshes the query planner's statistics where they have gone
-        /// stale (PostgreSQL's autovacuum does it by itself).
-        fn refresh_statistics(&self) -> Result<(), StoreError>;
+    /// Appends rows to the audit trail, in one transaction. A call
+    /// answered with an error has written nothing, and never will.
+    fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
 
-        // The audit trail.
+    /// A page of the audit trail, newest first.
+    fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError>;
 
-        /// Appends rows to the audit trail, in one transaction. A call
-        /// answered with an error has written nothing, and never will.
-        fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError>;
+    /// Deletes audit rows recorded before `cutoff_ns`, in small
+    /// transactions. Returns how many it deleted.
+    fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError>;
 
-        /// A page of the audit trail, newest first.
-        fn audit_page(&self, query: AuditQuery) -> Result<Vec<AuditRow>, StoreError>;
+    // The console's sessions and recovery runs.
 
-        /// Deletes audit rows recorded before `cutoff_ns`, in small
-        /// transactions. Returns how many it deleted.
-        fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError>;
+    /// Starts a console session, replacing its token's other session and
+    /// deleting sessions that have ended.
+    fn start_session(&self, start: SessionStart) -> Result<(), StoreError>;
 
-        // The console's sessions and recovery runs.
+    /// The session whose id has this SHA-256, if it was started and not
+    /// ended (whether it has expired is the caller's to judge).
+    fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError>;
 
-        /// Starts a console session, replacing its token's other session and
-        /// deleting sessions that have ended.
-        fn start_session(&self, start: SessionStart) -> Result<(), StoreError>;
+    /// Restarts a session's idle clock.
+    fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError>;
 
-        /// The session whose id has this SHA-256, if it was started and not
-        /// ended (whether it has expired is the caller's to judge).
-        fn session(&self, id_sha256: &str) -> Result<Option<SessionRow>, StoreError>;
+    /// Ends a session (signing out).
+    fn end_session(&self, id_sha256: &str) -> Result<(), StoreError>;
 
-        /// Restarts a session's idle clock.
-        fn touch_session(&self, id_sha256: &str, now_ns: i64) -> Result<(), StoreError>;
+    /// Records a console recovery run, or its progress.
+    fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError>;
 
-        /// Ends a session (signing out).
-        fn end_session(&self, id_sha256: &str) -> Result<(), StoreError>;
-
-        /// Records a console recovery run, or its progress.
-        fn save_recovery_run(&self, run: RecoveryRun) -> Result<(), StoreError>;
-
-        /// The run with this id, or with `None` the newest run.
-        fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError>;
-    }
+    /// The run with this id, or with `None` the newest run.
+    fn recovery_run(&self, id: Option<&str>) -> Result<Option<RecoveryRun>, StoreError>;
 }

@@ -29,6 +29,7 @@ mod sqlite;
 pub mod wakeups;
 pub mod write_health;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -372,6 +373,41 @@ async fn hand_to_writer<C, T>(
         Err(_) => Err(StoreError::Timeout(write_timeout)),
         Ok(Err(_)) => Err(StoreError::Stopped),
         Ok(Ok(result)) => result,
+    }
+}
+
+/// What every engine keeps alike, made at open.
+#[derive(Clone)]
+struct Common {
+    /// The key pagination cursors are signed with, made once per database.
+    cursor_key: [u8; 32],
+    wakeups: Arc<Wakeups>,
+    write_health: Arc<WriteHealth>,
+    /// How long a write may wait for the queue, the lock and the commit.
+    write_timeout: Duration,
+    /// A pending job is overdue once it has waited this long.
+    overdue_after: Duration,
+}
+
+impl Common {
+    /// Reads the cursor key a migration made.
+    const READ_CURSOR_KEY: &str = "select key from cursor_key where id = 1";
+
+    fn new(options: &StoreOptions, cursor_key: Vec<u8>) -> anyhow::Result<Self> {
+        Ok(Self {
+            cursor_key: cursor_key
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("the cursor key is not 32 bytes"))?,
+            wakeups: Wakeups::new(),
+            write_health: Arc::new(WriteHealth::default()),
+            write_timeout: options.write_timeout,
+            overdue_after: options.overdue_after,
+        })
+    }
+
+    /// A pending job submitted before this instant is overdue.
+    fn overdue_before_ns(&self) -> i64 {
+        crate::clock::ns_ago(self.overdue_after)
     }
 }
 

@@ -31,10 +31,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::interface::Operations;
 use super::{
-    AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, DaySummary, Delivery, EventSummary,
-    ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
-    Registered, Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd, Wakeups,
-    WriteHealth,
+    AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, Common, DaySummary, Delivery,
+    EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary,
+    Recorded, Registered, Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -58,14 +57,10 @@ const APPLICATION_NAME: &str = "cobalt-receiver";
 pub struct Store {
     writes: mpsc::Sender<writer::Command>,
     pool: PgPool,
-    write_timeout: Duration,
-    cursor_key: [u8; 32],
-    wakeups: Arc<Wakeups>,
-    write_health: Arc<WriteHealth>,
+    common: Common,
     reachability: Arc<reachability::Reachability>,
     /// The notifier and listener tasks, stopped at close.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    overdue_after: Duration,
 }
 
 impl Store {
@@ -110,13 +105,11 @@ impl Store {
                 "db: the server's synchronous_commit is off; this service's writes turn it on"
             );
         }
-        let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
+        let cursor_key = sqlx::query_scalar(Common::READ_CURSOR_KEY)
             .fetch_one(&mut migrations)
             .await
             .context("reading the cursor key")?;
-        let cursor_key = cursor_key
-            .try_into()
-            .map_err(|_| anyhow!("the cursor key is not 32 bytes"))?;
+        let common = Common::new(options, cursor_key)?;
         migrations
             .close()
             .await
@@ -153,16 +146,14 @@ impl Store {
         let listen = PgPoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(connect_options(&options.database_url)?);
-        let wakeups = Wakeups::new();
-        let (notifier, tasks) = notify::start(pool.clone(), listen, wakeups.clone());
-        let write_health = Arc::new(WriteHealth::default());
+        let (notifier, tasks) = notify::start(pool.clone(), listen, common.wakeups.clone());
         let reachability = Arc::new(reachability::Reachability::default());
         let writes = writer::start(
             connect,
             options,
             writer::Signals {
-                wakeups: wakeups.clone(),
-                health: write_health.clone(),
+                wakeups: common.wakeups.clone(),
+                health: common.write_health.clone(),
                 reachability: reachability.clone(),
                 pool: pool.clone(),
             },
@@ -171,13 +162,9 @@ impl Store {
         Ok(Self {
             writes,
             pool,
-            write_timeout: options.write_timeout,
-            cursor_key,
-            wakeups,
-            write_health,
+            common,
             reachability,
             tasks: Arc::new(Mutex::new(tasks)),
-            overdue_after: options.overdue_after,
         })
     }
 
@@ -196,24 +183,11 @@ impl Store {
         self.reachability.note(&error, &self.pool);
         read_error(error)
     }
-
-    /// The instant before which a pending job is overdue.
-    fn overdue_before_ns(&self) -> i64 {
-        crate::clock::ns_ago(self.overdue_after)
-    }
 }
 
 impl Operations for Store {
-    fn cursor_key(&self) -> [u8; 32] {
-        self.cursor_key
-    }
-
-    fn wakeups(&self) -> &Arc<Wakeups> {
-        &self.wakeups
-    }
-
-    fn write_health(&self) -> &WriteHealth {
-        &self.write_health
+    fn common(&self) -> &Common {
+        &self.common
     }
 
     async fn close(&self) {
@@ -228,29 +202,36 @@ impl Operations for Store {
     }
 
     async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
             delivery,
             reply,
             deadline,
         });
-        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
+        super::hand_to_writer(
+            &self.writes,
+            command,
+            answer,
+            deadline,
+            self.common.write_timeout,
+        )
+        .await
     }
 
     /// A durable write through this replica's writer connection.
     async fn can_write(&self) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         match tokio::time::timeout_at(deadline, self.writes.send(writer::Command::Probe(reply)))
             .await
         {
-            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
+            Err(_) => return Err(StoreError::Timeout(self.common.write_timeout)),
             Ok(Err(_)) => return Err(StoreError::Stopped),
             Ok(Ok(())) => {}
         }
         match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
+            Err(_) => Err(StoreError::Timeout(self.common.write_timeout)),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result,
         }
@@ -265,7 +246,7 @@ impl Operations for Store {
     }
 
     async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_job_id(self.pool()?, job_id, self.overdue_before_ns())
+        reader::jobs_by_job_id(self.pool()?, job_id, self.common.overdue_before_ns())
             .await
             .map_err(|error| self.failed(error))
     }
@@ -277,7 +258,7 @@ impl Operations for Store {
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        reader::list_jobs(self.pool()?, query, self.overdue_before_ns())
+        reader::list_jobs(self.pool()?, query, self.common.overdue_before_ns())
             .await
             .map_err(|error| self.failed(error))
     }
@@ -347,7 +328,7 @@ impl Operations for Store {
     }
 
     async fn pending_summary(&self) -> Result<PendingSummary, StoreError> {
-        reader::pending_summary(self.pool()?, self.overdue_before_ns())
+        reader::pending_summary(self.pool()?, self.common.overdue_before_ns())
             .await
             .map_err(|error| self.failed(error))
     }
@@ -403,7 +384,7 @@ impl Operations for Store {
     /// in the database, so a batch reported as failed is never committed
     /// later.
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        audit::append(self.pool()?, entries, self.write_timeout)
+        audit::append(self.pool()?, entries, self.common.write_timeout)
             .await
             .map_err(|error| self.failed(error))
     }

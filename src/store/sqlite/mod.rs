@@ -25,8 +25,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use sqlx::Connection;
@@ -37,10 +35,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::interface::Operations;
 use super::{
-    AuditEntry, AuditQuery, AuditRow, Claim, DaySummary, Delivery, EventSummary, ExpectedJob,
-    JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded, Registered,
-    Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd, Wakeups,
-    WriteHealth,
+    AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
+    ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
+    Registered, Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -49,11 +46,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct Store {
     writes: mpsc::Sender<writer::Command>,
     readers: reader::Readers,
-    write_timeout: Duration,
-    cursor_key: [u8; 32],
-    wakeups: Arc<Wakeups>,
-    write_health: Arc<WriteHealth>,
-    overdue_after: Duration,
+    common: Common,
 }
 
 impl Store {
@@ -85,34 +78,31 @@ impl Store {
             .execute(&mut migrations)
             .await
             .context("updating the planner's statistics")?;
-        let cursor_key: Vec<u8> = sqlx::query_scalar("select key from cursor_key where id = 1")
+        let cursor_key = sqlx::query_scalar(Common::READ_CURSOR_KEY)
             .fetch_one(&mut migrations)
             .await
             .context("reading the cursor key")?;
-        let cursor_key = cursor_key
-            .try_into()
-            .map_err(|_| anyhow!("the cursor key is not 32 bytes"))?;
+        let common = Common::new(options, cursor_key)?;
         migrations
             .close()
             .await
             .context("closing the migration connection")?;
         tracing::debug!("db: migrations applied");
 
-        let wakeups = Wakeups::new();
-        let write_health = Arc::new(WriteHealth::default());
-        let writes = writer::start(&path, options, wakeups.clone(), write_health.clone())
-            .context("starting the writer")?;
+        let writes = writer::start(
+            &path,
+            options,
+            common.wakeups.clone(),
+            common.write_health.clone(),
+        )
+        .context("starting the writer")?;
         tracing::debug!("db: writer ready");
         let readers = reader::Readers::start(&path, options).context("starting the readers")?;
         tracing::debug!("db: readers ready");
         Ok(Self {
             writes,
             readers,
-            write_timeout: options.write_timeout,
-            cursor_key,
-            wakeups,
-            write_health,
-            overdue_after: options.overdue_after,
+            common,
         })
     }
 
@@ -122,7 +112,7 @@ impl Store {
         &self,
         work: impl FnOnce(&rusqlite::Connection, i64) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let overdue_before_ns = crate::clock::ns_ago(self.overdue_after);
+        let overdue_before_ns = self.common.overdue_before_ns();
         self.readers
             .run(move |db| work(db, overdue_before_ns))
             .await
@@ -135,17 +125,17 @@ impl Store {
         work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         let command = writer::Command::Task(Box::new(move |db| {
             let _ = reply.send(work(db).map_err(StoreError::from));
         }));
         match tokio::time::timeout_at(deadline, self.writes.send(command)).await {
-            Err(_) => return Err(StoreError::Timeout(self.write_timeout)),
+            Err(_) => return Err(StoreError::Timeout(self.common.write_timeout)),
             Ok(Err(_)) => return Err(StoreError::Stopped),
             Ok(Ok(())) => {}
         }
         match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => Err(StoreError::Timeout(self.write_timeout)),
+            Err(_) => Err(StoreError::Timeout(self.common.write_timeout)),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
         }
@@ -153,16 +143,8 @@ impl Store {
 }
 
 impl Operations for Store {
-    fn cursor_key(&self) -> [u8; 32] {
-        self.cursor_key
-    }
-
-    fn wakeups(&self) -> &Arc<Wakeups> {
-        &self.wakeups
-    }
-
-    fn write_health(&self) -> &WriteHealth {
-        &self.write_health
+    fn common(&self) -> &Common {
+        &self.common
     }
 
     /// Finishes the writes already queued, then stops the threads; SQLite
@@ -176,14 +158,21 @@ impl Operations for Store {
     }
 
     async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
             delivery,
             reply,
             deadline: deadline.into_std(),
         });
-        super::hand_to_writer(&self.writes, command, answer, deadline, self.write_timeout).await
+        super::hand_to_writer(
+            &self.writes,
+            command,
+            answer,
+            deadline,
+            self.common.write_timeout,
+        )
+        .await
     }
 
     /// Commits a write the size of a large delivery.
@@ -332,7 +321,7 @@ impl Operations for Store {
     /// and the answer is awaited whole (the writer bounds each batch by
     /// its busy timeout).
     async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), StoreError> {
-        let timeout = self.write_timeout;
+        let timeout = self.common.write_timeout;
         let deadline = std::time::Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Task(Box::new(move |db| {
