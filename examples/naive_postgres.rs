@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clap::Parser;
-use cobalt_receiver::config::Secret;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::domain::{Meaning, event};
 use cobalt_receiver::signature::{self, Verifier};
 use sqlx::postgres::{PgPool, PgPoolOptions};

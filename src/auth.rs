@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::config::{HASHED_TOKEN_PREFIX, Secret};
+use crate::secret::Secret;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,9 @@ fn describe(permissions: u8) -> String {
         .collect();
     names.join("+")
 }
+
+/// An `api_tokens` entry that gives the token's SHA-256 digest, not the token.
+pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
 
 /// Tokens that are shorter than this are named at start as weak.
 pub const STRONG_TOKEN_CHARS: usize = 32;

@@ -19,7 +19,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
+use crate::secret::Secret;
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, ListOutcome, SubmitOutcome};
 

@@ -2,7 +2,6 @@
 //! `COBALT_RECEIVER_*` environment variables. Once [`load`] returns, the
 //! configuration is valid; every key is documented in `config.example.toml`.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +10,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::secret::{self, Secret};
 use crate::store::StoreOptions;
 
 /// Prefix of the environment variables that override the file.
@@ -27,12 +27,12 @@ pub struct Config {
     #[serde(serialize_with = "url_without_password")]
     pub database_url: String,
     /// Active webhook secrets; a delivery signed with any one is accepted.
-    #[serde(deserialize_with = "secret_list")]
+    #[serde(deserialize_with = "crate::secret::deserialize_list")]
     pub webhook_secrets: Vec<Secret>,
     /// Bearer tokens of the API: `NAME:PERMISSIONS:TOKEN` (PERMISSIONS
     /// among read, submit, operate, joined by `+`), or a bare token, which
     /// may read. TOKEN may be `sha256:<hex digest of the token>`.
-    #[serde(deserialize_with = "secret_list", serialize_with = "tokens_by_name")]
+    #[serde(deserialize_with = "crate::secret::deserialize_list", serialize_with = "tokens_by_name")]
     pub api_tokens: Vec<Secret>,
     /// Accept unsigned deliveries. Only for local experiments.
     pub allow_unsigned: bool,
@@ -97,7 +97,7 @@ pub struct Config {
     pub cobalt_access_token: Option<Secret>,
     /// Access tokens of further linked accounts, as
     /// `ACCESS_TOKEN_REFERENCE_ID:TOKEN`.
-    #[serde(deserialize_with = "secret_list")]
+    #[serde(deserialize_with = "crate::secret::deserialize_list")]
     pub cobalt_access_tokens: Vec<Secret>,
     /// Most calls a second to Cobalt's API.
     pub cobalt_requests_per_sec: u32,
@@ -347,9 +347,6 @@ impl Config {
     }
 }
 
-/// An `api_tokens` entry that gives the token's SHA-256 digest, not the token.
-pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
-
 /// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
 /// (container secret stores mount secrets as files).
 const FILE_KEYS: [&str; 6] = [
@@ -579,28 +576,6 @@ fn expected(key: &str) -> Option<&'static str> {
     })
 }
 
-/// A secret string: webhook secrets and API tokens. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Printed configurations (check-config) show that a secret is set, never
-/// what it is.
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("[redacted]")
-    }
-}
-
 /// API tokens as check-config prints them: each one's name and
 /// permissions, never its value (`clinic-app:read+submit:[redacted]`).
 fn tokens_by_name<S: Serializer>(tokens: &[Secret], serializer: S) -> Result<S::Ok, S::Error> {
@@ -615,122 +590,15 @@ fn tokens_by_name<S: Serializer>(tokens: &[Secret], serializer: S) -> Result<S::
 /// A database URL as check-config prints it: the password, in the user
 /// part or in a `password=` parameter, shown as `[redacted]`.
 fn url_without_password<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&redact_url(url))
+    serializer.serialize_str(&secret::redact_url(url))
 }
 
-fn redact_url(url: &str) -> String {
-    let mut url = url.to_owned();
-    if let Some(scheme_end) = url.find("://").map(|n| n + 3) {
-        let authority_end = url[scheme_end..]
-            .find(['/', '?'])
-            .map_or(url.len(), |n| scheme_end + n);
-        if let Some(at) = url[scheme_end..authority_end].rfind('@') {
-            let user_info = scheme_end..scheme_end + at;
-            if let Some(colon) = url[user_info.clone()].find(':') {
-                url.replace_range(scheme_end + colon + 1..user_info.end, "[redacted]");
-            }
-        }
-    }
-    if let Some(query_start) = url.find('?') {
-        let query: Vec<String> = url[query_start + 1..]
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=[redacted]")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        url.replace_range(query_start + 1.., &query.join("&"));
-    }
-    url
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SecretVisitor;
-
-        impl serde::de::Visitor<'_> for SecretVisitor {
-            type Value = Secret;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
-                Ok(Secret::new(value))
-            }
-
-            // figment reads an all-digit environment value as a number.
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Secret, E> {
-                Ok(Secret::new(value.to_string()))
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Secret, E> {
-                Ok(Secret::new(value.to_string()))
-            }
-        }
-
-        deserializer.deserialize_any(SecretVisitor)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-/// A list given as a TOML array or, from the environment, as one
-/// comma-separated string (figment reads a lone number as a number).
-/// A list of plain strings, read as [`secret_list`] reads secrets.
+/// A list of plain strings, read as [`secret::deserialize_list`] reads secrets.
 fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    Ok(secret_list(deserializer)?
+    Ok(secret::deserialize_list(deserializer)?
         .iter()
         .map(|item| item.expose().to_owned())
         .collect())
-}
-
-fn secret_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Secret>, D::Error> {
-    struct ListVisitor;
-
-    impl<'de> serde::de::Visitor<'de> for ListVisitor {
-        type Value = Vec<Secret>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of strings or one comma-separated string")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
-            Ok(value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(Secret::new)
-                .collect())
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
-            Ok(vec![Secret::new(value.to_string())])
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
-            Ok(vec![Secret::new(value.to_string())])
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut secrets = Vec::new();
-            while let Some(item) = seq.next_element::<String>()? {
-                secrets.push(Secret::new(item));
-            }
-            Ok(secrets)
-        }
-    }
-
-    deserializer.deserialize_any(ListVisitor)
 }
 
 #[cfg(test)]
@@ -992,27 +860,6 @@ mod tests {
             !debug.contains("whsec_hidden") && !debug.contains("token_hidden"),
             "{debug}"
         );
-    }
-
-    #[test]
-    fn printed_database_urls_hide_passwords() {
-        for (url, shown) in [
-            ("sqlite://data/receiver.db", "sqlite://data/receiver.db"),
-            (
-                "postgres://app@db:5432/cobalt",
-                "postgres://app@db:5432/cobalt",
-            ),
-            (
-                "postgres://app:s3cr%40t@db:5432/cobalt?sslmode=require",
-                "postgres://app:[redacted]@db:5432/cobalt?sslmode=require",
-            ),
-            (
-                "postgresql://db/cobalt?user=app&password=s3cret&sslmode=verify-full",
-                "postgresql://db/cobalt?user=app&password=[redacted]&sslmode=verify-full",
-            ),
-        ] {
-            assert_eq!(redact_url(url), shown);
-        }
     }
 
     #[test]

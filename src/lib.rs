@@ -28,6 +28,7 @@ pub mod reconcile;
 pub mod request_id;
 pub mod retention;
 pub mod routes;
+pub mod secret;
 pub mod signature;
 pub mod startup;
 pub mod store;

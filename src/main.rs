@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cobalt_receiver::cli::{Cli, Command};
-use cobalt_receiver::config::{self, Config, ConfigError, Secret};
+use cobalt_receiver::config::{self, Config, ConfigError};
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::{operator, startup::Application, telemetry};
 
 #[global_allocator]

@@ -11,7 +11,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
+use crate::secret::Secret;
 use crate::os_error;
 use crate::signature;
 use crate::store::{Engine, Store, copy};

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::canonical_json::to_js_string;
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::domain::event;
 use crate::signature::{Verifier, sign};
 

@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::canonical_json;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The header that carries the signature.
 pub const HEADER: &str = "cobalt-verification";

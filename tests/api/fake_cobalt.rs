@@ -1338,7 +1338,7 @@ mod tests {
         let received = receiver.received();
         assert_eq!(received.len(), 2);
         let verifier =
-            cobalt_receiver::signature::Verifier::new(vec![cobalt_receiver::config::Secret::new(
+            cobalt_receiver::signature::Verifier::new(vec![cobalt_receiver::secret::Secret::new(
                 helpers::SECRET,
             )]);
         for (headers, body) in &received {

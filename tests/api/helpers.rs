@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cobalt_receiver::config::{Config, Secret};
+use cobalt_receiver::config::Config;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::signature;
 use cobalt_receiver::startup::Application;
 
