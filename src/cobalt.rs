@@ -19,10 +19,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::secret::Secret;
+use crate::config::{Config, ConfigError};
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, ListOutcome, SubmitOutcome};
+use crate::secret::Secret;
 
 /// Attempts of one listing call before the sweep gives it up.
 const LIST_ATTEMPTS: u32 = 4;
@@ -71,16 +71,17 @@ impl Credentials {
         })
     }
 
-    /// Which key is missing or malformed, and why, when the configuration
-    /// gives some credentials but not a usable set.
-    pub fn check(config: &Config) -> Result<(), (&'static str, String)> {
+    /// Checks the `cobalt_*` keys: which key is missing or malformed, and
+    /// why, when the configuration gives some credentials but not a usable
+    /// set.
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
         for entry in &config.cobalt_access_tokens {
             match entry.expose().split_once(':') {
                 Some((reference, token)) if !reference.is_empty() && !token.is_empty() => {}
                 _ => {
-                    return Err((
+                    return Err(ConfigError::key(
                         "cobalt_access_tokens",
-                        "each entry must be ACCESS_TOKEN_REFERENCE_ID:TOKEN".into(),
+                        "each entry must be ACCESS_TOKEN_REFERENCE_ID:TOKEN",
                     ));
                 }
             }
@@ -100,18 +101,17 @@ impl Credentials {
             } else {
                 "cobalt_access_token"
             };
-            return Err((
+            return Err(ConfigError::key(
                 missing,
-                "is needed: Cobalt's API takes a client id, a client secret and an access token"
-                    .into(),
+                "is needed: Cobalt's API takes a client id, a client secret and an access token",
             ));
         }
         if !(config.cobalt_api_url.starts_with("https://")
             || config.cobalt_api_url.starts_with("http://"))
         {
-            return Err((
+            return Err(ConfigError::key(
                 "cobalt_api_url",
-                "must be an http:// or https:// URL".into(),
+                "must be an http:// or https:// URL",
             ));
         }
         Ok(())

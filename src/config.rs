@@ -1,6 +1,9 @@
 //! Configuration: built-in defaults, then an optional TOML file, then
-//! `COBALT_RECEIVER_*` environment variables. Once [`load`] returns, the
-//! configuration is valid; every key is documented in `config.example.toml`.
+//! `COBALT_RECEIVER_*` environment variables. Once [`load`] returns, every
+//! key holds a value its rules allow, except the rules of `api_tokens` and
+//! the `cobalt_*` credentials, which `auth::check_tokens` and
+//! `cobalt::Credentials::check` apply (this module sits below both); every
+//! key is documented in `config.example.toml`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,7 +35,7 @@ pub struct Config {
     /// Bearer tokens of the API: `NAME:PERMISSIONS:TOKEN` (PERMISSIONS
     /// among read, submit, operate, joined by `+`), or a bare token, which
     /// may read. TOKEN may be `sha256:<hex digest of the token>`.
-    #[serde(deserialize_with = "crate::secret::deserialize_list", serialize_with = "tokens_by_name")]
+    #[serde(deserialize_with = "crate::secret::deserialize_list")]
     pub api_tokens: Vec<Secret>,
     /// Accept unsigned deliveries. Only for local experiments.
     pub allow_unsigned: bool,
@@ -226,31 +229,10 @@ impl Config {
         Ok(())
     }
 
-    /// What a database outage would cost, when it would cost deliveries
-    /// for good: on PostgreSQL (replicas share the one database, so an
-    /// outage refuses deliveries on all of them) with no scheduled recovery
-    /// sweep to fetch what Cobalt gave up on after its one retry.
-    pub fn outage_warning(&self) -> Option<&'static str> {
-        let shared =
-            crate::store::Engine::of(&self.database_url) == Some(crate::store::Engine::Postgres);
-        let recovery = crate::cobalt::Credentials::from_config(self).is_some()
-            && self.reconcile_interval_secs > 0;
-        (shared && !recovery).then_some(
-            "deliveries refused while the database is unavailable are lost for good: \
-             Cobalt retries a delivery once, 1 s later, and recovery is off; set \
-             cobalt_client_id, cobalt_client_secret and cobalt_access_token (and keep \
-             reconcile_interval_secs above 0) so a sweep fetches them",
-        )
-    }
-
     /// Checks the rules that span keys or that types cannot express.
     fn validate(self) -> Result<Self, ConfigError> {
         if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
-        }
-        for token in &self.api_tokens {
-            crate::auth::check_entry(token.expose())
-                .map_err(|reason| ConfigError::key("api_tokens", &reason))?;
         }
         match (&self.tls_cert_path, &self.tls_key_path) {
             (Some(_), None) => {
@@ -267,8 +249,6 @@ impl Config {
             }
             _ => {}
         }
-        crate::cobalt::Credentials::check(&self)
-            .map_err(|(key, reason)| ConfigError::key(key, &reason))?;
         crate::store::Engine::check(&self.database_url)
             .map_err(|reason| ConfigError::key("database_url", &reason))?;
         if jiff::tz::TimeZone::get(&self.console_time_zone).is_err() {
@@ -485,7 +465,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn key(key: &str, message: &str) -> Self {
+    /// The value of `key` cannot be used, for `message`.
+    pub fn key(key: &str, message: &str) -> Self {
         Self::Key {
             key: key.into(),
             origin: String::new(),
@@ -574,17 +555,6 @@ fn expected(key: &str) -> Option<&'static str> {
         "log_format" => "\"text\" or \"json\"",
         _ => return None,
     })
-}
-
-/// API tokens as check-config prints them: each one's name and
-/// permissions, never its value (`clinic-app:read+submit:[redacted]`).
-fn tokens_by_name<S: Serializer>(tokens: &[Secret], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_seq(
-        crate::auth::ApiTokens::new(tokens)
-            .described()
-            .into_iter()
-            .map(|(name, permissions)| format!("{name}:{permissions}:[redacted]")),
-    )
 }
 
 /// A database URL as check-config prints it: the password, in the user
@@ -825,27 +795,6 @@ mod tests {
             database_url = "sqlite:///data/memory-care.db""#,
         );
         assert!(config.is_ok());
-    }
-
-    #[test]
-    fn a_token_may_be_given_as_its_sha256_digest() {
-        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-        let config = from_toml(&format!(
-            "webhook_secrets = [\"s\"]\napi_tokens = [\"{digest}\"]"
-        ));
-        assert!(config.is_ok());
-        for bad in [
-            "sha256:abc",
-            "sha256:zz00000000000000000000000000000000000000000000000000000000000000",
-        ] {
-            let error = from_toml(&format!(
-                "webhook_secrets = [\"s\"]\napi_tokens = [\"{bad}\"]"
-            ))
-            .unwrap_err()
-            .to_string();
-            assert!(error.contains("`api_tokens`"), "{error}");
-            assert!(!error.contains(bad), "{error}");
-        }
     }
 
     #[test]

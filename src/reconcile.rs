@@ -22,10 +22,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
-use crate::cobalt::{self, Account, Client, EventQuery, ListError};
+use crate::cobalt::{self, Account, Client, Credentials, EventQuery, ListError};
+use crate::config::Config;
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, RecoveredOutcome};
 use crate::store::{Delivery, Outcome, Recorded, Source, Store, StoreError};
+
+/// What a database outage would cost, when it would cost deliveries
+/// for good: on PostgreSQL (replicas share the one database, so an
+/// outage refuses deliveries on all of them) with no scheduled recovery
+/// sweep to fetch what Cobalt gave up on after its one retry.
+pub fn outage_warning(config: &Config) -> Option<&'static str> {
+    let shared =
+        crate::store::Engine::of(&config.database_url) == Some(crate::store::Engine::Postgres);
+    let recovery = Credentials::from_config(config).is_some() && config.reconcile_interval_secs > 0;
+    (shared && !recovery).then_some(
+        "deliveries refused while the database is unavailable are lost for good: \
+         Cobalt retries a delivery once, 1 s later, and recovery is off; set \
+         cobalt_client_id, cobalt_client_secret and cobalt_access_token (and keep \
+         reconcile_interval_secs above 0) so a sweep fetches them",
+    )
+}
 
 /// What one sweep looks at.
 #[derive(Debug, Clone, Default)]

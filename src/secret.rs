@@ -151,10 +151,7 @@ mod tests {
     fn a_secret_prints_as_redacted() {
         let secret = Secret::new("whsec_hidden");
         assert_eq!(format!("{secret:?}"), "Secret([redacted])");
-        assert_eq!(
-            serde_json::to_string(&secret).unwrap(),
-            "\"[redacted]\""
-        );
+        assert_eq!(serde_json::to_string(&secret).unwrap(), "\"[redacted]\"");
     }
 
     #[test]

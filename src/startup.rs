@@ -132,7 +132,7 @@ impl Application {
         if api_tokens.is_empty() {
             tracing::warn!("no api_tokens are set: every status query will be refused");
         }
-        if let Some(warning) = config.outage_warning() {
+        if let Some(warning) = reconcile::outage_warning(config) {
             tracing::warn!("{warning}");
         }
         for (name, why) in api_tokens.weak() {
