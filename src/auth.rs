@@ -412,4 +412,11 @@ mod tests {
             assert!(!error.contains(bad), "{error}");
         }
     }
+
+    #[test]
+    fn the_example_file_s_tokens_are_usable() {
+        let config = crate::config::from_toml(include_str!("../config.example.toml")).unwrap();
+        assert!(!config.api_tokens.is_empty());
+        check_tokens(&config).unwrap();
+    }
 }

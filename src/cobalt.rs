@@ -513,4 +513,10 @@ mod tests {
             (0, 2, 1)
         );
     }
+
+    #[test]
+    fn the_example_file_s_cobalt_keys_are_usable() {
+        let config = crate::config::from_toml(include_str!("../config.example.toml")).unwrap();
+        Credentials::check(&config).unwrap();
+    }
 }

@@ -1,18 +1,28 @@
-//! Configuration: built-in defaults, then an optional TOML file, then
-//! `COBALT_RECEIVER_*` environment variables. Once [`load`] returns, every
-//! key holds a value its rules allow, except the rules of `api_tokens` and
-//! the `cobalt_*` credentials, which `auth::check_tokens` and
-//! `cobalt::Credentials::check` apply (this module sits below both); every
-//! key is documented in `config.example.toml`.
+//! The configuration's schema: every key ([`Config`]) with its default,
+//! the typed accessors the rest of the service reads (durations, the
+//! storage settings), and the rules a value must follow.
+//!
+//! Values come from built-in defaults, then an optional TOML file, then
+//! `COBALT_RECEIVER_*` environment variables ([`load`]); a value that
+//! cannot be used is a [`ConfigError`] naming its key. Once [`load`]
+//! returns, every key holds a value its rules allow, except the rules of
+//! `api_tokens` and the `cobalt_*` credentials, which `auth::check_tokens`
+//! and `cobalt::Credentials::check` apply (this module sits below both).
+//! Every key is documented in `config.example.toml`.
+
+mod error;
+mod load;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::error::ConfigError;
+#[cfg(test)]
+pub(crate) use self::load::from_toml;
+pub use self::load::{from_figment, load};
 use crate::secret::{self, Secret};
 use crate::store::StoreOptions;
 
@@ -327,234 +337,11 @@ impl Config {
     }
 }
 
-/// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
-/// (container secret stores mount secrets as files).
-const FILE_KEYS: [&str; 6] = [
-    "webhook_secrets",
-    "api_tokens",
-    "cobalt_client_id",
-    "cobalt_client_secret",
-    "cobalt_access_token",
-    "cobalt_access_tokens",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Loads the configuration: defaults, then `file` if given, then environment.
-pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-    let mut figment = Figment::new();
-    if let Some(path) = file {
-        check_syntax(path)?;
-        figment = figment.merge(Toml::file_exact(path));
-    }
-    // COBALT_RECEIVER_CONFIG names the file, and *_FILE variables name
-    // files of secrets; they are not keys.
-    let env = Env::prefixed(ENV_PREFIX)
-        .filter(|key| {
-            let key = key.as_str().to_ascii_uppercase();
-            key != "CONFIG" && !key.ends_with("_FILE")
-        })
-        .filter(|key| !is_service_link(&key.as_str().to_ascii_lowercase()));
-    figment = figment.merge(env);
-    // A PostgreSQL URL holds a password: a secret store mounts it as a file.
-    let variable = format!("{ENV_PREFIX}DATABASE_URL_FILE");
-    if let Some(path) = std::env::var_os(&variable) {
-        let url = read_secret_file(&variable, Path::new(&path))?;
-        figment = figment.merge(("database_url", url.trim().to_owned()));
-    }
-    for key in FILE_KEYS {
-        let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
-        if let Some(path) = std::env::var_os(&variable) {
-            let contents = read_secret_file(&variable, Path::new(&path))?;
-            figment = if key.ends_with('s') {
-                // One secret a line, or comma-separated; the file wins over both.
-                figment.merge((key, contents.replace('\n', ",")))
-            } else {
-                figment.merge((key, contents.trim().to_owned()))
-            };
-        }
-    }
-    extract(figment, file)
-}
-
-/// Whether `key` (after the prefix, lowercased) is one of the variables
-/// Kubernetes sets in every pod for a Service named `cobalt-receiver`
-/// (`COBALT_RECEIVER_SERVICE_HOST`, `COBALT_RECEIVER_PORT_8080_TCP`, …),
-/// which are not configuration.
-fn is_service_link(key: &str) -> bool {
-    key == "port" || key.starts_with("port_") || key.starts_with("service_")
-}
-
-/// The contents of the file the environment variable `variable` names.
-fn read_secret_file(variable: &str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::Source(format!(
-            "{variable} names {}, which cannot be read: {}",
-            path.display(),
-            crate::os_error::describe(&e)
-        ))
-    })
-}
-
-/// Reads the file once on its own, so a syntax error names the file as the
-/// user gave it, with the parser's reason (figment's message quotes the
-/// offending line, which may hold a secret).
-fn check_syntax(path: &Path) -> Result<(), ConfigError> {
-    let file = || format!("configuration file {}", path.display());
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ConfigError::Source(format!("{} does not exist", file())));
-        }
-        Err(error) => {
-            return Err(ConfigError::Source(format!(
-                "{} cannot be read: {}",
-                file(),
-                crate::os_error::describe(&error)
-            )));
-        }
-    };
-    let Err(error) = toml::from_str::<toml::Table>(&text) else {
-        return Ok(());
-    };
-    let position = error.span().map_or_else(String::new, |span| {
-        let before = &text[..span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
-        format!(", line {line}, column {column}")
-    });
-    let reason = error.message().trim().replace('\n', "; ");
-    Err(ConfigError::Source(format!(
-        "{}{position}: {reason}",
-        file()
-    )))
-}
-
-/// Extracts and validates a configuration from any set of providers.
-pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-    extract(figment, None)
-}
-
-fn extract(figment: Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
-    let config: Config = figment
-        .extract()
-        .map_err(|error| ConfigError::from_figment(&error, file))?;
-    config.validate()
-}
-
-/// A configuration that cannot be used, explained in one line that names the
-/// key and where its value came from, and never repeats the value (it may
-/// be a secret).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration key `{key}`{origin}: {message}")]
-    Key {
-        key: String,
-        /// ` (in FILE)` or ` (from VARIABLE)`, when known.
-        origin: String,
-        message: String,
-    },
-    /// The file or a secrets file cannot be read.
-    #[error("{0}")]
-    Source(String),
-}
-
-impl ConfigError {
-    /// The value of `key` cannot be used, for `message`.
-    pub fn key(key: &str, message: &str) -> Self {
-        Self::Key {
-            key: key.into(),
-            origin: String::new(),
-            message: message.into(),
-        }
-    }
-
-    fn from_figment(error: &figment::Error, file: Option<&Path>) -> Self {
-        use figment::error::Kind;
-        let key = error.path.join(".");
-        if key.is_empty() {
-            return Self::Source("the configuration cannot be read".into());
-        }
-        let origin = match &error.metadata {
-            Some(metadata) if metadata.source.is_some() => file
-                .map(|path| format!(" (in {})", path.display()))
-                .unwrap_or_default(),
-            Some(metadata) if metadata.name.contains("environment") => {
-                format!(" (from {ENV_PREFIX}{})", key.to_uppercase())
-            }
-            _ => String::new(),
-        };
-        let message = match (&error.kind, expected(&key)) {
-            (Kind::UnknownField(field, _), _) => {
-                return Self::Key {
-                    key: field.clone(),
-                    origin,
-                    message: "is not a known key (config.example.toml lists them all)".into(),
-                };
-            }
-            (_, Some(expected)) => format!("must be {expected}"),
-            // Not a key of ours: no serde wording, and never the value.
-            (_, None) => "cannot be read".into(),
-        };
-        Self::Key {
-            key,
-            origin,
-            message,
-        }
-    }
-}
-
-/// What each key takes, in words (not Rust's type names).
-fn expected(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "listen" => "an address and port, such as 127.0.0.1:8080 or 0.0.0.0:8080",
-        "database_url" => "a string such as sqlite://path/to/file.db or postgres://user@host/db",
-        "webhook_secrets" | "api_tokens" => "a list of strings, or one comma-separated string",
-        "allow_unsigned" => "true or false",
-        "body_limit_bytes"
-        | "header_read_timeout_ms"
-        | "request_timeout_ms"
-        | "write_timeout_ms"
-        | "write_batch_size"
-        | "write_queue_capacity"
-        | "sqlite_mmap_bytes"
-        | "max_connections"
-        | "max_waiters"
-        | "max_database_bytes"
-        | "purge_interval_secs"
-        | "tls_reload_check_secs" => "a whole number",
-        "overdue_after_secs"
-        | "reconcile_interval_secs"
-        | "cobalt_timeout_ms"
-        | "console_session_idle_secs"
-        | "console_session_max_secs"
-        | "console_sign_in_window_secs" => "a whole number",
-        "console_sign_in_attempts" => "a whole number from 1 to 4294967295",
-        "trusted_proxies" => "a list of CIDR blocks, or one comma-separated string",
-        "console_listen" => "an address and port, such as 127.0.0.1:8081",
-        "console_time_zone" => "a time zone name such as UTC or America/New_York",
-        "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
-        "cobalt_client_id" | "cobalt_client_secret" | "cobalt_access_token" => "a string",
-        "cobalt_access_tokens" => {
-            "a list of REFERENCE_ID:TOKEN strings, or one comma-separated string"
-        }
-        "read_pool_size"
-        | "sqlite_cache_kib"
-        | "payload_retention_days"
-        | "reconcile_lookback_days"
-        | "reconcile_max_jobs"
-        | "audit_retention_days"
-        | "cobalt_requests_per_sec" => "a whole number from 0 to 4294967295",
-        "tls_cert_path" | "tls_key_path" => "a file path",
-        "log_filter" => "a string such as \"info\"",
-        "log_format" => "\"text\" or \"json\"",
-        _ => return None,
-    })
 }
 
 /// A database URL as check-config prints it: the password, in the user
@@ -575,13 +362,9 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 mod tests {
     use super::*;
 
-    fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        from_figment(Figment::new().merge(Toml::string(text)))
-    }
-
     #[test]
     fn the_example_file_is_a_valid_configuration() {
-        let config = from_toml(include_str!("../config.example.toml")).unwrap();
+        let config = from_toml(include_str!("../../config.example.toml")).unwrap();
         assert!(!config.webhook_secrets.is_empty());
         assert!(!config.api_tokens.is_empty());
     }
@@ -645,95 +428,6 @@ mod tests {
     }
 
     #[test]
-    fn type_errors_say_what_the_key_takes_in_words() {
-        let cases = [
-            (
-                "body_limit_bytes = \"abc\"",
-                "`body_limit_bytes`: must be a whole number",
-            ),
-            (
-                "body_limit_bytes = -1",
-                "`body_limit_bytes`: must be a whole number",
-            ),
-            (
-                "write_batch_size = 1.5",
-                "`write_batch_size`: must be a whole number",
-            ),
-            ("read_pool_size = 5000000000", "from 0 to 4294967295"),
-            (
-                "allow_unsigned = \"maybe\"",
-                "`allow_unsigned`: must be true or false",
-            ),
-            ("listen = \"localhost\"", "must be an address and port"),
-            ("log_format = \"xml\"", "must be \"text\" or \"json\""),
-            ("tls_cert_path = 5", "must be a file path"),
-            ("webhook_secrets = 1.5", "must be a list of strings"),
-        ];
-        for (toml, expected) in cases {
-            let error = from_toml(toml).unwrap_err().to_string();
-            assert!(error.contains(expected), "{toml}: {error}");
-            // No Rust type names, no serde wording, no doubled backticks.
-            for rust in [
-                "usize",
-                "u32",
-                "u64",
-                "i64",
-                "variant",
-                "``",
-                "invalid type",
-            ] {
-                assert!(!error.contains(rust), "{toml}: {error}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_key_is_described_in_words() {
-        let config = Config {
-            tls_cert_path: Some("c.pem".into()),
-            tls_key_path: Some("k.pem".into()),
-            cobalt_client_id: Some(Secret::new("ci")),
-            cobalt_client_secret: Some(Secret::new("cs")),
-            cobalt_access_token: Some(Secret::new("at")),
-            console_listen: Some("127.0.0.1:8081".parse().unwrap()),
-            ..Config::default()
-        };
-        let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
-            panic!("a configuration is a table");
-        };
-        assert_eq!(keys.len(), 43, "every key, the optional ones set");
-        for key in keys.keys() {
-            assert!(expected(key).is_some(), "{key} has no description");
-        }
-    }
-
-    #[test]
-    fn a_syntax_error_names_the_file_as_given_and_the_parser_s_reason() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let path = dir.path().join("receiver.toml");
-        std::fs::write(
-            &path,
-            "webhook_secrets = [\"whsec_leak\"]\nlisten = \"127.0.0.1:8080\n",
-        )
-        .unwrap();
-        let error = load(Some(&path)).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            format!(
-                "configuration file {}, line 2, column 25: invalid basic string",
-                path.display()
-            )
-        );
-
-        let relative = Path::new("./no-such-dir/receiver.toml");
-        let error = load(Some(relative)).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            "configuration file ./no-such-dir/receiver.toml does not exist"
-        );
-    }
-
-    #[test]
     fn lists_come_as_arrays_or_comma_separated_strings() {
         let config = from_toml(r#"webhook_secrets = " a, b ,,c" "#).unwrap();
         let secrets: Vec<_> = config.webhook_secrets.iter().map(Secret::expose).collect();
@@ -744,48 +438,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.api_tokens[0].expose(), "12345");
-    }
-
-    #[test]
-    fn errors_name_the_key_and_never_the_value() {
-        let cases = [
-            (
-                r#"webhook_secrets = ["s"]
-                listen = "whsec_leak""#,
-                "`listen`",
-            ),
-            (r#"webhook_secrets = [1.5]"#, "`webhook_secrets"),
-            (
-                r#"webhook_secrets = ["s"]
-                body_limit_bytes = "whsec_leak""#,
-                "`body_limit_bytes`",
-            ),
-            (
-                r#"webhook_secrets = ["s"]
-                lisen = "whsec_leak""#,
-                "`lisen`",
-            ),
-            (
-                r#"webhook_secrets = ["s"]
-                database_url = "sqlite::memory:""#,
-                "`database_url`",
-            ),
-            (
-                r#"webhook_secrets = ["s"]
-                database_url = "sqlite://x.db?mode=memory""#,
-                "`database_url`",
-            ),
-            (
-                r#"webhook_secrets = ["s"]
-                write_timeout_ms = 0"#,
-                "`write_timeout_ms`",
-            ),
-        ];
-        for (toml, key) in cases {
-            let error = from_toml(toml).unwrap_err().to_string();
-            assert!(error.contains(key), "{key}: {error}");
-            assert!(!error.contains("whsec_leak"), "{error}");
-        }
     }
 
     #[test]
@@ -817,45 +469,29 @@ mod tests {
             "postgres://app@127.0.0.1/cobalt",
             "postgresql://app:pw@db.internal:6432/cobalt?sslmode=verify-full",
         ] {
-            let config = from_figment(Figment::from(figment::providers::Serialized::defaults(
-                Config {
+            let config = from_figment(figment::Figment::from(
+                figment::providers::Serialized::defaults(Config {
                     database_url: url.into(),
                     ..Config::default()
-                },
-            )))
+                }),
+            ))
             .unwrap();
             assert_eq!(
                 crate::store::Engine::check(&config.database_url),
                 Ok(crate::store::Engine::Postgres)
             );
         }
-        let error = from_figment(Figment::from(figment::providers::Serialized::defaults(
-            Config {
+        let error = from_figment(figment::Figment::from(
+            figment::providers::Serialized::defaults(Config {
                 database_url: "mysql://app:pw@db/cobalt".into(),
                 ..Config::default()
-            },
-        )))
+            }),
+        ))
         .unwrap_err()
         .to_string();
         assert!(
             error.contains("database_url") && !error.contains("pw"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn kubernetes_service_variables_are_not_configuration() {
-        for key in [
-            "port",
-            "port_8080_tcp",
-            "port_8080_tcp_addr",
-            "service_host",
-            "service_port_http",
-        ] {
-            assert!(is_service_link(key), "{key}");
-        }
-        for key in ["listen", "database_url", "write_timeout_ms"] {
-            assert!(!is_service_link(key), "{key}");
-        }
     }
 }
