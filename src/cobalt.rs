@@ -203,8 +203,8 @@ pub struct Client {
 impl Client {
     pub fn new(config: &Config, credentials: Credentials) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.cobalt_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.cobalt_timeout_ms.min(5_000)))
+            .timeout(config.cobalt_timeout())
+            .connect_timeout(config.cobalt_timeout().min(Duration::from_secs(5)))
             .user_agent(concat!("cobalt-receiver/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -213,7 +213,7 @@ impl Client {
             credentials,
             next_call: Mutex::new(Instant::now()),
             spacing: Duration::from_secs(1) / config.cobalt_requests_per_sec.max(1),
-            timeout: Duration::from_millis(config.cobalt_timeout_ms),
+            timeout: config.cobalt_timeout(),
         })
     }
 

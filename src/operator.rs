@@ -93,7 +93,7 @@ pub async fn reconcile(
     let reconciler = crate::reconcile::Reconciler::new(
         store.clone(),
         client,
-        std::time::Duration::from_secs(config.overdue_after_secs),
+        config.overdue_after(),
         config.reconcile_max_jobs,
         config.reconcile_lookback_days,
     );

@@ -76,7 +76,7 @@ impl Application {
         };
         let tls = match (&config.tls_cert_path, &config.tls_key_path) {
             (Some(cert), Some(key)) => Some(
-                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
+                tls::acceptor(cert, key, config.tls_reload_check())
                     .context("cannot load the TLS certificate")?,
             ),
             _ => None,
@@ -85,7 +85,7 @@ impl Application {
             webhook: config.listen,
             console: config.console_listen,
             max_connections,
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            header_read_timeout: config.header_read_timeout(),
             tls: tls.clone(),
         })?;
         // The first line says what runs: counts of secrets, never secrets.
@@ -113,13 +113,8 @@ impl Application {
             "starting cobalt-receiver"
         );
         let (store, announced) = open_store(&store_options, &listeners).await?;
-        if config.payload_retention_days > 0 {
-            let days = u64::from(config.payload_retention_days);
-            retention::spawn(
-                store.clone(),
-                Duration::from_secs(days * 24 * 60 * 60),
-                Duration::from_secs(config.purge_interval_secs),
-            );
+        if let Some(kept) = config.payload_retention() {
+            retention::spawn(store.clone(), kept, config.purge_interval());
         }
 
         let verifier = if config.allow_unsigned {
@@ -138,7 +133,7 @@ impl Application {
         for (name, why) in api_tokens.weak() {
             tracing::warn!(token = %name, "the API token `{name}` is weak: {why}; replace it");
         }
-        let overdue_after = Duration::from_secs(config.overdue_after_secs);
+        let overdue_after = config.overdue_after();
         let cobalt = match cobalt::Credentials::from_config(config) {
             Some(credentials) => Some(Arc::new(
                 cobalt::Client::new(config, credentials).context("building the Cobalt client")?,
@@ -154,10 +149,10 @@ impl Application {
                 config.reconcile_lookback_days,
             ))
         });
-        let reconcile = match (&reconciler, config.reconcile_interval_secs) {
-            (Some(reconciler), secs) if secs > 0 => Some(reconcile::spawn(
+        let reconcile = match (&reconciler, config.reconcile_interval()) {
+            (Some(reconciler), interval) if !interval.is_zero() => Some(reconcile::spawn(
                 reconciler.clone(),
-                Duration::from_secs(secs),
+                interval,
                 holder_name(),
             )),
             _ => None,
@@ -173,13 +168,8 @@ impl Application {
             }
         });
         let audit = Audit::start(store.clone(), config.write_timeout());
-        if config.audit_retention_days > 0 {
-            let days = u64::from(config.audit_retention_days);
-            audit::spawn_purge(
-                store.clone(),
-                Duration::from_secs(days * 24 * 60 * 60),
-                Duration::from_secs(config.purge_interval_secs),
-            );
+        if let Some(kept) = config.audit_retention() {
+            audit::spawn_purge(store.clone(), kept, config.purge_interval());
         }
         let state = AppState::new(routes::Shared {
             store: store.clone(),
@@ -202,13 +192,13 @@ impl Application {
                 let settings = console::Settings {
                     zone,
                     https: tls.is_some(),
-                    session_idle: Duration::from_secs(config.console_session_idle_secs),
-                    session_lifetime: Duration::from_secs(config.console_session_max_secs),
+                    session_idle: config.console_session_idle(),
+                    session_lifetime: config.console_session_max(),
                     sign_in_attempts: config.console_sign_in_attempts,
-                    sign_in_window: Duration::from_secs(config.console_sign_in_window_secs),
+                    sign_in_window: config.console_sign_in_window(),
                     trusted_proxies: console::TrustedProxies::new(&config.trusted_proxies),
                     lease_holder: holder_name(),
-                    sweep_interval: Duration::from_secs(config.reconcile_interval_secs),
+                    sweep_interval: config.reconcile_interval(),
                 };
                 let console_state = ConsoleState::new(state.clone(), settings);
                 tracing::info!(
@@ -221,7 +211,7 @@ impl Application {
         };
         let limits = TimeLimits {
             request: config.request_timeout(),
-            submission: Duration::from_millis(config.cobalt_timeout_ms),
+            submission: config.cobalt_timeout(),
         };
         let router = routes::router(state, limits);
         Ok(Self {

@@ -203,13 +203,69 @@ fn one_per_core() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
 }
 
+/// A number of days as a duration.
+fn days(days: u32) -> Duration {
+    Duration::from_secs(u64::from(days) * 24 * 60 * 60)
+}
+
+/// The keys given in milliseconds, seconds or days, as durations: the
+/// keys keep their units (they are the files' and variables' names), the
+/// code reads durations.
 impl Config {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn cobalt_timeout(&self) -> Duration {
+        Duration::from_millis(self.cobalt_timeout_ms)
+    }
+
+    /// Between two purges, of payloads and of audit rows alike.
+    pub fn purge_interval(&self) -> Duration {
+        Duration::from_secs(self.purge_interval_secs)
+    }
+
+    pub fn tls_reload_check(&self) -> Duration {
+        Duration::from_secs(self.tls_reload_check_secs)
+    }
+
+    pub fn overdue_after(&self) -> Duration {
+        Duration::from_secs(self.overdue_after_secs)
+    }
+
+    /// Between two scheduled recovery sweeps; zero when none is scheduled.
+    pub fn reconcile_interval(&self) -> Duration {
+        Duration::from_secs(self.reconcile_interval_secs)
+    }
+
+    pub fn console_session_idle(&self) -> Duration {
+        Duration::from_secs(self.console_session_idle_secs)
+    }
+
+    pub fn console_session_max(&self) -> Duration {
+        Duration::from_secs(self.console_session_max_secs)
+    }
+
+    pub fn console_sign_in_window(&self) -> Duration {
+        Duration::from_secs(self.console_sign_in_window_secs)
+    }
+
+    /// How long a raw payload is kept; `None` when kept forever.
+    pub fn payload_retention(&self) -> Option<Duration> {
+        (self.payload_retention_days > 0).then(|| days(self.payload_retention_days))
+    }
+
+    /// How long an audit row is kept; `None` when kept forever.
+    pub fn audit_retention(&self) -> Option<Duration> {
+        (self.audit_retention_days > 0).then(|| days(self.audit_retention_days))
     }
 
     /// The storage settings.
@@ -412,6 +468,22 @@ mod tests {
         );
         let set = from_toml("allow_unsigned = true\nread_pool_size = 7").unwrap();
         assert_eq!(set.read_pool_size, 7);
+    }
+
+    #[test]
+    fn durations_read_each_key_in_its_own_unit() {
+        let config = from_toml(
+            "cobalt_timeout_ms = 1500\nconsole_session_idle_secs = 60\n\
+             payload_retention_days = 2\naudit_retention_days = 0",
+        )
+        .unwrap();
+        assert_eq!(config.cobalt_timeout(), Duration::from_millis(1500));
+        assert_eq!(config.console_session_idle(), Duration::from_secs(60));
+        assert_eq!(
+            config.payload_retention(),
+            Some(Duration::from_secs(2 * 24 * 60 * 60))
+        );
+        assert_eq!(config.audit_retention(), None, "0 keeps rows forever");
     }
 
     #[test]
