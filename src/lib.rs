@@ -31,6 +31,7 @@ pub mod routes;
 pub mod secret;
 pub mod signature;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -19,8 +19,9 @@ use crate::monitoring;
 use crate::pagination::Cursors;
 use crate::reconcile::{self, Reconciler};
 use crate::retention;
-use crate::routes::{self, AppState, TimeLimits};
+use crate::routes::{self, TimeLimits};
 use crate::signature::Verifier;
+use crate::state::{AppState, Shared};
 use crate::store::{self, Store, StoreOptions};
 use crate::tls;
 
@@ -171,7 +172,7 @@ impl Application {
         if let Some(kept) = config.audit_retention() {
             audit::spawn_purge(store.clone(), kept, config.purge_interval());
         }
-        let state = AppState::new(routes::Shared {
+        let state = AppState::new(Shared {
             store: store.clone(),
             verifier,
             api_tokens: Arc::new(api_tokens),

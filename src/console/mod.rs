@@ -42,7 +42,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::audit::Action;
 use crate::request_id;
-use crate::routes::AppState;
+use crate::state::AppState;
 pub use client::TrustedProxies;
 pub use session::{Session, Sessions};
 use throttle::SignInRefusals;
