@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod canonical_json;
 pub mod capacity;
 pub mod cli;

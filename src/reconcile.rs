@@ -333,43 +333,37 @@ fn nanos(at: OffsetDateTime) -> i64 {
 
 /// Sweeps in the background: every replica checks the lease now and then;
 /// the one that takes it sweeps, and the next sweep is due an interval
-/// later, whichever replica runs it.
-pub fn spawn(
-    reconciler: Arc<Reconciler>,
-    interval: Duration,
-    holder: String,
-) -> tokio::task::JoinHandle<()> {
+/// later, whichever replica runs it. Runs until shutdown stops it.
+pub async fn sweep_every(reconciler: Arc<Reconciler>, interval: Duration, holder: String) {
     let check_every = interval.min(Duration::from_secs(15));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(check_every).await;
-            let now = OffsetDateTime::now_utc();
-            let due = nanos(now + interval);
-            match reconciler.store.take_lease(&holder, nanos(now), due).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    tracing::warn!(error = %error, "recovery: the sweep lease could not be read");
-                    continue;
-                }
-            }
-            let report = reconciler.sweep(&Scope::default()).await;
-            if report.recovered > 0 || !report.errors.is_empty() {
-                tracing::info!(
-                    jobs_asked = report.jobs_asked,
-                    pages_read = report.pages_read,
-                    recovered = report.recovered,
-                    already_known = report.already_known,
-                    errors = report.errors.len(),
-                    "recovery sweep done"
-                );
-            } else {
-                tracing::debug!(
-                    jobs_asked = report.jobs_asked,
-                    pages_read = report.pages_read,
-                    "recovery sweep found nothing new"
-                );
+    loop {
+        tokio::time::sleep(check_every).await;
+        let now = OffsetDateTime::now_utc();
+        let due = nanos(now + interval);
+        match reconciler.store.take_lease(&holder, nanos(now), due).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(error = %error, "recovery: the sweep lease could not be read");
+                continue;
             }
         }
-    })
+        let report = reconciler.sweep(&Scope::default()).await;
+        if report.recovered > 0 || !report.errors.is_empty() {
+            tracing::info!(
+                jobs_asked = report.jobs_asked,
+                pages_read = report.pages_read,
+                recovered = report.recovered,
+                already_known = report.already_known,
+                errors = report.errors.len(),
+                "recovery sweep done"
+            );
+        } else {
+            tracing::debug!(
+                jobs_asked = report.jobs_asked,
+                pages_read = report.pages_read,
+                "recovery sweep found nothing new"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::audit::{self, Audit};
 use crate::auth::ApiTokens;
+use crate::background::Background;
 use crate::capacity::{self, Places};
 use crate::cobalt;
 use crate::config::Config;
@@ -24,6 +25,9 @@ use crate::signature::Verifier;
 use crate::state::{AppState, Shared};
 use crate::store::{self, Store, StoreOptions};
 use crate::tls;
+
+/// Longest the background tasks may take to stop at shutdown.
+const BACKGROUND_STOP: Duration = Duration::from_secs(1);
 
 /// How often the SQLite planner's statistics are refreshed.
 const STATISTICS_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
@@ -41,8 +45,9 @@ pub struct Application {
     /// Whether "listening" was logged already, while waiting for the
     /// database.
     announced: bool,
-    /// The background recovery sweep, stopped at shutdown.
-    reconcile: Option<tokio::task::JoinHandle<()>>,
+    /// The purges, the recovery sweep and the other background tasks,
+    /// stopped at shutdown.
+    background: Background,
 }
 
 impl Application {
@@ -114,8 +119,12 @@ impl Application {
             "starting cobalt-receiver"
         );
         let (store, announced) = open_store(&store_options, &listeners).await?;
+        let mut background = Background::new();
         if let Some(kept) = config.payload_retention() {
-            retention::spawn(store.clone(), kept, config.purge_interval());
+            background.spawn(
+                "payload purge",
+                retention::purge_every(store.clone(), kept, config.purge_interval()),
+            );
         }
 
         let verifier = if config.allow_unsigned {
@@ -150,17 +159,16 @@ impl Application {
                 config.reconcile_lookback_days,
             ))
         });
-        let reconcile = match (&reconciler, config.reconcile_interval()) {
-            (Some(reconciler), interval) if !interval.is_zero() => Some(reconcile::spawn(
-                reconciler.clone(),
-                interval,
-                holder_name(),
-            )),
-            _ => None,
-        };
+        let interval = config.reconcile_interval();
+        if let (Some(reconciler), false) = (&reconciler, interval.is_zero()) {
+            background.spawn(
+                "recovery sweep",
+                reconcile::sweep_every(reconciler.clone(), interval, holder_name()),
+            );
+        }
         // The planner's statistics follow the data as it grows.
         let statistics = store.clone();
-        tokio::spawn(async move {
+        background.spawn("planner statistics", async move {
             loop {
                 tokio::time::sleep(STATISTICS_EVERY).await;
                 if let Err(error) = statistics.refresh_statistics().await {
@@ -170,7 +178,10 @@ impl Application {
         });
         let audit = Audit::start(store.clone(), config.write_timeout());
         if let Some(kept) = config.audit_retention() {
-            audit::spawn_purge(store.clone(), kept, config.purge_interval());
+            background.spawn(
+                "audit purge",
+                audit::purge_every(store.clone(), kept, config.purge_interval()),
+            );
         }
         let state = AppState::new(Shared {
             store: store.clone(),
@@ -202,6 +213,10 @@ impl Application {
                     sweep_interval: config.reconcile_interval(),
                 };
                 let console_state = ConsoleState::new(state.clone(), settings);
+                background.spawn(
+                    "console sign-in report",
+                    console_state.clone().report_refusals_every_minute(),
+                );
                 tracing::info!(
                     console = %format_args!("{}://{address}/ui", config.scheme()),
                     "the operator console is on"
@@ -223,7 +238,7 @@ impl Application {
             audit,
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
             announced,
-            reconcile,
+            background,
         })
     }
 
@@ -264,9 +279,9 @@ impl Application {
         drop(self.listeners);
         // Clients waiting for an outcome get the current state now.
         self.store.wakeups().close();
-        if let Some(sweep) = &self.reconcile {
-            sweep.abort();
-        }
+        // Stopped before the drain, as the recovery sweep always was: a
+        // sweep or purge under way ends at its next wait.
+        self.background.shutdown(BACKGROUND_STOP).await;
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
             .is_err()
