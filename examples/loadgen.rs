@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use cobalt_receiver::config::Secret;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::signature;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;

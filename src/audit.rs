@@ -207,20 +207,19 @@ pub fn unmatched(typed: &str) -> String {
     format!("(no match, {} characters)", typed.chars().count())
 }
 
-/// Deletes audit rows older than `retention` every `interval`.
-pub fn spawn_purge(store: Store, retention: Duration, interval: Duration) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(interval).await;
-            let cutoff = OffsetDateTime::now_utc() - retention;
-            match store.purge_audit(crate::clock::unix_ns(cutoff)).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "deleted audit rows past their retention"),
-                Err(StoreError::Stopped) => return,
-                Err(error) => {
-                    tracing::warn!(error = %error, "purging audit rows failed; retrying later")
-                }
+/// Deletes audit rows older than `retention` every `interval`, until the
+/// store stops (a background task).
+pub async fn purge_every(store: Store, retention: Duration, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let cutoff = OffsetDateTime::now_utc() - retention;
+        match store.purge_audit(crate::clock::unix_ns(cutoff)).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted audit rows past their retention"),
+            Err(StoreError::Stopped) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, "purging audit rows failed; retrying later")
             }
         }
-    });
+    }
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use crate::config::{HASHED_TOKEN_PREFIX, Secret};
+use crate::config::{Config, ConfigError};
+use crate::secret::Secret;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,9 @@ fn describe(permissions: u8) -> String {
     names.join("+")
 }
 
+/// An `api_tokens` entry that gives the token's SHA-256 digest, not the token.
+pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
+
 /// Tokens that are shorter than this are named at start as weak.
 pub const STRONG_TOKEN_CHARS: usize = 32;
 
@@ -94,8 +98,8 @@ pub struct ApiTokens {
 }
 
 impl ApiTokens {
-    /// Reads the `api_tokens` entries; the configuration has checked them
-    /// with [`check_entry`], so none is refused here.
+    /// Reads the `api_tokens` entries; [`check_tokens`] has checked them
+    /// when the configuration was loaded, so none is refused here.
     pub fn new(entries: &[Secret]) -> Self {
         let tokens = entries
             .iter()
@@ -164,6 +168,15 @@ impl ApiTokens {
             permissions: token.permissions,
         })
     }
+}
+
+/// Checks the configuration's `api_tokens`: the first entry that cannot
+/// be used is named by its key and explained, never repeated.
+pub fn check_tokens(config: &Config) -> Result<(), ConfigError> {
+    for token in &config.api_tokens {
+        check_entry(token.expose()).map_err(|reason| ConfigError::key("api_tokens", &reason))?;
+    }
+    Ok(())
 }
 
 /// Why an `api_tokens` entry cannot be used, in words that never repeat it.
@@ -380,5 +393,30 @@ mod tests {
             assert!(error.contains(reason), "{entry}: {error}");
             assert!(!error.contains("tok_secret"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_token_may_be_given_as_its_sha256_digest() {
+        let config = |entry: &str| Config {
+            api_tokens: vec![Secret::new(entry)],
+            ..Config::default()
+        };
+        let digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        assert!(check_tokens(&config(digest)).is_ok());
+        for bad in [
+            "sha256:abc",
+            "sha256:zz00000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let error = check_tokens(&config(bad)).unwrap_err().to_string();
+            assert!(error.contains("`api_tokens`"), "{error}");
+            assert!(!error.contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_s_tokens_are_usable() {
+        let config = crate::config::from_toml(include_str!("../config.example.toml")).unwrap();
+        assert!(!config.api_tokens.is_empty());
+        check_tokens(&config).unwrap();
     }
 }

@@ -19,9 +19,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, ConfigError};
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, ListOutcome, SubmitOutcome};
+use crate::secret::Secret;
 
 /// Attempts of one listing call before the sweep gives it up.
 const LIST_ATTEMPTS: u32 = 4;
@@ -70,16 +71,17 @@ impl Credentials {
         })
     }
 
-    /// Which key is missing or malformed, and why, when the configuration
-    /// gives some credentials but not a usable set.
-    pub fn check(config: &Config) -> Result<(), (&'static str, String)> {
+    /// Checks the `cobalt_*` keys: which key is missing or malformed, and
+    /// why, when the configuration gives some credentials but not a usable
+    /// set.
+    pub fn check(config: &Config) -> Result<(), ConfigError> {
         for entry in &config.cobalt_access_tokens {
             match entry.expose().split_once(':') {
                 Some((reference, token)) if !reference.is_empty() && !token.is_empty() => {}
                 _ => {
-                    return Err((
+                    return Err(ConfigError::key(
                         "cobalt_access_tokens",
-                        "each entry must be ACCESS_TOKEN_REFERENCE_ID:TOKEN".into(),
+                        "each entry must be ACCESS_TOKEN_REFERENCE_ID:TOKEN",
                     ));
                 }
             }
@@ -99,18 +101,17 @@ impl Credentials {
             } else {
                 "cobalt_access_token"
             };
-            return Err((
+            return Err(ConfigError::key(
                 missing,
-                "is needed: Cobalt's API takes a client id, a client secret and an access token"
-                    .into(),
+                "is needed: Cobalt's API takes a client id, a client secret and an access token",
             ));
         }
         if !(config.cobalt_api_url.starts_with("https://")
             || config.cobalt_api_url.starts_with("http://"))
         {
-            return Err((
+            return Err(ConfigError::key(
                 "cobalt_api_url",
-                "must be an http:// or https:// URL".into(),
+                "must be an http:// or https:// URL",
             ));
         }
         Ok(())
@@ -202,8 +203,8 @@ pub struct Client {
 impl Client {
     pub fn new(config: &Config, credentials: Credentials) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.cobalt_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.cobalt_timeout_ms.min(5_000)))
+            .timeout(config.cobalt_timeout())
+            .connect_timeout(config.cobalt_timeout().min(Duration::from_secs(5)))
             .user_agent(concat!("cobalt-receiver/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
@@ -212,7 +213,7 @@ impl Client {
             credentials,
             next_call: Mutex::new(Instant::now()),
             spacing: Duration::from_secs(1) / config.cobalt_requests_per_sec.max(1),
-            timeout: Duration::from_millis(config.cobalt_timeout_ms),
+            timeout: config.cobalt_timeout(),
         })
     }
 
@@ -511,5 +512,11 @@ mod tests {
             (page.events.len(), page.unreadable, page.total_pages),
             (0, 2, 1)
         );
+    }
+
+    #[test]
+    fn the_example_file_s_cobalt_keys_are_usable() {
+        let config = crate::config::from_toml(include_str!("../config.example.toml")).unwrap();
+        Credentials::check(&config).unwrap();
     }
 }

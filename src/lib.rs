@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod background;
 pub mod canonical_json;
 pub mod capacity;
 pub mod cli;
@@ -30,8 +31,10 @@ pub mod reconcile;
 pub mod request_id;
 pub mod retention;
 pub mod routes;
+pub mod secret;
 pub mod signature;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

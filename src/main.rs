@@ -3,8 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cobalt_receiver::cli::{Cli, Command};
-use cobalt_receiver::config::{self, Config, ConfigError, Secret};
-use cobalt_receiver::{operator, startup::Application, telemetry};
+use cobalt_receiver::config::{self, Config, ConfigError};
+use cobalt_receiver::secret::Secret;
+use cobalt_receiver::{auth, cobalt, operator, reconcile, startup::Application, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -51,7 +52,14 @@ async fn main() -> ExitCode {
 
 /// Runs `command`, loading only the configuration it needs.
 async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure> {
-    let load = || config::load(config_file);
+    // The configuration checks its own keys; the API tokens' and Cobalt's
+    // keys are checked by the modules that read them.
+    let load = || -> Result<Config, ConfigError> {
+        let config = config::load(config_file)?;
+        auth::check_tokens(&config)?;
+        cobalt::Credentials::check(&config)?;
+        Ok(config)
+    };
     match command {
         Command::Serve => {
             let config = load()?;
@@ -72,10 +80,10 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
             if let Err(missing) = config.require_webhook_secret() {
                 eprintln!("warning: {missing}; `serve` will refuse to start");
             }
-            if let Some(warning) = config.outage_warning() {
+            if let Some(warning) = reconcile::outage_warning(&config) {
                 eprintln!("warning: {warning}");
             }
-            for (name, why) in cobalt_receiver::auth::ApiTokens::new(&config.api_tokens).weak() {
+            for (name, why) in auth::ApiTokens::new(&config.api_tokens).weak() {
                 eprintln!("warning: the API token `{name}` is weak: {why}; replace it");
             }
             print!("{}", operator::show_config(&config)?);

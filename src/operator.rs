@@ -11,8 +11,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::{Config, Secret};
+use crate::auth::ApiTokens;
+use crate::config::Config;
 use crate::os_error;
+use crate::secret::Secret;
 use crate::signature;
 use crate::store::{Engine, Store, copy};
 
@@ -91,7 +93,7 @@ pub async fn reconcile(
     let reconciler = crate::reconcile::Reconciler::new(
         store.clone(),
         client,
-        std::time::Duration::from_secs(config.overdue_after_secs),
+        config.overdue_after(),
         config.reconcile_max_jobs,
         config.reconcile_lookback_days,
     );
@@ -106,9 +108,24 @@ pub async fn reconcile(
     Ok(report.errors.is_empty())
 }
 
-/// The effective configuration as TOML, secrets shown as `[redacted]`.
+/// The effective configuration as TOML, secrets shown as `[redacted]` and
+/// API tokens by name and permissions (`clinic-app:read+submit:[redacted]`).
 pub fn show_config(config: &Config) -> anyhow::Result<String> {
-    toml::to_string(config).context("printing the configuration")
+    // Through serde_json's map, which keeps the schema's key order
+    // (preserve_order); toml's own table would sort the keys.
+    let mut shown = serde_json::to_value(config).context("printing the configuration")?;
+    let keys = shown
+        .as_object_mut()
+        .context("printing the configuration")?;
+    // TOML has no null: an unset optional key is left out, as toml does.
+    keys.retain(|_, value| !value.is_null());
+    let tokens: Vec<String> = ApiTokens::new(&config.api_tokens)
+        .described()
+        .into_iter()
+        .map(|(name, permissions)| format!("{name}:{permissions}:[redacted]"))
+        .collect();
+    keys.insert("api_tokens".into(), json!(tokens));
+    toml::to_string(&shown).context("printing the configuration")
 }
 
 /// The signature of the file's bytes under `secret`.
@@ -299,5 +316,24 @@ mod tests {
         assert_eq!(local_readiness_url(&config), "https://[::1]:80/readyz");
         config.listen = "10.1.2.3:8080".parse().unwrap();
         assert_eq!(local_readiness_url(&config), "https://10.1.2.3:8080/readyz");
+    }
+
+    #[test]
+    fn the_printed_configuration_keeps_the_key_order_and_names_tokens() {
+        let config = Config {
+            api_tokens: vec![Secret::new("clinic-app:submit+read:tok_never_shown")],
+            tls_cert_path: Some("c.pem".into()),
+            tls_key_path: Some("k.pem".into()),
+            cobalt_client_id: Some(Secret::new("ci_never_shown")),
+            console_listen: Some("127.0.0.1:8081".parse().unwrap()),
+            ..Config::default()
+        };
+        let shown = show_config(&config).unwrap();
+        let direct = toml::to_string(&config).unwrap().replace(
+            r#"api_tokens = ["[redacted]"]"#,
+            r#"api_tokens = ["clinic-app:read+submit:[redacted]"]"#,
+        );
+        assert_eq!(shown, direct);
+        assert!(!shown.contains("never_shown"), "{shown}");
     }
 }

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::canonical_json::to_js_string;
-use crate::config::Secret;
 use crate::domain::event;
+use crate::secret::Secret;
 use crate::signature::{Verifier, sign};
 
 /// Arbitrary JSON: nested objects and arrays of strings (any Unicode),

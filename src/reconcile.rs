@@ -22,10 +22,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
-use crate::cobalt::{self, Account, Client, EventQuery, ListError};
+use crate::cobalt::{self, Account, Client, Credentials, EventQuery, ListError};
+use crate::config::Config;
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, RecoveredOutcome};
 use crate::store::{Delivery, Outcome, Recorded, Source, Store, StoreError};
+
+/// What a database outage would cost, when it would cost deliveries
+/// for good: on PostgreSQL (replicas share the one database, so an
+/// outage refuses deliveries on all of them) with no scheduled recovery
+/// sweep to fetch what Cobalt gave up on after its one retry.
+pub fn outage_warning(config: &Config) -> Option<&'static str> {
+    let shared =
+        crate::store::Engine::of(&config.database_url) == Some(crate::store::Engine::Postgres);
+    let recovery = Credentials::from_config(config).is_some() && config.reconcile_interval_secs > 0;
+    (shared && !recovery).then_some(
+        "deliveries refused while the database is unavailable are lost for good: \
+         Cobalt retries a delivery once, 1 s later, and recovery is off; set \
+         cobalt_client_id, cobalt_client_secret and cobalt_access_token (and keep \
+         reconcile_interval_secs above 0) so a sweep fetches them",
+    )
+}
 
 /// What one sweep looks at.
 #[derive(Debug, Clone, Default)]
@@ -316,47 +333,41 @@ enum Stop {
 
 /// Sweeps in the background: every replica checks the lease now and then;
 /// the one that takes it sweeps, and the next sweep is due an interval
-/// later, whichever replica runs it.
-pub fn spawn(
-    reconciler: Arc<Reconciler>,
-    interval: Duration,
-    holder: String,
-) -> tokio::task::JoinHandle<()> {
+/// later, whichever replica runs it. Runs until shutdown stops it.
+pub async fn sweep_every(reconciler: Arc<Reconciler>, interval: Duration, holder: String) {
     let check_every = interval.min(Duration::from_secs(15));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(check_every).await;
-            let now = OffsetDateTime::now_utc();
-            let due = crate::clock::unix_ns(now + interval);
-            match reconciler
-                .store
-                .take_lease(&holder, crate::clock::unix_ns(now), due)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(error) => {
-                    tracing::warn!(error = %error, "recovery: the sweep lease could not be read");
-                    continue;
-                }
-            }
-            let report = reconciler.sweep(&Scope::default()).await;
-            if report.recovered > 0 || !report.errors.is_empty() {
-                tracing::info!(
-                    jobs_asked = report.jobs_asked,
-                    pages_read = report.pages_read,
-                    recovered = report.recovered,
-                    already_known = report.already_known,
-                    errors = report.errors.len(),
-                    "recovery sweep done"
-                );
-            } else {
-                tracing::debug!(
-                    jobs_asked = report.jobs_asked,
-                    pages_read = report.pages_read,
-                    "recovery sweep found nothing new"
-                );
+    loop {
+        tokio::time::sleep(check_every).await;
+        let now = OffsetDateTime::now_utc();
+        let due = crate::clock::unix_ns(now + interval);
+        match reconciler
+            .store
+            .take_lease(&holder, crate::clock::unix_ns(now), due)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(error = %error, "recovery: the sweep lease could not be read");
+                continue;
             }
         }
-    })
+        let report = reconciler.sweep(&Scope::default()).await;
+        if report.recovered > 0 || !report.errors.is_empty() {
+            tracing::info!(
+                jobs_asked = report.jobs_asked,
+                pages_read = report.pages_read,
+                recovered = report.recovered,
+                already_known = report.already_known,
+                errors = report.errors.len(),
+                "recovery sweep done"
+            );
+        } else {
+            tracing::debug!(
+                jobs_asked = report.jobs_asked,
+                pages_read = report.pages_read,
+                "recovery sweep found nothing new"
+            );
+        }
+    }
 }

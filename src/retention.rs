@@ -9,20 +9,19 @@ use time::OffsetDateTime;
 
 use crate::store::{Store, StoreError};
 
-/// Purges expired payloads every `interval` until the store stops.
-pub fn spawn(store: Store, retention: Duration, interval: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(interval).await;
-            let cutoff = OffsetDateTime::now_utc() - retention;
-            match store.purge_payloads(cutoff).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "emptied payloads past the retention period"),
-                Err(StoreError::Stopped) => return,
-                Err(error) => {
-                    tracing::warn!(error = %error, "purging payloads failed; retrying later")
-                }
+/// Purges expired payloads every `interval` until the store stops (a
+/// background task).
+pub async fn purge_every(store: Store, retention: Duration, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let cutoff = OffsetDateTime::now_utc() - retention;
+        match store.purge_payloads(cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "emptied payloads past the retention period"),
+            Err(StoreError::Stopped) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, "purging payloads failed; retrying later")
             }
         }
-    })
+    }
 }

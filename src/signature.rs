@@ -7,12 +7,16 @@
 //! parsed body second. Several secrets may be active while one is rotated:
 //! any one matching is enough. Every comparison runs in constant time
 //! (`Mac::verify_slice`).
+//!
+//! Deliveries refused for their signature are counted by hour
+//! ([`SignatureRejections`]), for the console.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use time::OffsetDateTime;
 
 use crate::canonical_json;
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The header that carries the signature.
 pub const HEADER: &str = "cobalt-verification";
@@ -87,6 +91,49 @@ fn decode(header: &[u8]) -> Result<[u8; SIGNATURE_LEN], SignatureError> {
     let mut signature = [0u8; SIGNATURE_LEN];
     hex::decode_to_slice(trimmed, &mut signature).map_err(|_| SignatureError::Malformed)?;
     Ok(signature)
+}
+
+/// Deliveries refused for their signature, by hour, over the last two days
+/// (for the console: a wrong secret shows up there first). Counted by this
+/// process, in memory: a refused delivery costs no write.
+#[derive(Default)]
+pub struct SignatureRejections {
+    /// (hour since the epoch, count), newest last.
+    hours: std::sync::Mutex<std::collections::VecDeque<(i64, u64)>>,
+}
+
+impl SignatureRejections {
+    const HOURS_KEPT: usize = 48;
+
+    pub fn note(&self, at: OffsetDateTime) {
+        let hour = at.unix_timestamp().div_euclid(3600);
+        let mut hours = self.hours.lock().expect("not poisoned");
+        match hours.back_mut() {
+            Some((last, count)) if *last == hour => *count += 1,
+            _ => {
+                hours.push_back((hour, 1));
+                if hours.len() > Self::HOURS_KEPT {
+                    hours.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Refusals in the hours that start at or after `since` (rounded down
+    /// to its hour), and the hour of the latest.
+    pub fn since(&self, since: OffsetDateTime) -> (u64, Option<OffsetDateTime>) {
+        let from = since.unix_timestamp().div_euclid(3600);
+        let hours = self.hours.lock().expect("not poisoned");
+        let count = hours
+            .iter()
+            .filter(|(hour, _)| *hour >= from)
+            .map(|(_, count)| count)
+            .sum();
+        let latest = hours
+            .back()
+            .and_then(|(hour, _)| OffsetDateTime::from_unix_timestamp(hour * 3600).ok());
+        (count, latest)
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::audit::{self, Audit};
 use crate::auth::ApiTokens;
+use crate::background::Background;
 use crate::capacity::{self, Places};
 use crate::cobalt;
 use crate::config::Config;
@@ -19,10 +20,14 @@ use crate::monitoring;
 use crate::pagination::Cursors;
 use crate::reconcile::{self, Reconciler};
 use crate::retention;
-use crate::routes::{self, AppState, TimeLimits};
+use crate::routes::{self, TimeLimits};
 use crate::signature::Verifier;
+use crate::state::{AppState, Shared};
 use crate::store::{self, Store, StoreOptions};
 use crate::tls;
+
+/// Longest the background tasks may take to stop at shutdown.
+const BACKGROUND_STOP: Duration = Duration::from_secs(1);
 
 /// How often the SQLite planner's statistics are refreshed.
 const STATISTICS_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
@@ -40,8 +45,9 @@ pub struct Application {
     /// Whether "listening" was logged already, while waiting for the
     /// database.
     announced: bool,
-    /// The background recovery sweep, stopped at shutdown.
-    reconcile: Option<tokio::task::JoinHandle<()>>,
+    /// The purges, the recovery sweep and the other background tasks,
+    /// stopped at shutdown.
+    background: Background,
 }
 
 impl Application {
@@ -76,7 +82,7 @@ impl Application {
         };
         let tls = match (&config.tls_cert_path, &config.tls_key_path) {
             (Some(cert), Some(key)) => Some(
-                tls::acceptor(cert, key, Duration::from_secs(config.tls_reload_check_secs))
+                tls::acceptor(cert, key, config.tls_reload_check())
                     .context("cannot load the TLS certificate")?,
             ),
             _ => None,
@@ -85,7 +91,7 @@ impl Application {
             webhook: config.listen,
             console: config.console_listen,
             max_connections,
-            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            header_read_timeout: config.header_read_timeout(),
             tls: tls.clone(),
         })?;
         // The first line says what runs: counts of secrets, never secrets.
@@ -113,12 +119,11 @@ impl Application {
             "starting cobalt-receiver"
         );
         let (store, announced) = open_store(&store_options, &listeners).await?;
-        if config.payload_retention_days > 0 {
-            let days = u64::from(config.payload_retention_days);
-            retention::spawn(
-                store.clone(),
-                Duration::from_secs(days * 24 * 60 * 60),
-                Duration::from_secs(config.purge_interval_secs),
+        let mut background = Background::new();
+        if let Some(kept) = config.payload_retention() {
+            background.spawn(
+                "payload purge",
+                retention::purge_every(store.clone(), kept, config.purge_interval()),
             );
         }
 
@@ -132,13 +137,13 @@ impl Application {
         if api_tokens.is_empty() {
             tracing::warn!("no api_tokens are set: every status query will be refused");
         }
-        if let Some(warning) = config.outage_warning() {
+        if let Some(warning) = reconcile::outage_warning(config) {
             tracing::warn!("{warning}");
         }
         for (name, why) in api_tokens.weak() {
             tracing::warn!(token = %name, "the API token `{name}` is weak: {why}; replace it");
         }
-        let overdue_after = Duration::from_secs(config.overdue_after_secs);
+        let overdue_after = config.overdue_after();
         let cobalt = match cobalt::Credentials::from_config(config) {
             Some(credentials) => Some(Arc::new(
                 cobalt::Client::new(config, credentials).context("building the Cobalt client")?,
@@ -154,17 +159,16 @@ impl Application {
                 config.reconcile_lookback_days,
             ))
         });
-        let reconcile = match (&reconciler, config.reconcile_interval_secs) {
-            (Some(reconciler), secs) if secs > 0 => Some(reconcile::spawn(
-                reconciler.clone(),
-                Duration::from_secs(secs),
-                holder_name(),
-            )),
-            _ => None,
-        };
+        let interval = config.reconcile_interval();
+        if let (Some(reconciler), false) = (&reconciler, interval.is_zero()) {
+            background.spawn(
+                "recovery sweep",
+                reconcile::sweep_every(reconciler.clone(), interval, holder_name()),
+            );
+        }
         // The planner's statistics follow the data as it grows.
         let statistics = store.clone();
-        tokio::spawn(async move {
+        background.spawn("planner statistics", async move {
             loop {
                 tokio::time::sleep(STATISTICS_EVERY).await;
                 if let Err(error) = statistics.refresh_statistics().await {
@@ -173,15 +177,13 @@ impl Application {
             }
         });
         let audit = Audit::start(store.clone(), config.write_timeout());
-        if config.audit_retention_days > 0 {
-            let days = u64::from(config.audit_retention_days);
-            audit::spawn_purge(
-                store.clone(),
-                Duration::from_secs(days * 24 * 60 * 60),
-                Duration::from_secs(config.purge_interval_secs),
+        if let Some(kept) = config.audit_retention() {
+            background.spawn(
+                "audit purge",
+                audit::purge_every(store.clone(), kept, config.purge_interval()),
             );
         }
-        let state = AppState::new(routes::Shared {
+        let state = AppState::new(Shared {
             store: store.clone(),
             verifier,
             api_tokens: Arc::new(api_tokens),
@@ -202,15 +204,19 @@ impl Application {
                 let settings = console::Settings {
                     zone,
                     https: tls.is_some(),
-                    session_idle: Duration::from_secs(config.console_session_idle_secs),
-                    session_lifetime: Duration::from_secs(config.console_session_max_secs),
+                    session_idle: config.console_session_idle(),
+                    session_lifetime: config.console_session_max(),
                     sign_in_attempts: config.console_sign_in_attempts,
-                    sign_in_window: Duration::from_secs(config.console_sign_in_window_secs),
+                    sign_in_window: config.console_sign_in_window(),
                     trusted_proxies: console::TrustedProxies::new(&config.trusted_proxies),
                     lease_holder: holder_name(),
-                    sweep_interval: Duration::from_secs(config.reconcile_interval_secs),
+                    sweep_interval: config.reconcile_interval(),
                 };
                 let console_state = ConsoleState::new(state.clone(), settings);
+                background.spawn(
+                    "console sign-in report",
+                    console_state.clone().report_refusals_every_minute(),
+                );
                 tracing::info!(
                     console = %format_args!("{}://{address}/ui", config.scheme()),
                     "the operator console is on"
@@ -221,7 +227,7 @@ impl Application {
         };
         let limits = TimeLimits {
             request: config.request_timeout(),
-            submission: Duration::from_millis(config.cobalt_timeout_ms),
+            submission: config.cobalt_timeout(),
         };
         let router = routes::router(state, limits);
         Ok(Self {
@@ -232,7 +238,7 @@ impl Application {
             audit,
             drain_timeout: config.request_timeout() + Duration::from_secs(1),
             announced,
-            reconcile,
+            background,
         })
     }
 
@@ -273,9 +279,9 @@ impl Application {
         drop(self.listeners);
         // Clients waiting for an outcome get the current state now.
         self.store.wakeups().close();
-        if let Some(sweep) = &self.reconcile {
-            sweep.abort();
-        }
+        // Stopped before the drain, as the recovery sweep always was: a
+        // sweep or purge under way ends at its next wait.
+        self.background.shutdown(BACKGROUND_STOP).await;
         if tokio::time::timeout(self.drain_timeout, graceful.shutdown())
             .await
             .is_err()

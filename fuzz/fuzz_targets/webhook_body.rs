@@ -3,7 +3,7 @@
 //! and the event parser. Any panic is a finding.
 #![no_main]
 
-use cobalt_receiver::config::Secret;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::domain::event;
 use cobalt_receiver::signature::{Verifier, sign};
 use libfuzzer_sys::fuzz_target;

@@ -42,7 +42,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::audit::Action;
 use crate::request_id;
-use crate::routes::AppState;
+use crate::state::AppState;
 pub use client::TrustedProxies;
 pub use session::{Session, Sessions};
 use throttle::SignInRefusals;
@@ -81,8 +81,8 @@ pub struct ConsoleState {
 }
 
 impl ConsoleState {
-    /// The state, and a task that writes refused sign-ins to the audit
-    /// trail every minute.
+    /// The state; [`ConsoleState::report_refusals_every_minute`] is its
+    /// background task.
     pub fn new(app: AppState, settings: Settings) -> Self {
         let sessions = Sessions::new(
             app.store.clone(),
@@ -90,7 +90,7 @@ impl ConsoleState {
             settings.session_idle,
             settings.session_lifetime,
         );
-        let state = Self {
+        Self {
             sessions: Arc::new(sessions),
             zone: settings.zone,
             https: settings.https,
@@ -102,17 +102,18 @@ impl ConsoleState {
             lease_holder: settings.lease_holder.into(),
             sweep_interval: settings.sweep_interval,
             app,
-        };
-        let reporter = state.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REFUSALS_REPORTED_EVERY);
+        }
+    }
+
+    /// Writes refused sign-ins to the audit trail every minute, until
+    /// shutdown stops it (a background task).
+    pub async fn report_refusals_every_minute(self) {
+        let mut every = tokio::time::interval(REFUSALS_REPORTED_EVERY);
+        every.tick().await;
+        loop {
             every.tick().await;
-            loop {
-                every.tick().await;
-                reporter.report_refusals();
-            }
-        });
-        state
+            self.report_refusals();
+        }
     }
 
     /// Writes the refused sign-ins counted since the last report: one

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::bad;
 use super::guard::ApiRoutes;
-use super::{AppState, bad};
 use crate::auth::Permission;
 use crate::error::{ErrorBody, Result};
+use crate::state::AppState;
 use crate::store::{AuditQuery, AuditRow};
 
 const DEFAULT_PAGE: u32 = 100;

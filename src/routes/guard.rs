@@ -174,7 +174,7 @@ async fn authorize(State(guard): State<Guard>, mut request: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
     use axum::body::Body;
     use axum::http::StatusCode;
     use tower::ServiceExt;

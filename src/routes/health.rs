@@ -7,8 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use crate::error::ErrorBody;
+use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -8,7 +8,6 @@ pub mod status;
 pub mod submissions;
 pub mod webhooks;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,69 +16,16 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::audit::Audit;
-use crate::auth::ApiTokens;
-use crate::cobalt;
 use crate::error::{AppError, ErrorBody};
 use crate::monitoring;
-use crate::pagination::Cursors;
-use crate::reconcile::Reconciler;
 use crate::request_id;
-use crate::signature::Verifier;
-use crate::store::Store;
+use crate::state::AppState;
 use guard::ApiRoutes;
-
-/// What the handlers share: one allocation behind an `Arc`, so the copy
-/// every handler and middleware takes is a single reference count.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The parts of [`AppState`].
-pub struct Shared {
-    pub store: Store,
-    /// `None` when unsigned deliveries are allowed.
-    pub verifier: Option<Arc<Verifier>>,
-    pub api_tokens: Arc<ApiTokens>,
-    pub body_limit: usize,
-    pub metrics: PrometheusHandle,
-    pub cursors: Cursors,
-    /// How long a registered job may be pending before it is overdue.
-    pub overdue_after: Duration,
-    /// Cobalt's API, when credentials are configured.
-    pub cobalt: Option<Arc<cobalt::Client>>,
-    pub reconciler: Option<Arc<Reconciler>>,
-    /// Who read which job or note (and, from the console, what else).
-    pub audit: Audit,
-    pub signature_rejections: Arc<webhooks::SignatureRejections>,
-    /// Places for clients waiting for an outcome.
-    pub waiters: Arc<crate::capacity::Places>,
-}
-
-impl Shared {
-    /// Pending jobs submitted before this instant are overdue.
-    pub fn overdue_before_ns(&self) -> i64 {
-        crate::clock::ns_ago(self.overdue_after)
-    }
-}
 
 /// How long a request may run before it is answered 503.
 #[derive(Clone, Copy)]

@@ -10,14 +10,15 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::bad;
 use super::guard::ApiRoutes;
-use super::{AppState, bad};
 use crate::auth::{Caller, Permission};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::listing::{self, ListingError};
 use crate::monitoring;
 use crate::pagination::Filters;
 pub use crate::pagination::StatusFilter;
+use crate::state::AppState;
 use crate::store::{EventSummary, JobState};
 
 /// Longest a client may wait for an outcome (`?wait=`), in seconds.

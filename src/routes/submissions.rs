@@ -18,8 +18,8 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::bad;
 use super::guard::ApiRoutes;
-use super::{AppState, bad};
 use crate::auth::{Caller, Permission};
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::cobalt::{Account, Client, SubmitError};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::reconcile::{Report, Scope};
+use crate::state::AppState;
 use crate::store::{Claim, JobState, KeyClaim, Registered, Registration, SubmissionEnd};
 
 /// Idempotency keys are kept this long (as Stripe's are).

@@ -15,11 +15,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::AppState;
 use crate::domain::{Meaning, event};
 use crate::error::{AppError, ErrorBody, Result};
 use crate::monitoring::{self, DeliveryOutcome};
 use crate::signature;
+use crate::state::AppState;
 use crate::store::{Delivery, Outcome, Recorded, Source, StoreError};
 
 pub fn router(body_limit: usize) -> Router<AppState> {
@@ -201,47 +201,4 @@ async fn receive(
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get(name).map(|v| v.as_bytes())
-}
-
-/// Deliveries refused for their signature, by hour, over the last two days
-/// (for the console: a wrong secret shows up there first). Counted by this
-/// process, in memory: a refused delivery costs no write.
-#[derive(Default)]
-pub struct SignatureRejections {
-    /// (hour since the epoch, count), newest last.
-    hours: std::sync::Mutex<std::collections::VecDeque<(i64, u64)>>,
-}
-
-impl SignatureRejections {
-    const HOURS_KEPT: usize = 48;
-
-    pub fn note(&self, at: OffsetDateTime) {
-        let hour = at.unix_timestamp().div_euclid(3600);
-        let mut hours = self.hours.lock().expect("not poisoned");
-        match hours.back_mut() {
-            Some((last, count)) if *last == hour => *count += 1,
-            _ => {
-                hours.push_back((hour, 1));
-                if hours.len() > Self::HOURS_KEPT {
-                    hours.pop_front();
-                }
-            }
-        }
-    }
-
-    /// Refusals in the hours that start at or after `since` (rounded down
-    /// to its hour), and the hour of the latest.
-    pub fn since(&self, since: OffsetDateTime) -> (u64, Option<OffsetDateTime>) {
-        let from = since.unix_timestamp().div_euclid(3600);
-        let hours = self.hours.lock().expect("not poisoned");
-        let count = hours
-            .iter()
-            .filter(|(hour, _)| *hour >= from)
-            .map(|(_, count)| count)
-            .sum();
-        let latest = hours
-            .back()
-            .and_then(|(hour, _)| OffsetDateTime::from_unix_timestamp(hour * 3600).ok());
-        (count, latest)
-    }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use cobalt_receiver::auth::Permission;
-use cobalt_receiver::config::Secret;
+use cobalt_receiver::secret::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

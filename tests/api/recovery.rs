@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cobalt_receiver::config::{Config, Secret};
+use cobalt_receiver::config::Config;
+use cobalt_receiver::secret::Secret;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

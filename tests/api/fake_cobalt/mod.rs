@@ -39,7 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use cobalt_receiver::config::{Config, Secret};
+use cobalt_receiver::config::Config;
+use cobalt_receiver::secret::Secret;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

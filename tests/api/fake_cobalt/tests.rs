@@ -327,7 +327,7 @@ async fn outcomes_are_delivered_signed_as_cobalt_does() {
     let received = receiver.received();
     assert_eq!(received.len(), 2);
     let verifier =
-        cobalt_receiver::signature::Verifier::new(vec![cobalt_receiver::config::Secret::new(
+        cobalt_receiver::signature::Verifier::new(vec![cobalt_receiver::secret::Secret::new(
             helpers::SECRET,
         )]);
     for (headers, body) in &received {

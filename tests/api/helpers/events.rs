@@ -1,7 +1,7 @@
 //! Webhook bodies as Cobalt sends them (see `docs/cobalt.md`), the patient
 //! data they carry, and their signatures under the test secrets.
 
-use cobalt_receiver::config::Secret;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::signature;
 use serde_json::{Value, json};
 

@@ -16,7 +16,8 @@ mod root;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cobalt_receiver::config::{Config, Secret};
+use cobalt_receiver::config::Config;
+use cobalt_receiver::secret::Secret;
 use cobalt_receiver::startup::Application;
 
 use reqwest::{Response, StatusCode};
