@@ -8,7 +8,9 @@ WORKDIR /src
 # A smaller image: no symbols (local release builds keep them for profiling).
 ENV CARGO_PROFILE_RELEASE_STRIP=true
 # Build the dependencies alone first, so source changes reuse that layer.
+# .cargo/config.toml sets how the bundled SQLite is compiled.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

@@ -499,3 +499,29 @@ fn outcome_column(value: &str) -> rusqlite::Result<Outcome> {
 fn decode_error(message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, message.into())
 }
+
+#[cfg(test)]
+mod tests {
+    /// `.cargo/config.toml` compiles SQLite without the two process-wide
+    /// locks its defaults put on every statement (a cost, not a behaviour:
+    /// this checks that the flags reached the build).
+    #[test]
+    fn sqlite_is_built_without_memory_statistics_or_a_shared_page_cache() {
+        let db = rusqlite::Connection::open_in_memory().unwrap();
+        let options: Vec<String> = db
+            .prepare("pragma compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+    }
+}
