@@ -79,8 +79,10 @@ pub struct Config {
     pub purge_interval_secs: u64,
     /// PEM certificate chain for HTTPS; with `tls_key_path`, the server
     /// speaks HTTPS only. Reloaded on SIGHUP or when the file changes.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub tls_cert_path: Option<PathBuf>,
     /// PEM private key for HTTPS.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub tls_key_path: Option<PathBuf>,
     /// Seconds between two checks of the TLS files for a renewal.
     pub tls_reload_check_secs: u64,
@@ -118,6 +120,7 @@ pub struct Config {
     pub cobalt_timeout_ms: u64,
     /// Address of the operator console's own listener (`host:port`); off
     /// when unset. HTTPS with the TLS settings above when they are set.
+    #[serde(deserialize_with = "empty_is_unset")]
     pub console_listen: Option<SocketAddr>,
     /// Seconds of inactivity after which a console session ends (15 minutes).
     pub console_session_idle_secs: u64,
@@ -415,6 +418,22 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         .collect())
 }
 
+/// An optional setting that an empty value turns off, even over the
+/// file's: `COBALT_RECEIVER_CONSOLE_LISTEN=` starts a second replica from a
+/// file that gives the first one the console.
+fn empty_is_unset<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +443,32 @@ mod tests {
         let config = from_toml(include_str!("../../config.example.toml")).unwrap();
         assert!(!config.webhook_secrets.is_empty());
         assert!(!config.api_tokens.is_empty());
+    }
+
+    #[test]
+    fn an_empty_value_turns_an_optional_listener_or_path_off_over_the_file() {
+        use figment::providers::{Format, Toml};
+        let file = "console_listen = \"127.0.0.1:8081\"\ntls_cert_path = \"c.pem\"\ntls_key_path = \"k.pem\"";
+        let config = load::from_figment(figment::Figment::new().merge(Toml::string(file))).unwrap();
+        assert_eq!(
+            config.console_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        );
+        // As the environment's `COBALT_RECEIVER_CONSOLE_LISTEN=` merges.
+        let config = load::from_figment(
+            figment::Figment::new()
+                .merge(Toml::string(file))
+                .merge(("console_listen", ""))
+                .merge(("tls_cert_path", ""))
+                .merge(("tls_key_path", " ")),
+        )
+        .unwrap();
+        assert_eq!(config.console_listen, None);
+        assert_eq!((config.tls_cert_path, config.tls_key_path), (None, None));
+        let error = load::from_figment(figment::Figment::new().merge(("console_listen", "nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`console_listen`"), "{error}");
     }
 
     #[test]

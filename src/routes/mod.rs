@@ -135,11 +135,13 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// The completion line of every request: its status, and its latency as a
-/// number of milliseconds (log collectors can then compare and sum it).
+/// number of milliseconds (log collectors can then compare and sum it),
+/// to the microsecond: `0.931`, not `0.9305859999999999`.
 fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
+    let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
     tracing::info!(
         status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
+        latency_ms = f64::from(micros) / 1000.0,
         "finished processing request"
     );
 }

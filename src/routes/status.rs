@@ -201,10 +201,10 @@ pub struct JobEvents {
     tag = "status",
     params(("job_id" = String, Path, description = "Cobalt's job id (decimal string)")),
     responses(
-        (status = 200, description = "Every event recorded with this job id, without payloads", body = JobEvents),
+        (status = 200, description = "Every event recorded with this job id, without payloads (none yet for a registered job still pending)", body = JobEvents),
         (status = 400, description = "A malformed path", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 404, description = "No event received for this job", body = ErrorBody),
+        (status = 404, description = "Neither an event received nor a registration for this job", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -214,9 +214,10 @@ pub async fn list_job_events(
     Path(job_id): Path<String>,
 ) -> Result<Json<JobEvents>> {
     let events = state.store.job_events(&job_id).await?;
-    if events.is_empty() {
+    // A registered job still pending is known: its story so far is empty.
+    if events.is_empty() && state.store.jobs_by_job_id(&job_id).await?.is_empty() {
         return Err(AppError::NotFound(
-            "no event has been received for this job",
+            "no event has been received for this job, and it is not registered",
         ));
     }
     Ok(Json(JobEvents { job_id, events }))

@@ -50,6 +50,20 @@ async fn registration_is_201_then_200_and_409_for_another_note() {
 }
 
 #[tokio::test]
+async fn a_registered_job_has_no_events_yet_and_an_unknown_one_is_404() {
+    let app = spawn_app().await;
+    app.register("9002", json!({ "patient_note_id": "pn-9002" }))
+        .await;
+    let (status, body) = app.get_json("/v1/jobs/9002/events").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({ "job_id": "9002", "events": [] }));
+
+    let (status, body) = app.get_json("/v1/jobs/9003/events").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], "not_found");
+}
+
+#[tokio::test]
 async fn registration_never_changes_a_final_state_whichever_comes_first() {
     let app = spawn_app().await;
     // The outcome first, then the registration: 200, the outcome stays.

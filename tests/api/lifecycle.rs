@@ -51,6 +51,14 @@ async fn patient_data_never_reaches_the_json_logs() {
         finished["fields"]["status"].is_number() && finished["fields"]["latency_ms"].is_f64(),
         "{finished}"
     );
+    // Latencies are whole microseconds, not a float's noise.
+    for line in &lines {
+        if let Some(ms) = line["fields"]["latency_ms"].as_f64() {
+            let text = ms.to_string();
+            let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+            assert!(decimals <= 3, "{line}");
+        }
+    }
     let recorded: Vec<_> = lines
         .iter()
         .filter(|l| l["fields"]["message"] == "event recorded")
