@@ -446,7 +446,7 @@ fn an_unreadable_secrets_file_exits_2_naming_the_variable() {
 
 /// Two processes started on one database file by mistake: SQLite's locks
 /// let both write, every answer is right, and a duplicate across the two
-/// is still a duplicate (README, "Two processes on one database file").
+/// is still a duplicate (docs/operations.md, "Two processes on one database file").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_one_database_file_both_answer_correctly() {
     let dir = workspace();
