@@ -36,6 +36,21 @@ async fn the_documented_examples_are_applied_and_created_beats_failed() {
     assert_eq!(job["patient_mrn"], "***2345");
     assert_eq!(job["deciding_event_id"], "evt_1J9X2q2eZvKYlo2CluR9g9gV");
     assert_eq!(app.count("events").await, 2);
+    // The event log keeps each event's outcome, the outranked one included.
+    let (_, story) = json_of(app.get("/v1/jobs/12345/events").await).await;
+    let outcomes: Vec<_> = story["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["event_id"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("evt_1J9X2q2eZvKYlo2CluR9g9gV", "applied"),
+            ("evt_1J9X2q2eZvKYlo2CluR9g9gW", "superseded")
+        ]
+    );
 }
 
 #[tokio::test]

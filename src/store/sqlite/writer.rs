@@ -12,15 +12,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{
-    CachedStatement, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{CachedStatement, OpenFlags, Transaction, TransactionBehavior, params};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpointer::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::{connect, decode_error, outcome_column};
-use crate::domain::{JobOutcome, JobStatus, Meaning, Rank};
+use crate::domain::Meaning;
 use crate::monitoring;
 use crate::store::sql;
 use crate::store::{
@@ -307,11 +305,12 @@ fn apply_batch(
 /// The statements a delivery runs, looked up in the statement cache once
 /// per batch rather than once per use.
 struct Statements<'tx> {
-    deciding_rank: CachedStatement<'tx>,
+    db: &'tx rusqlite::Connection,
     insert_event: CachedStatement<'tx>,
     original_outcome: CachedStatement<'tx>,
     note_repeat: CachedStatement<'tx>,
     upsert_job: CachedStatement<'tx>,
+    mark_superseded: CachedStatement<'tx>,
     touch_job: CachedStatement<'tx>,
     resolve_expected: CachedStatement<'tx>,
 }
@@ -319,10 +318,7 @@ struct Statements<'tx> {
 impl<'tx> Statements<'tx> {
     fn prepare(tx: &'tx Transaction<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            deciding_rank: tx.prepare_cached(
-                "select status, deciding_event_created_ns, deciding_event_id
-                 from jobs where patient_note_id = ? and job_id = ?",
-            )?,
+            db: tx,
             insert_event: tx.prepare_cached(
                 "insert into events (event_id, event_type, job_id, patient_note_id, created,
                                      received_at, attempt, outcome, reject_reason, payload,
@@ -334,11 +330,16 @@ impl<'tx> Statements<'tx> {
             note_repeat: tx.prepare_cached(
                 "insert into repeated_deliveries (event_id, received_at, attempt) values (?, ?, ?)",
             )?,
+            // The ranking rule decides in the statement: a new job is
+            // inserted, an outranked one replaced, and otherwise nothing
+            // changes (no row counted).
             upsert_job: tx.prepare_cached(concat!(
                 sql::insert_job!(),
                 " values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)\n",
-                sql::replace_job!()
+                sql::replace_if_outranked!()
             ))?,
+            mark_superseded: tx
+                .prepare_cached("update events set outcome = 'superseded' where seq = ?")?,
             // A superseded event changes nothing but the job's last-received time.
             touch_job: tx.prepare_cached(
                 "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
@@ -349,8 +350,11 @@ impl<'tx> Statements<'tx> {
         })
     }
 
-    /// One delivery: rank against the job's deciding event, insert into the
-    /// event log (the unique event id is the dedupe), update the job.
+    /// One delivery: insert into the event log (the unique event id is the
+    /// dedupe), then apply an outcome to its job under the ranking rule.
+    /// An outcome is logged as applied and, when the job's deciding event
+    /// outranks it, marked superseded in the same transaction: one
+    /// statement fewer for the usual case than reading the rank first.
     fn apply(&mut self, delivery: &Delivery) -> rusqlite::Result<Recorded> {
         let envelope = &delivery.envelope;
         let received_at = delivery
@@ -358,7 +362,7 @@ impl<'tx> Statements<'tx> {
             .format(&Rfc3339)
             .map_err(|e| decode_error(e.to_string()))?;
         let (outcome, reject_reason) = match &envelope.meaning {
-            Meaning::Outcome(job) => (self.decide(job)?, None),
+            Meaning::Outcome(_) => (Outcome::Applied, None),
             Meaning::Other => (Outcome::Ignored, None),
             Meaning::Invalid(error) => (Outcome::Rejected, Some(error.to_string())),
         };
@@ -389,56 +393,34 @@ impl<'tx> Statements<'tx> {
             }
             return Ok(Recorded::Duplicate(outcome_column(&original)?));
         }
-
-        if let Meaning::Outcome(job) = &envelope.meaning {
-            if outcome == Outcome::Applied {
-                self.upsert_job.execute(params![
-                    job.patient_note_id,
-                    job.job_id,
-                    job.rank.status.as_str(),
-                    job.emr_note_id,
-                    job.failure_reason,
-                    job.reasons,
-                    job.patient_mrn,
-                    job.location_id,
-                    job.access_token_reference_id,
-                    job.rank.event_id,
-                    job.created,
-                    job.rank.created_ns(),
-                    received_at,
-                ])?;
-                self.resolve_expected.execute([&job.job_id])?;
-            } else {
-                self.touch_job
-                    .execute(params![received_at, job.patient_note_id, job.job_id])?;
-            }
+        let Meaning::Outcome(job) = &envelope.meaning else {
+            return Ok(Recorded::New(outcome));
+        };
+        let event_seq = self.db.last_insert_rowid();
+        let changed = self.upsert_job.execute(params![
+            job.patient_note_id,
+            job.job_id,
+            job.rank.status.as_str(),
+            job.emr_note_id,
+            job.failure_reason,
+            job.reasons,
+            job.patient_mrn,
+            job.location_id,
+            job.access_token_reference_id,
+            job.rank.event_id,
+            job.created,
+            job.rank.created_ns(),
+            received_at,
+        ])?;
+        if changed == 1 {
+            self.resolve_expected.execute([&job.job_id])?;
+            return Ok(Recorded::New(Outcome::Applied));
         }
-        Ok(Recorded::New(outcome))
-    }
-
-    /// Whether `job` outranks the event that now decides its job.
-    fn decide(&mut self, job: &JobOutcome) -> rusqlite::Result<Outcome> {
-        let current: Option<(String, i64, String)> = self
-            .deciding_rank
-            .query_row([&job.patient_note_id, &job.job_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()?;
-        let Some((status, created_ns, event_id)) = current else {
-            return Ok(Outcome::Applied);
-        };
-        let current = Rank {
-            status: status
-                .parse::<JobStatus>()
-                .map_err(|()| decode_error(format!("unknown status {status}")))?,
-            created_at: crate::clock::from_unix_ns(created_ns),
-            event_id,
-        };
-        Ok(if job.rank > current {
-            Outcome::Applied
-        } else {
-            Outcome::Superseded
-        })
+        // A superseded event changes nothing but the job's last-received time.
+        self.mark_superseded.execute([event_seq])?;
+        self.touch_job
+            .execute(params![received_at, job.patient_note_id, job.job_id])?;
+        Ok(Recorded::New(Outcome::Superseded))
     }
 }
 
