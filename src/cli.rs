@@ -44,9 +44,16 @@ pub enum Command {
     /// Post a signed sample `patient_note.created` and `patient_note.failed`,
     /// with fresh ids, to a running receiver and report what it answered.
     SendTestEvent {
-        /// The receiver's webhook URL, e.g. https://host/webhooks/cobalt.
+        /// Where to send: the receiver's webhook URL, or a base such as
+        /// https://host, whose /webhooks/cobalt is used. Default: the
+        /// configured `listen` address (127.0.0.1 when it listens on all
+        /// addresses), over https when TLS is configured.
         #[arg(long)]
-        url: String,
+        url: Option<String>,
+        /// Skip certificate checks, for a receiver reached on its local
+        /// address (its certificate names the public host).
+        #[arg(long)]
+        insecure: bool,
         /// Environment variable that holds the secret to sign with (default:
         /// the first of the configuration's webhook secrets).
         #[arg(long, value_name = "VAR")]

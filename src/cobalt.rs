@@ -163,8 +163,8 @@ pub enum ListError {
     Unauthorized(u16),
     #[error("Cobalt kept answering HTTP {0}")]
     Unavailable(u16),
-    #[error("Cobalt could not be reached")]
-    Unreachable,
+    #[error("Cobalt could not be reached at {url}: {cause}")]
+    Unreachable { url: String, cause: String },
     #[error("Cobalt's answer could not be read: {0}")]
     Malformed(String),
 }
@@ -281,6 +281,7 @@ impl Client {
         }
         let mut backoff = Duration::from_secs(1);
         let mut last_status = 0;
+        let mut unreachable = String::new();
         for attempt in 1..=LIST_ATTEMPTS {
             self.pace().await;
             let sent = self
@@ -289,9 +290,10 @@ impl Client {
                 .send()
                 .await;
             let pause = match sent {
-                Err(_) => {
+                Err(error) => {
                     monitoring::events_listed(ListOutcome::Unreachable);
                     last_status = 0;
+                    unreachable = crate::request_error::describe(&error, self.timeout);
                     None
                 }
                 Ok(response) => {
@@ -334,7 +336,10 @@ impl Client {
             }
         }
         Err(if last_status == 0 {
-            ListError::Unreachable
+            ListError::Unreachable {
+                url: format!("{}/v1/webhook-events", self.base),
+                cause: unreachable,
+            }
         } else {
             ListError::Unavailable(last_status)
         })

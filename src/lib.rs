@@ -28,6 +28,7 @@ pub mod os_error;
 pub mod pagination;
 pub mod phi;
 pub mod reconcile;
+pub mod request_error;
 pub mod request_id;
 pub mod retention;
 pub mod routes;

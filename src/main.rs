@@ -92,9 +92,19 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
             let secret = signing_secret(secret_env.as_deref(), load)?;
             println!("{}", operator::sign_file(&secret, &file)?);
         }
-        Command::SendTestEvent { url, secret_env } => {
+        Command::SendTestEvent {
+            url,
+            secret_env,
+            insecure,
+        } => {
             let secret = signing_secret(secret_env.as_deref(), load)?;
-            if !operator::send_test_event(&url, &secret).await? {
+            let url = match url {
+                Some(given) => {
+                    operator::url_or_base(&given, cobalt_receiver::routes::webhooks::PATH)?
+                }
+                None => operator::local_url(&load()?, cobalt_receiver::routes::webhooks::PATH),
+            };
+            if !operator::send_test_event(&url, &secret, insecure).await? {
                 return Err(anyhow::anyhow!("the receiver did not accept every test event").into());
             }
         }
@@ -113,8 +123,8 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
         }
         Command::Healthcheck { url, insecure } => {
             let url = match url {
-                Some(given) => operator::readiness_url(&given)?,
-                None => operator::local_readiness_url(&load()?),
+                Some(given) => operator::url_or_base(&given, "/readyz")?,
+                None => operator::local_url(&load()?, "/readyz"),
             };
             operator::healthcheck(&url, insecure).await?;
         }

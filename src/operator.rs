@@ -149,8 +149,8 @@ pub fn secret_from_env(variable: &str) -> anyhow::Result<Secret> {
 
 /// Posts a sample created and a sample failed event with fresh ids; true
 /// when both were answered 2xx.
-pub async fn send_test_event(url: &str, secret: &Secret) -> anyhow::Result<bool> {
-    let client = http_client()?;
+pub async fn send_test_event(url: &str, secret: &Secret, insecure: bool) -> anyhow::Result<bool> {
+    let client = http_client(insecure)?;
     let run = format!(
         "{:x}{:x}",
         OffsetDateTime::now_utc().unix_timestamp_nanos(),
@@ -215,12 +215,7 @@ pub async fn send_test_event(url: &str, secret: &Secret) -> anyhow::Result<bool>
 
 /// Probes `url`: Ok when it answers 200, else why not.
 pub async fn healthcheck(url: &str, insecure: bool) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .danger_accept_invalid_certs(insecure)
-        .build()
-        .context("building the HTTP client")?;
-    let response = client
+    let response = http_client(insecure)?
         .get(url)
         .send()
         .await
@@ -239,19 +234,20 @@ pub async fn healthcheck(url: &str, insecure: bool) -> anyhow::Result<()> {
     bail!("{url} answered {status}{detail}")
 }
 
-/// The URL `healthcheck` probes for `--url`: as given, with `/readyz`
-/// added to a bare base such as `http://127.0.0.1:8080`.
-pub fn readiness_url(given: &str) -> anyhow::Result<String> {
+/// The URL a command calls for `--url`: as given, with `path` added to a
+/// bare base such as `http://127.0.0.1:8080` (`/readyz` for `healthcheck`,
+/// the webhook route for `send-test-event`).
+pub fn url_or_base(given: &str, path: &str) -> anyhow::Result<String> {
     let mut url = reqwest::Url::parse(given).map_err(|e| anyhow!("--url {given}: {e}"))?;
     if url.path() == "/" {
-        url.set_path("/readyz");
+        url.set_path(path);
     }
     Ok(url.to_string())
 }
 
-/// The URL `healthcheck` probes by default: `/readyz` on the configured
-/// listen address, in the scheme the server speaks there.
-pub fn local_readiness_url(config: &Config) -> String {
+/// The URL a command calls by default: `path` on the configured listen
+/// address, in the scheme the server speaks there.
+pub fn local_url(config: &Config, path: &str) -> String {
     let mut address = config.listen;
     // A server on every address answers on the loopback one.
     if address.ip().is_unspecified() {
@@ -260,29 +256,27 @@ pub fn local_readiness_url(config: &Config) -> String {
             SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
         });
     }
-    format!("{}://{address}/readyz", config.scheme())
+    format!("{}://{address}{path}", config.scheme())
 }
 
 /// A request that got no answer, with the cause in plain words.
 fn unreachable(url: &str, error: &reqwest::Error) -> anyhow::Error {
-    let cause = if error.is_timeout() {
-        "no answer within 10 s".to_owned()
-    } else if let Some(io) = os_error::find(error) {
-        os_error::describe(io)
-    } else {
-        // The innermost cause is the specific one (a TLS or DNS failure).
-        let mut cause: &dyn std::error::Error = error;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
-        cause.to_string()
-    };
-    anyhow!("{url}: {cause}")
+    anyhow!(
+        "{url}: {}",
+        crate::request_error::describe(error, CLIENT_TIMEOUT)
+    )
 }
 
-fn http_client() -> anyhow::Result<reqwest::Client> {
+/// How long an operator command waits for the receiver's answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The operator commands' HTTP client; `insecure` skips certificate checks
+/// (for a receiver probed on its local address, whose certificate names
+/// its public host).
+fn http_client(insecure: bool) -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(CLIENT_TIMEOUT)
+        .danger_accept_invalid_certs(insecure)
         .build()
         .context("building the HTTP client")
 }
@@ -290,18 +284,29 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::webhooks::PATH as WEBHOOK_PATH;
 
     #[test]
-    fn a_bare_base_url_is_probed_at_readyz() {
-        for (given, probed) in [
-            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/readyz"),
-            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/readyz"),
-            ("https://host:9/readyz", "https://host:9/readyz"),
-            ("http://host/healthz", "http://host/healthz"),
+    fn a_bare_base_url_gets_the_command_s_path() {
+        for (given, path, called) in [
+            (
+                "http://127.0.0.1:8080",
+                "/readyz",
+                "http://127.0.0.1:8080/readyz",
+            ),
+            (
+                "http://127.0.0.1:8080/",
+                "/readyz",
+                "http://127.0.0.1:8080/readyz",
+            ),
+            ("https://host:9/readyz", "/readyz", "https://host:9/readyz"),
+            ("http://host/healthz", "/readyz", "http://host/healthz"),
+            ("https://host", WEBHOOK_PATH, "https://host/webhooks/cobalt"),
+            ("http://host:1/hooks", WEBHOOK_PATH, "http://host:1/hooks"),
         ] {
-            assert_eq!(readiness_url(given).unwrap(), probed);
+            assert_eq!(url_or_base(given, path).unwrap(), called);
         }
-        assert!(readiness_url("127.0.0.1:8080").is_err());
+        assert!(url_or_base("127.0.0.1:8080", "/readyz").is_err());
     }
 
     #[test]
@@ -310,12 +315,18 @@ mod tests {
             listen: "0.0.0.0:9443".parse().unwrap(),
             ..Config::default()
         };
-        assert_eq!(local_readiness_url(&config), "http://127.0.0.1:9443/readyz");
+        assert_eq!(
+            local_url(&config, "/readyz"),
+            "http://127.0.0.1:9443/readyz"
+        );
         config.listen = "[::]:80".parse().unwrap();
         config.tls_cert_path = Some("cert.pem".into());
-        assert_eq!(local_readiness_url(&config), "https://[::1]:80/readyz");
+        assert_eq!(local_url(&config, "/readyz"), "https://[::1]:80/readyz");
         config.listen = "10.1.2.3:8080".parse().unwrap();
-        assert_eq!(local_readiness_url(&config), "https://10.1.2.3:8080/readyz");
+        assert_eq!(
+            local_url(&config, WEBHOOK_PATH),
+            "https://10.1.2.3:8080/webhooks/cobalt"
+        );
     }
 
     #[test]

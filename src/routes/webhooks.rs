@@ -22,12 +22,15 @@ use crate::signature;
 use crate::state::AppState;
 use crate::store::{Delivery, Outcome, Recorded, Source, StoreError};
 
+/// Where Cobalt's deliveries are received.
+pub const PATH: &str = "/webhooks/cobalt";
+
 pub fn router(body_limit: usize) -> Router<AppState> {
     // tower-http's limit refuses a too-large Content-Length before reading
     // and cuts off a chunked body at the limit; axum's own 2 MiB default
     // would otherwise cap a larger configured limit.
     Router::new()
-        .route("/webhooks/cobalt", post(receive_webhook))
+        .route(PATH, post(receive_webhook))
         .route_layer(RequestBodyLimitLayer::new(body_limit))
         .route_layer(DefaultBodyLimit::disable())
 }

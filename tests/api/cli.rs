@@ -159,13 +159,32 @@ async fn send_test_event_posts_two_signed_events_and_reports_the_answers() {
     assert_eq!(app.count("events").await, 2);
     assert_eq!(app.count("jobs").await, 2);
 
-    // Without --secret-env it signs with the configuration's first secret.
+    // Without --secret-env it signs with the configuration's first secret;
+    // without --url it sends to the configured listen address.
+    let listen = app.address.trim_start_matches("http://").to_owned();
     let (status, output) = run_blocking(
-        vec![("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET.to_owned())],
-        vec!["send-test-event".into(), "--url".into(), url.clone()],
+        vec![
+            ("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET.to_owned()),
+            ("COBALT_RECEIVER_LISTEN", listen),
+        ],
+        vec!["send-test-event".into()],
     )
     .await;
     assert_eq!(status, 0, "{output}");
+    assert_eq!(output.matches("200 OK").count(), 2, "{output}");
+    // A base URL is sent to its webhook route.
+    let (status, output) = run_blocking(
+        vec![("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET.to_owned())],
+        vec![
+            "send-test-event".into(),
+            "--url".into(),
+            app.address.clone(),
+        ],
+    )
+    .await;
+    assert_eq!(status, 0, "{output}");
+    assert_eq!(output.matches("200 OK").count(), 2, "{output}");
+    assert_eq!(app.count("events").await, 6);
 
     // A secret the receiver does not know: reported, and a failure.
     let (status, output) = run_blocking(

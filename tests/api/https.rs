@@ -178,3 +178,63 @@ fn a_malformed_key_is_one_error_line_that_never_quotes_the_key() {
     );
     assert!(!output.contains(secret_line), "{output}");
 }
+
+/// Runs the binary with `args` and `env`; its exit code and its output.
+async fn command(env: Vec<(&'static str, String)>, args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cobalt-receiver"))
+            .args(&args)
+            .envs(env)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tls_failures_of_the_operator_commands_are_told_in_words() {
+    let certs = tempfile::TempDir::new().unwrap();
+    new_certificate(certs.path());
+    let app = spawn_app_with(|config| {
+        config.tls_cert_path = Some(certs.path().join("cert.pem"));
+        config.tls_key_path = Some(certs.path().join("key.pem"));
+    })
+    .await;
+    let https = app.address.replace("http://", "https://");
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    // A self-signed certificate: named as such, with the way around it.
+    let (code, output) = command(vec![], args(&["healthcheck", "--url", &https])).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("its certificate is not signed by an authority this machine trusts"),
+        "{output}"
+    );
+    // A base URL and --insecure: the test events reach the webhook route.
+    let secret = vec![("COBALT_RECEIVER_WEBHOOK_SECRETS", SECRET.to_owned())];
+    let (code, output) = command(
+        secret.clone(),
+        args(&["send-test-event", "--insecure", "--url", &https]),
+    )
+    .await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(output.matches("200 OK").count(), 2, "{output}");
+
+    // TLS asked of a server that speaks plain HTTP.
+    let plain = spawn_app().await;
+    let wrong = plain.address.replace("http://", "https://");
+    let (code, output) = command(secret, args(&["send-test-event", "--url", &wrong])).await;
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("the server did not answer in TLS"),
+        "{output}"
+    );
+    assert!(!output.contains("InvalidContentType"), "{output}");
+}

@@ -655,6 +655,28 @@ async fn the_reconcile_command_runs_one_sweep_and_prints_what_it_found() {
     assert!(output.contains("cobalt_client_id"), "{output}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cobalt_that_cannot_be_reached_is_named_by_url_and_cause() {
+    let cobalt = FakeCobalt::start(None).await;
+    // A loopback port nothing listens on, once the fake has freed it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut env = server_env(&cobalt);
+    env.retain(|(key, _)| *key != "COBALT_RECEIVER_COBALT_API_URL");
+    env.push(("COBALT_RECEIVER_COBALT_API_URL", nowhere.clone()));
+    let env_refs = refs(&env);
+    let (status, output) =
+        tokio::task::block_in_place(|| run(&workspace(), &env_refs, &["reconcile"]));
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains(&format!(
+            "Cobalt could not be reached at {nowhere}/v1/webhook-events: connection refused"
+        )),
+        "{output}"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_note_leaves_no_note_text_anywhere_and_logs_never_carry_it() {
     let cobalt = FakeCobalt::start(None).await;
