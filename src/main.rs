@@ -56,8 +56,9 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
     // keys are checked by the modules that read them.
     let load = || -> Result<Config, ConfigError> {
         let config = config::load(config_file)?;
-        auth::check_tokens(&config)?;
-        cobalt::Credentials::check(&config)?;
+        let locate = |error| config.origins.locate(error);
+        auth::check_tokens(&config).map_err(locate)?;
+        cobalt::Credentials::check(&config).map_err(locate)?;
         Ok(config)
     };
     match command {

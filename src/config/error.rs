@@ -40,15 +40,11 @@ impl ConfigError {
         if key.is_empty() {
             return Self::Source("the configuration cannot be read".into());
         }
-        let origin = match &error.metadata {
-            Some(metadata) if metadata.source.is_some() => file
-                .map(|path| format!(" (in {})", path.display()))
-                .unwrap_or_default(),
-            Some(metadata) if metadata.name.contains("environment") => {
-                format!(" (from {ENV_PREFIX}{})", key.to_uppercase())
-            }
-            _ => String::new(),
-        };
+        let origin = error
+            .metadata
+            .as_ref()
+            .map(|metadata| origin_of(metadata, &key, file))
+            .unwrap_or_default();
         let message = match (&error.kind, expected(&key)) {
             (Kind::UnknownField(field, _), _) => {
                 return Self::Key {
@@ -65,6 +61,47 @@ impl ConfigError {
             key,
             origin,
             message,
+        }
+    }
+}
+
+/// Where a key's value came from, as an error names it: ` (in FILE)` or
+/// ` (from VARIABLE)`; empty for a default.
+pub(super) fn origin_of(metadata: &figment::Metadata, key: &str, file: Option<&Path>) -> String {
+    if metadata.source.is_some() {
+        file.map(|path| format!(" (in {})", path.display()))
+            .unwrap_or_default()
+    } else if metadata.name.contains("environment") {
+        format!(" (from {ENV_PREFIX}{})", key.to_uppercase())
+    } else {
+        String::new()
+    }
+}
+
+/// Where each key's value came from, kept with the configuration so that
+/// the checks made after loading (the API tokens', Cobalt's credentials)
+/// name it too.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(std::collections::BTreeMap<String, String>);
+
+impl Origins {
+    pub(super) fn insert(&mut self, key: &str, origin: String) {
+        self.0.insert(key.to_owned(), origin);
+    }
+
+    /// `error` with the origin of its key, when it names none yet.
+    pub fn locate(&self, error: ConfigError) -> ConfigError {
+        match error {
+            ConfigError::Key {
+                key,
+                origin,
+                message,
+            } if origin.is_empty() => ConfigError::Key {
+                origin: self.0.get(&key).cloned().unwrap_or_default(),
+                key,
+                message,
+            },
+            other => other,
         }
     }
 }

@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
 
+use super::error::{Origins, origin_of};
 use super::{Config, ConfigError, ENV_PREFIX};
 
 /// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
@@ -46,9 +47,11 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let url = read_secret_file(&variable, Path::new(&path))?;
         figment = figment.merge(("database_url", url.trim().to_owned()));
     }
+    let mut from_files = Vec::new();
     for key in FILE_KEYS {
         let variable = format!("{ENV_PREFIX}{}_FILE", key.to_uppercase());
         if let Some(path) = std::env::var_os(&variable) {
+            from_files.push((key, format!(" (from {variable})")));
             let contents = read_secret_file(&variable, Path::new(&path))?;
             figment = if key.ends_with('s') {
                 // One secret a line, or comma-separated; the file wins over both.
@@ -58,7 +61,26 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
             };
         }
     }
-    extract(figment, file)
+    let mut config = extract_unchecked(&figment, file)?;
+    let mut origins = origins(&figment, file);
+    for (key, origin) in from_files {
+        origins.insert(key, origin);
+    }
+    config.origins = origins;
+    validated(config)
+}
+
+/// Where each key present in `figment` came from.
+fn origins(figment: &Figment, file: Option<&Path>) -> Origins {
+    let mut origins = Origins::default();
+    if let Ok(data) = figment.data() {
+        for key in data.values().flat_map(|dict| dict.keys()) {
+            if let Some(metadata) = figment.find_metadata(key) {
+                origins.insert(key, origin_of(metadata, key, file));
+            }
+        }
+    }
+    origins
 }
 
 /// Whether `key` (after the prefix, lowercased) is one of the variables
@@ -120,10 +142,22 @@ pub fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
 }
 
 fn extract(figment: Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
-    let config: Config = figment
+    let mut config = extract_unchecked(&figment, file)?;
+    config.origins = origins(&figment, file);
+    validated(config)
+}
+
+fn extract_unchecked(figment: &Figment, file: Option<&Path>) -> Result<Config, ConfigError> {
+    figment
         .extract()
-        .map_err(|error| ConfigError::from_figment(&error, file))?;
-    config.validate()
+        .map_err(|error| ConfigError::from_figment(&error, file))
+}
+
+/// `config` once its own checks pass; a refusal names where the key's
+/// value came from.
+fn validated(config: Config) -> Result<Config, ConfigError> {
+    let origins = config.origins.clone();
+    config.validate().map_err(|error| origins.locate(error))
 }
 
 #[cfg(test)]

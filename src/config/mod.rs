@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use self::error::ConfigError;
+pub use self::error::{ConfigError, Origins};
 #[cfg(test)]
 pub(crate) use self::load::from_toml;
 pub use self::load::{from_figment, load};
@@ -146,6 +146,9 @@ pub struct Config {
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
     pub log_format: LogFormat,
+    /// Where each key's value came from (not a key).
+    #[serde(skip)]
+    pub origins: Origins,
 }
 
 impl Default for Config {
@@ -195,6 +198,7 @@ impl Default for Config {
             audit_retention_days: 6 * 366,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
+            origins: Origins::default(),
         }
     }
 }
@@ -443,6 +447,55 @@ mod tests {
         let config = from_toml(include_str!("../../config.example.toml")).unwrap();
         assert!(!config.webhook_secrets.is_empty());
         assert!(!config.api_tokens.is_empty());
+    }
+
+    /// The keys the configuration reference's table documents (the first
+    /// column of each row under "## Keys").
+    fn documented_keys() -> std::collections::BTreeSet<String> {
+        let reference = include_str!("../../docs/configuration.md");
+        let table = reference
+            .split("\n## Keys\n")
+            .nth(1)
+            .expect("docs/configuration.md has a Keys section");
+        let table = table.split("\n## ").next().unwrap_or(table);
+        table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|line| line.split(" |").next())
+            .flat_map(|cell| {
+                cell.split(", ")
+                    .map(|key| key.trim_matches('`').to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_documents_every_key_and_only_real_ones() {
+        let shown = serde_json::to_value(Config::default()).unwrap();
+        let keys: std::collections::BTreeSet<String> =
+            shown.as_object().unwrap().keys().cloned().collect();
+        let documented = documented_keys();
+        let undocumented: Vec<_> = keys.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&keys).collect();
+        assert!(
+            undocumented.is_empty(),
+            "keys missing from docs/configuration.md: {undocumented:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "docs/configuration.md documents keys that do not exist: {unknown:?}"
+        );
+        // And the example file names every key too.
+        let example = include_str!("../../config.example.toml");
+        let missing: Vec<_> = keys
+            .iter()
+            .filter(|key| !example.contains(&format!("{key} =")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in config.example.toml: {missing:?}"
+        );
     }
 
     #[test]

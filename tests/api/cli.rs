@@ -93,6 +93,48 @@ fn check_config_prints_the_effective_configuration_without_secrets() {
 }
 
 #[test]
+fn a_refused_key_names_where_its_value_came_from() {
+    let dir = workspace();
+    let bad_token = "front desk:read:tok_0123456789abcdef0123456789abcdef";
+    let refusal = "a token's name may hold only letters, digits, `-`, `_` and `.`";
+    let check = |env: &[(&str, &str)], args: &[&str], expected: String| {
+        let (status, output) = run(&dir, env, args);
+        assert_eq!(status.code(), Some(2), "{output}");
+        assert_eq!(output.trim(), expected);
+    };
+    check(
+        &[("COBALT_RECEIVER_API_TOKENS", bad_token)],
+        &["check-config"],
+        format!(
+            "error: configuration key `api_tokens` (from COBALT_RECEIVER_API_TOKENS): {refusal}"
+        ),
+    );
+    let file = dir.path().join("receiver.toml");
+    std::fs::write(&file, format!("api_tokens = [\"{bad_token}\"]\n")).unwrap();
+    let path = file.to_str().unwrap();
+    check(
+        &[],
+        &["--config", path, "check-config"],
+        format!("error: configuration key `api_tokens` (in {path}): {refusal}"),
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{bad_token}\n")).unwrap();
+    check(
+        &[("COBALT_RECEIVER_API_TOKENS_FILE", tokens.to_str().unwrap())],
+        &["check-config"],
+        format!(
+            "error: configuration key `api_tokens` (from COBALT_RECEIVER_API_TOKENS_FILE): {refusal}"
+        ),
+    );
+    // A rule of the configuration's own, broken by the environment.
+    check(
+        &[("COBALT_RECEIVER_TLS_CERT_PATH", "cert.pem")],
+        &["--config", path, "check-config"],
+        "error: configuration key `tls_key_path`: is needed with tls_cert_path".into(),
+    );
+}
+
+#[test]
 fn sign_prints_the_signature_cobalt_would_send() {
     let dir = workspace();
     let vectors: serde_json::Value =
