@@ -42,7 +42,12 @@ async fn the_documented_examples_are_applied_and_created_beats_failed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["event_id"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
