@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::event::{CREATED, FAILED, REJECTABLE_FIELDS};
@@ -44,6 +46,7 @@ pub fn install() -> PrometheusHandle {
                     }
                 })
                 .expect("starting the metrics upkeep thread");
+            describe();
             export_zeros();
             handle
         })
@@ -151,6 +154,78 @@ label_set! {
     }
 }
 
+/// Every family's `# HELP` text (and unit, where one applies), registered
+/// before anything is recorded: `promtool check metrics` asks it of each.
+/// The unit is kept as metadata only; the names already end in it (unit
+/// suffixes are not enabled, so no name changes).
+fn describe() {
+    describe_counter!(
+        "cobalt_receiver_deliveries_total",
+        Unit::Count,
+        "Deliveries to the webhook route, by event type and what became of them."
+    );
+    describe_counter!(
+        "cobalt_receiver_rejected_events_total",
+        Unit::Count,
+        "Patient-note events rejected, by the field at fault."
+    );
+    describe_counter!(
+        "cobalt_receiver_database_errors_total",
+        Unit::Count,
+        "Database operations that failed: batches, probes and purges."
+    );
+    describe_counter!(
+        "cobalt_receiver_audit_rows_total",
+        Unit::Count,
+        "Audit rows recorded, or dropped (the queue was full or the database refused them)."
+    );
+    describe_counter!(
+        "cobalt_receiver_cobalt_api_calls_total",
+        Unit::Count,
+        "Calls to Cobalt's API (each attempt), by call and outcome."
+    );
+    describe_counter!(
+        "cobalt_receiver_recovered_events_total",
+        Unit::Count,
+        "Outcome events found by recovery sweeps, by what was made of them."
+    );
+    describe_histogram!(
+        "cobalt_receiver_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by route template, method and status."
+    );
+    describe_histogram!(
+        "cobalt_receiver_writer_batch_size",
+        Unit::Count,
+        "Deliveries per group commit (one database transaction)."
+    );
+    describe_histogram!(
+        "cobalt_receiver_writer_commit_seconds",
+        Unit::Seconds,
+        "Time from a group commit's first statement to its commit."
+    );
+    describe_gauge!(
+        "cobalt_receiver_jobs",
+        Unit::Count,
+        "Jobs in each final state, counted at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_pending_jobs",
+        Unit::Count,
+        "Expected jobs without an outcome, at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_overdue_jobs",
+        Unit::Count,
+        "Pending jobs past their expected time, at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_oldest_pending_job_age_seconds",
+        Unit::Seconds,
+        "How long the oldest pending job has waited (0 when none), at scrape time."
+    );
+}
+
 /// Every counter an alert may watch exists from the start, at 0: a rule on
 /// `rate(...)` or `increase(...)` then works on a quiet day too.
 fn export_zeros() {
@@ -179,6 +254,20 @@ fn export_zeros() {
     for outcome in RecoveredOutcome::ALL {
         recovered_counter(*outcome).increment(0);
     }
+    // Histograms are present from the start too, empty. The exporter
+    // renders every registered histogram, recorded into or not, and one
+    // never recorded into renders every bucket, `_sum` and `_count` at 0:
+    // registering it (a handle, no observation) is enough, and adds
+    // nothing to its count or sum. A labelled one gets the series of the
+    // webhook route's answered deliveries, which a latency alert watches.
+    let _ = histogram!("cobalt_receiver_writer_batch_size");
+    let _ = histogram!("cobalt_receiver_writer_commit_seconds");
+    let _ = histogram!(
+        "cobalt_receiver_http_request_duration_seconds",
+        "route" => "/webhooks/cobalt",
+        "method" => "POST",
+        "status" => "200"
+    );
 }
 
 /// One note submitted to Cobalt, and how that went.

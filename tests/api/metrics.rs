@@ -2,6 +2,9 @@
 //! move with the traffic. Run against the binary, so its recorder holds
 //! this test's traffic alone.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use crate::helpers::*;
 use crate::process::*;
 use cobalt_receiver::monitoring::{AuditRows, ListOutcome, RecoveredOutcome, SubmitOutcome};
@@ -210,4 +213,122 @@ async fn alerting_counters_are_exported_at_zero_before_the_first_event() {
         let total = "cobalt_receiver_audit_rows_total";
         assert_eq!(sample(&text, total, &[&label]), Some(0.0), "{label}");
     }
+}
+
+/// Every metric family the service exports, each with its `# TYPE`.
+const FAMILIES: &[(&str, &str)] = &[
+    ("cobalt_receiver_deliveries_total", "counter"),
+    ("cobalt_receiver_rejected_events_total", "counter"),
+    ("cobalt_receiver_database_errors_total", "counter"),
+    ("cobalt_receiver_audit_rows_total", "counter"),
+    ("cobalt_receiver_cobalt_api_calls_total", "counter"),
+    ("cobalt_receiver_recovered_events_total", "counter"),
+    ("cobalt_receiver_http_request_duration_seconds", "histogram"),
+    ("cobalt_receiver_writer_batch_size", "histogram"),
+    ("cobalt_receiver_writer_commit_seconds", "histogram"),
+    ("cobalt_receiver_jobs", "gauge"),
+    ("cobalt_receiver_pending_jobs", "gauge"),
+    ("cobalt_receiver_overdue_jobs", "gauge"),
+    ("cobalt_receiver_oldest_pending_job_age_seconds", "gauge"),
+];
+
+/// A dashboard or alert finds every family on a fresh server, each with
+/// its help text; the histograms are there empty (count and sum 0, not a
+/// made-up observation).
+#[tokio::test]
+async fn every_family_has_help_text_and_is_present_before_the_first_event() {
+    let dir = workspace();
+    let server = start(&dir, &TEST_ENV, &[]);
+    let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
+
+    for (name, kind) in FAMILIES {
+        let help = text
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("# HELP {name} ")));
+        assert!(
+            help.is_some_and(|help| !help.trim().is_empty()),
+            "{name} has no help text: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|line| line == format!("# TYPE {name} {kind}")),
+            "{name} is not a {kind}: {text}"
+        );
+    }
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split(' ').next())
+        .collect();
+    assert_eq!(
+        families.len(),
+        FAMILIES.len(),
+        "a family missing from FAMILIES (and from docs/operations.md?): {families:?}"
+    );
+    for name in [
+        "cobalt_receiver_writer_batch_size",
+        "cobalt_receiver_writer_commit_seconds",
+    ] {
+        for part in ["count", "sum"] {
+            let series = format!("{name}_{part}");
+            assert_eq!(sample(&text, &series, &[]), Some(0.0), "{series}: {text}");
+        }
+        assert_eq!(
+            sample(&text, &format!("{name}_bucket"), &[r#"le="+Inf""#]),
+            Some(0.0),
+            "{name}: {text}"
+        );
+    }
+}
+
+/// `promtool check metrics` (Prometheus's own linter) has nothing to say
+/// about a fresh server's exposition: help text everywhere, names by the
+/// conventions. CI installs promtool (ci/promtool.sh); elsewhere the test
+/// is skipped, loudly, without it.
+#[tokio::test]
+async fn promtool_check_metrics_finds_nothing_to_say() {
+    let test = "promtool_check_metrics_finds_nothing_to_say";
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut promtool = match promtool {
+        Ok(child) => child,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!(
+                "{test}: promtool cannot be run ({why}); ci/promtool.sh installs it, and CI must run this test"
+            )
+        }
+        Err(why) => {
+            eprintln!("######################################################################");
+            skipped(&format!(
+                "{test}: promtool cannot be run ({why}); run ci/promtool.sh to install it (Debian's prometheus package)"
+            ));
+            eprintln!("######################################################################");
+            return;
+        }
+    };
+
+    let dir = workspace();
+    let server = start(&dir, &TEST_ENV, &[]);
+    let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.is_empty(),
+        "promtool check metrics: {}\n{said}\non:\n{text}",
+        out.status
+    );
 }
