@@ -56,17 +56,28 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
     if terminal {
         eprintln!();
     }
+    println!("copied {} into {target}:", file.display());
     println!(
-        "copied {} into {target}: {} events read, {} added ({} with payloads), \
-         {} already there; {} job states read, {} added or advanced",
-        file.display(),
-        copied.events_read,
-        copied.events_added,
-        copied.payloads_added,
-        copied.events_read - copied.events_added,
-        copied.jobs_read,
-        copied.jobs_changed,
+        "{:<20} {:>10} {:>10} {:>10}",
+        "rows", "in SQLite", "copied", "skipped"
     );
+    for (kind, tally) in copied.kinds() {
+        println!(
+            "{kind:<20} {:>10} {:>10} {:>10}",
+            tally.read,
+            tally.copied,
+            tally.skipped()
+        );
+    }
+    println!("skipped: already there (jobs: there with the same or a higher-ranked state)");
+    if copied.cursor_key == copy::CursorKey::Taken {
+        println!("took SQLite's cursor key: restart any replica already running on {target}");
+    } else if copied.cursor_key == copy::CursorKey::KeptOwn {
+        println!(
+            "kept PostgreSQL's own cursor key, since it has served: cursors and \
+             idempotency keys issued on SQLite are not accepted there"
+        );
+    }
     Ok(())
 }
 
