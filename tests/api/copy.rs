@@ -169,6 +169,112 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
     assert!(postgres.count("audit_log").await > count("audit_log") as i64);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_into_a_database_that_served_keeps_its_rows_and_loses_none_of_sqlites() {
+    if !runs_on(
+        Engine::Postgres,
+        "copy_into_a_database_that_served_keeps_its_rows_and_loses_none_of_sqlites",
+    ) {
+        return;
+    }
+    let sqlite = std::sync::Arc::new(workspace_on(Engine::Sqlite));
+    let app = spawn_app_in(sqlite.clone(), |_| {}).await;
+    let event = created_event("evt_old", "old-1", "pn-old", "2025-10-09T10:00:00Z");
+    app.post_webhook(&event.to_string()).await;
+    app.post_webhook(&event.to_string()).await;
+    for path in [
+        "/v1/jobs/old-1",
+        "/v1/jobs/old-1/events",
+        "/v1/patient-notes",
+    ] {
+        assert_eq!(app.get(path).await.status(), 200);
+    }
+    app.stop().await;
+    // The PostgreSQL database served first: its audit ids are SQLite's too.
+    let postgres = std::sync::Arc::new(workspace_on(Engine::Postgres));
+    let app = spawn_app_in(postgres.clone(), |_| {}).await;
+    let event = created_event("evt_new", "new-1", "pn-new", "2025-10-10T10:00:00Z");
+    app.post_webhook(&event.to_string()).await;
+    app.post_webhook(&event.to_string()).await;
+    for path in ["/v1/jobs/new-1", "/v1/jobs/new-1/events"] {
+        assert_eq!(app.get(path).await.status(), 200);
+    }
+    app.stop().await;
+    let audit = |tables: Vec<Table>| tables.into_iter().find(|t| t.0 == "audit_log").unwrap().1;
+    let old = audit(tables_of(&sqlite).await);
+    let own = audit(tables_of(&postgres).await);
+    assert!(own.len() >= 2 && old.len() >= 3, "{own:?} {old:?}");
+    let last_old: i64 = old.last().unwrap()[0].as_ref().unwrap().parse().unwrap();
+
+    let file = sqlite.sqlite_path();
+    let (status, output) = run(
+        &postgres,
+        &[],
+        &["copy-from-sqlite", file.to_str().unwrap()],
+    );
+    assert!(status.success(), "{output}");
+    assert!(
+        output.contains(&row_of("audit_log", old.len(), old.len())),
+        "{output}"
+    );
+    assert!(
+        output.contains(&row_of("repeated_deliveries", 1, 1)),
+        "{output}"
+    );
+    assert!(output.contains(&row_of("cursor_key", 1, 0)), "{output}");
+    assert!(
+        output.contains("kept PostgreSQL's own cursor key"),
+        "{output}"
+    );
+
+    // Its own rows as they were; each of SQLite's once, under its id where
+    // that was free, else above SQLite's ids.
+    let now = audit(tables_of(&postgres).await);
+    assert_eq!(now.len(), own.len() + old.len());
+    for row in &own {
+        assert!(now.contains(row), "{row:?}");
+    }
+    for row in &old {
+        let alike: Vec<_> = now.iter().filter(|r| r[1..] == row[1..]).collect();
+        assert_eq!(alike.len(), 1, "{row:?}");
+        let id: i64 = alike[0][0].as_ref().unwrap().parse().unwrap();
+        let taken = own.iter().any(|r| r[0] == row[0]);
+        assert!(
+            if taken {
+                id > last_old
+            } else {
+                alike[0][0] == row[0]
+            },
+            "{row:?} became {:?}",
+            alike[0]
+        );
+    }
+    assert_eq!(postgres.count("repeated_deliveries").await, 2);
+
+    let (status, again) = run(
+        &postgres,
+        &[],
+        &["copy-from-sqlite", file.to_str().unwrap()],
+    );
+    assert!(status.success(), "{again}");
+    assert!(
+        again.contains(&row_of("audit_log", old.len(), 0)),
+        "{again}"
+    );
+    assert!(
+        again.contains(&row_of("repeated_deliveries", 1, 0)),
+        "{again}"
+    );
+    assert!(again.contains(&row_of("events", 1, 0)), "{again}");
+    assert_eq!(audit(tables_of(&postgres).await), now);
+
+    // New audit rows take ids past every copied one.
+    let app = spawn_app_in(postgres.clone(), |_| {}).await;
+    assert_eq!(app.get("/v1/jobs/old-1").await.status(), 200);
+    app.stop().await;
+    assert_eq!(postgres.count("audit_log").await, now.len() as i64 + 1);
+}
+
 /// Each table of `copy` as in `original`, row by row; names the first
 /// row that differs.
 fn assert_alike(copy: &[Table], original: &[Table]) {
