@@ -30,7 +30,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Copies the SQLite database `file` into the configured PostgreSQL
-/// database, showing progress on a terminal, then prints what it did.
+/// database, showing progress on a terminal, then prints a table of the
+/// rows of each kind copied and skipped.
 pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
 
@@ -70,13 +71,15 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
         );
     }
     println!("skipped: already there (jobs: there with the same or a higher-ranked state)");
-    if copied.cursor_key == copy::CursorKey::Taken {
-        println!("took SQLite's cursor key: restart any replica already running on {target}");
-    } else if copied.cursor_key == copy::CursorKey::KeptOwn {
-        println!(
+    match copied.cursor_key {
+        copy::CursorKey::Taken => {
+            println!("took SQLite's cursor key: restart any replica already running on {target}")
+        }
+        copy::CursorKey::KeptOwn => println!(
             "kept PostgreSQL's own cursor key, since it has served: cursors and \
              idempotency keys issued on SQLite are not accepted there"
-        );
+        ),
+        copy::CursorKey::Same => {}
     }
     Ok(())
 }
