@@ -237,10 +237,10 @@ pub async fn sqlite_to_postgres(
     Ok(copied)
 }
 
-/// Gives the target SQLite's cursor key if it has served nothing yet
-/// (no job, expected job or idempotency key: no cursor or request MAC can
-/// have been made under its own), in one statement so a replica's first
-/// write cannot slip in between.
+/// Gives the target SQLite's cursor key if it has served nothing yet (no
+/// event, job, expected job or idempotency key: no cursor or request MAC
+/// can have been made under its own), in one statement so a replica's
+/// first write cannot slip in between.
 async fn write_cursor_key(
     target: &mut sqlx::PgConnection,
     key: &[u8],
