@@ -30,7 +30,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Copies the SQLite database `file` into the configured PostgreSQL
-/// database, showing progress on a terminal, then prints what it did.
+/// database, showing progress on a terminal, then prints a table of the
+/// rows of each kind copied and skipped.
 pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
 
@@ -56,17 +57,30 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
     if terminal {
         eprintln!();
     }
+    println!("copied {} into {target}:", file.display());
     println!(
-        "copied {} into {target}: {} events read, {} added ({} with payloads), \
-         {} already there; {} job states read, {} added or advanced",
-        file.display(),
-        copied.events_read,
-        copied.events_added,
-        copied.payloads_added,
-        copied.events_read - copied.events_added,
-        copied.jobs_read,
-        copied.jobs_changed,
+        "{:<20} {:>10} {:>10} {:>10}",
+        "rows", "in SQLite", "copied", "skipped"
     );
+    for (kind, tally) in copied.kinds() {
+        println!(
+            "{kind:<20} {:>10} {:>10} {:>10}",
+            tally.read,
+            tally.copied,
+            tally.skipped()
+        );
+    }
+    println!("skipped: already there (jobs: there with the same or a higher-ranked state)");
+    match copied.cursor_key {
+        copy::CursorKey::Taken => {
+            println!("took SQLite's cursor key: restart any replica already running on {target}")
+        }
+        copy::CursorKey::KeptOwn => println!(
+            "kept PostgreSQL's own cursor key, since it has served: cursors and \
+             idempotency keys issued on SQLite are not accepted there"
+        ),
+        copy::CursorKey::Same => {}
+    }
     Ok(())
 }
 

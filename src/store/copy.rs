@@ -1,11 +1,21 @@
-//! Moving up from SQLite: copies a SQLite database's events, payloads and
-//! job states into PostgreSQL, so a user who outgrows one machine keeps
-//! their history.
+//! Moving up from SQLite: copies a SQLite database's history into
+//! PostgreSQL, so a user who outgrows one machine keeps it: events with
+//! their payloads, job states, expected jobs, idempotency keys, repeated
+//! deliveries and the audit trail, and the cursor key while PostgreSQL has
+//! served nothing yet.
 //!
 //! Safe to re-run, and to run against a database that already serves
-//! deliveries: an event id already there is skipped (with its payload),
-//! and a job's state is replaced only by a higher-ranked one, the same
-//! rule the writers follow. Events keep their arrival order.
+//! deliveries: each kind of row is recognized when already there (see
+//! each writer) and skipped, and a job's state is replaced only by a
+//! higher-ranked one, the same rule the writers follow. Events keep their
+//! arrival order.
+//!
+//! Not copied, being the state of one database rather than history: the
+//! payload purge's position (by the target's own seqs), the recovery
+//! sweep's lease, console sessions (signing in again is cheap, and a copy
+//! signs no one in), recovery runs started from the console (their
+//! outcome is in the audit trail and the recovered events) and the
+//! readiness probe's row.
 
 use std::path::Path;
 
@@ -18,16 +28,79 @@ use super::{postgres, sqlite};
 /// Rows read and written per transaction.
 const CHUNK: i64 = 2_000;
 
+/// Rows of one kind: how many SQLite has, and how many of them were
+/// written; the rest were already there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub read: u64,
+    pub copied: u64,
+}
+
+impl Tally {
+    pub fn skipped(&self) -> u64 {
+        self.read - self.copied
+    }
+
+    fn add(&mut self, read: usize, copied: u64) {
+        self.read += read as u64;
+        self.copied += copied;
+    }
+}
+
+/// What became of the pagination cursors' key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum CursorKey {
+    /// PostgreSQL had served nothing: it took SQLite's, so cursors and
+    /// idempotency keys issued on SQLite stay valid.
+    Taken,
+    /// PostgreSQL already had SQLite's.
+    #[default]
+    Same,
+    /// PostgreSQL had served with its own: replacing it would void the
+    /// cursors and idempotency keys it issued, so it kept it.
+    KeptOwn,
+}
+
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Copied {
-    pub events_read: u64,
-    /// Events that were not in PostgreSQL yet.
-    pub events_added: u64,
-    pub payloads_added: u64,
-    pub jobs_read: u64,
-    /// Jobs added, or replaced by a higher-ranked state.
-    pub jobs_changed: u64,
+    pub events: Tally,
+    /// Of the events whose payload SQLite still keeps.
+    pub payloads: Tally,
+    /// Copied: added, or replaced by a higher-ranked state.
+    pub jobs: Tally,
+    /// Copied: added, or marked resolved as in SQLite.
+    pub expected_jobs: Tally,
+    /// Idempotency keys. Copied: added, or settled as in SQLite.
+    pub submissions: Tally,
+    pub repeated_deliveries: Tally,
+    pub audit_log: Tally,
+    pub cursor_key: CursorKey,
+}
+
+impl Copied {
+    /// Each kind of row with its tally, in the order copied.
+    pub fn kinds(&self) -> [(&'static str, Tally); 8] {
+        let key = Tally {
+            read: 1,
+            copied: u64::from(self.cursor_key == CursorKey::Taken),
+        };
+        [
+            ("cursor_key", key),
+            ("events", self.events),
+            ("payloads", self.payloads),
+            ("jobs", self.jobs),
+            ("expected_jobs", self.expected_jobs),
+            ("submissions", self.submissions),
+            ("repeated_deliveries", self.repeated_deliveries),
+            ("audit_log", self.audit_log),
+        ]
+    }
+}
+
+/// Maps a PostgreSQL error to one naming what was being written.
+fn writing(what: &'static str) -> impl Fn(sqlx::Error) -> anyhow::Error {
+    move |e| anyhow!("writing {what} to PostgreSQL: {}", postgres::cause(&e))
 }
 
 /// Copies the SQLite file at `from` into the PostgreSQL database at
@@ -41,11 +114,25 @@ pub async fn sqlite_to_postgres(
     sqlite::migrate_existing(from).await?;
     let mut target = postgres::connect_migrated(to_url).await?;
     let source = Source::open(from)?;
+    let mut copied = Copied::default();
+
+    // First, while the target may still be empty: a run cut short leaves
+    // rows behind, and the next run must take the key all the same.
+    let key: Vec<u8> = source
+        .read(|db| {
+            db.query_row("select key from cursor_key where id = 1", [], |row| {
+                row.get(0)
+            })
+        })
+        .await
+        .context("reading the cursor key from SQLite")?;
+    copied.cursor_key = write_cursor_key(&mut target, &key)
+        .await
+        .map_err(writing("the cursor key"))?;
+
     let total: u64 = source
         .read(|db| db.query_row("select count(*) from events", [], |row| row.get(0)))
         .await?;
-
-    let mut copied = Copied::default();
     let mut after = 0;
     progress(0, total);
     loop {
@@ -57,11 +144,11 @@ pub async fn sqlite_to_postgres(
         after = last.seq;
         let (added, payloads) = write_events(&mut target, &events)
             .await
-            .map_err(|e| anyhow!("writing events to PostgreSQL: {}", postgres::cause(&e)))?;
-        copied.events_read += events.len() as u64;
-        copied.events_added += added;
-        copied.payloads_added += payloads;
-        progress(copied.events_read, total);
+            .map_err(writing("events"))?;
+        copied.events.add(events.len(), added);
+        let kept = events.iter().filter(|e| !e.payload.is_empty()).count();
+        copied.payloads.add(kept, payloads);
+        progress(copied.events.read, total);
     }
 
     let mut after = (String::new(), String::new());
@@ -73,13 +160,116 @@ pub async fn sqlite_to_postgres(
             .context("reading jobs from SQLite")?;
         let Some(last) = jobs.last() else { break };
         after = (last.patient_note_id.clone(), last.job_id.clone());
-        copied.jobs_changed += write_jobs(&mut target, &jobs)
+        let changed = write_jobs(&mut target, &jobs)
             .await
-            .map_err(|e| anyhow!("writing jobs to PostgreSQL: {}", postgres::cause(&e)))?;
-        copied.jobs_read += jobs.len() as u64;
+            .map_err(writing("jobs"))?;
+        copied.jobs.add(jobs.len(), changed);
+    }
+
+    let mut after = String::new();
+    loop {
+        let from_key = after.clone();
+        let expected = source
+            .read(move |db| read_expected_jobs(db, &from_key))
+            .await
+            .context("reading expected jobs from SQLite")?;
+        let Some(last) = expected.last() else { break };
+        after = last.job_id.clone();
+        let changed = write_expected_jobs(&mut target, &expected)
+            .await
+            .map_err(writing("expected jobs"))?;
+        copied.expected_jobs.add(expected.len(), changed);
+    }
+
+    let mut after = String::new();
+    loop {
+        let from_key = after.clone();
+        let keys = source
+            .read(move |db| read_submissions(db, &from_key))
+            .await
+            .context("reading idempotency keys from SQLite")?;
+        let Some(last) = keys.last() else { break };
+        after = last.idempotency_key.clone();
+        let changed = write_submissions(&mut target, &keys)
+            .await
+            .map_err(writing("idempotency keys"))?;
+        copied.submissions.add(keys.len(), changed);
+    }
+
+    let mut after = 0;
+    loop {
+        let repeats = source
+            .read(move |db| read_repeats(db, after))
+            .await
+            .context("reading repeated deliveries from SQLite")?;
+        let Some(last) = repeats.last() else { break };
+        after = last.rowid;
+        let added = write_repeats(&mut target, &repeats)
+            .await
+            .map_err(writing("repeated deliveries"))?;
+        copied.repeated_deliveries.add(repeats.len(), added);
+    }
+
+    let last_id: i64 = source
+        .read(|db| {
+            db.query_row("select coalesce(max(id), 0) from audit_log", [], |row| {
+                row.get(0)
+            })
+        })
+        .await?;
+    reserve_audit_ids(&mut target, last_id)
+        .await
+        .map_err(writing("the audit trail"))?;
+    let mut after = 0;
+    loop {
+        let rows = source
+            .read(move |db| read_audit(db, after))
+            .await
+            .context("reading the audit trail from SQLite")?;
+        let Some(last) = rows.last() else { break };
+        after = last.id;
+        let added = write_audit(&mut target, &rows)
+            .await
+            .map_err(writing("the audit trail"))?;
+        copied.audit_log.add(rows.len(), added);
     }
     target.close().await.ok();
     Ok(copied)
+}
+
+/// Gives the target SQLite's cursor key if it has served nothing yet (no
+/// event, job, expected job or idempotency key: no cursor or request MAC
+/// can have been made under its own), in one statement so a replica's
+/// first write cannot slip in between.
+async fn write_cursor_key(
+    target: &mut sqlx::PgConnection,
+    key: &[u8],
+) -> Result<CursorKey, sqlx::Error> {
+    let taken = sqlx::query(
+        "update cursor_key set key = $1
+         where id = 1 and key <> $1
+           and not exists (select 1 from events)
+           and not exists (select 1 from jobs)
+           and not exists (select 1 from expected_jobs)
+           and not exists (select 1 from submissions)",
+    )
+    .bind(key)
+    .execute(&mut *target)
+    .await?
+    .rows_affected()
+        == 1;
+    if taken {
+        return Ok(CursorKey::Taken);
+    }
+    let same: bool = sqlx::query_scalar("select key = $1 from cursor_key where id = 1")
+        .bind(key)
+        .fetch_one(&mut *target)
+        .await?;
+    Ok(if same {
+        CursorKey::Same
+    } else {
+        CursorKey::KeptOwn
+    })
 }
 
 /// The SQLite file, read-only, on a blocking thread per read.
@@ -112,6 +302,7 @@ struct Event {
     attempt: Option<i64>,
     outcome: String,
     reject_reason: Option<String>,
+    source: String,
     /// Empty once purged.
     payload: String,
 }
@@ -119,7 +310,7 @@ struct Event {
 fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Event>> {
     db.prepare_cached(
         "select seq, event_id, event_type, job_id, patient_note_id, created, received_at,
-                attempt, outcome, reject_reason, payload
+                attempt, outcome, reject_reason, source, payload
          from events where seq > ? order by seq limit ?",
     )?
     .query_map([after, CHUNK], |row| {
@@ -134,7 +325,8 @@ fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Ev
             attempt: row.get(7)?,
             outcome: row.get(8)?,
             reject_reason: row.get(9)?,
-            payload: row.get(10)?,
+            source: row.get(10)?,
+            payload: row.get(11)?,
         })
     })?
     .collect()
@@ -150,16 +342,17 @@ async fn write_events(
         r#"
         with input as (
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[])
+                                 $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
+                                 $11::text[])
                 with ordinality
                 as t(event_id, event_type, job_id, patient_note_id, created,
-                     received_at, attempt, outcome, reject_reason, payload, arrival)
+                     received_at, attempt, outcome, reject_reason, source, payload, arrival)
         ),
         new_events as (
             insert into events (event_id, event_type, job_id, patient_note_id, created,
-                                received_at, attempt, outcome, reject_reason)
+                                received_at, attempt, outcome, reject_reason, source)
             select event_id, event_type, job_id, patient_note_id, created,
-                   received_at, attempt, outcome, reject_reason
+                   received_at, attempt, outcome, reject_reason, source
             from input
             order by arrival
             on conflict (event_id) do nothing
@@ -224,6 +417,7 @@ async fn write_events(
             .map(|e| e.reject_reason.as_deref())
             .collect::<Vec<_>>(),
     )
+    .bind(events.iter().map(|e| e.source.as_str()).collect::<Vec<_>>())
     .bind(
         events
             .iter()
@@ -365,4 +559,326 @@ async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64
     .execute(&mut *target)
     .await?;
     Ok(changed.rows_affected())
+}
+
+struct ExpectedJob {
+    job_id: String,
+    patient_note_id: String,
+    submitted_at: String,
+    submitted_ns: i64,
+    access_token_reference_id: Option<String>,
+    registered_by: String,
+    resolved: bool,
+}
+
+fn read_expected_jobs(
+    db: &rusqlite::Connection,
+    after: &str,
+) -> rusqlite::Result<Vec<ExpectedJob>> {
+    db.prepare_cached(
+        "select job_id, patient_note_id, submitted_at, submitted_ns,
+                access_token_reference_id, registered_by, resolved
+         from expected_jobs where job_id > ? order by job_id limit ?",
+    )?
+    .query_map(rusqlite::params![after, CHUNK], |row| {
+        Ok(ExpectedJob {
+            job_id: row.get(0)?,
+            patient_note_id: row.get(1)?,
+            submitted_at: row.get(2)?,
+            submitted_ns: row.get(3)?,
+            access_token_reference_id: row.get(4)?,
+            registered_by: row.get(5)?,
+            resolved: row.get::<_, i64>(6)? != 0,
+        })
+    })?
+    .collect()
+}
+
+/// Inserts the registrations not there yet. One already there keeps its
+/// note and time (the first registration wins, as on either engine); it
+/// only becomes resolved if SQLite's is, since an outcome never goes
+/// away. Returns how many were added or resolved.
+async fn write_expected_jobs(
+    target: &mut sqlx::PgConnection,
+    jobs: &[ExpectedJob],
+) -> Result<u64, sqlx::Error> {
+    let changed = sqlx::query(
+        r#"
+        insert into expected_jobs (job_id, patient_note_id, submitted_at, submitted_ns,
+                                   access_token_reference_id, registered_by, resolved)
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                             $6::text[], $7::bool[])
+            as t(job_id, patient_note_id, submitted_at, submitted_ns,
+                 access_token_reference_id, registered_by, resolved)
+        order by job_id collate "C"
+        on conflict (job_id) do update set resolved = true
+        where excluded.resolved and not expected_jobs.resolved
+        "#,
+    )
+    .bind(jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|j| j.patient_note_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|j| j.submitted_at.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(jobs.iter().map(|j| j.submitted_ns).collect::<Vec<_>>())
+    .bind(
+        jobs.iter()
+            .map(|j| j.access_token_reference_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        jobs.iter()
+            .map(|j| j.registered_by.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(jobs.iter().map(|j| j.resolved).collect::<Vec<_>>())
+    .execute(&mut *target)
+    .await?;
+    Ok(changed.rows_affected())
+}
+
+struct Submission {
+    idempotency_key: String,
+    request_mac: String,
+    state: String,
+    job_id: Option<String>,
+    created_ns: i64,
+}
+
+fn read_submissions(db: &rusqlite::Connection, after: &str) -> rusqlite::Result<Vec<Submission>> {
+    db.prepare_cached(
+        "select idempotency_key, request_mac, state, job_id, created_ns
+         from submissions where idempotency_key > ? order by idempotency_key limit ?",
+    )?
+    .query_map(rusqlite::params![after, CHUNK], |row| {
+        Ok(Submission {
+            idempotency_key: row.get(0)?,
+            request_mac: row.get(1)?,
+            state: row.get(2)?,
+            job_id: row.get(3)?,
+            created_ns: row.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Inserts the idempotency keys not there yet. A key already there is
+/// kept, unless it is the same claim still in flight and SQLite has since
+/// settled it. Returns how many were added or settled.
+async fn write_submissions(
+    target: &mut sqlx::PgConnection,
+    keys: &[Submission],
+) -> Result<u64, sqlx::Error> {
+    let changed = sqlx::query(
+        r#"
+        insert into submissions (idempotency_key, request_mac, state, job_id, created_ns)
+        select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+            as t(idempotency_key, request_mac, state, job_id, created_ns)
+        order by idempotency_key collate "C"
+        on conflict (idempotency_key) do update
+            set state = excluded.state, job_id = excluded.job_id
+        where submissions.state = 'in_flight' and excluded.state <> 'in_flight'
+          and submissions.request_mac = excluded.request_mac
+          and submissions.created_ns = excluded.created_ns
+        "#,
+    )
+    .bind(
+        keys.iter()
+            .map(|k| k.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keys.iter()
+            .map(|k| k.request_mac.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(keys.iter().map(|k| k.state.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.job_id.as_deref()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.created_ns).collect::<Vec<_>>())
+    .execute(&mut *target)
+    .await?;
+    Ok(changed.rows_affected())
+}
+
+struct Repeat {
+    rowid: i64,
+    event_id: String,
+    received_at: String,
+    attempt: Option<i64>,
+    /// 1 for the first row with these values, 2 for the next, ...
+    nth: i64,
+}
+
+fn read_repeats(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Repeat>> {
+    db.prepare_cached(
+        "select rowid, event_id, received_at, attempt,
+                (select count(*) from repeated_deliveries b
+                 where b.event_id = a.event_id and b.received_at = a.received_at
+                   and b.attempt is a.attempt and b.rowid <= a.rowid)
+         from repeated_deliveries a where rowid > ? order by rowid limit ?",
+    )?
+    .query_map([after, CHUNK], |row| {
+        Ok(Repeat {
+            rowid: row.get(0)?,
+            event_id: row.get(1)?,
+            received_at: row.get(2)?,
+            attempt: row.get(3)?,
+            nth: row.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Inserts the repeated deliveries not there yet. They have no key: a row
+/// is there when the target has as many rows with its values as SQLite
+/// has up to it (the `nth`), so a re-run adds none and two identical
+/// repeats are both kept. A repeat PostgreSQL recorded itself has its own
+/// time, so it is never taken for a copied one. Returns how many were
+/// added.
+async fn write_repeats(
+    target: &mut sqlx::PgConnection,
+    repeats: &[Repeat],
+) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        r#"
+        insert into repeated_deliveries (event_id, received_at, attempt)
+        select event_id, received_at, attempt
+        from unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+            with ordinality as i(event_id, received_at, attempt, nth, arrival)
+        where (select count(*) from repeated_deliveries r
+               where r.event_id = i.event_id and r.received_at = i.received_at
+                 and r.attempt is not distinct from i.attempt) < i.nth
+        order by arrival
+        "#,
+    )
+    .bind(
+        repeats
+            .iter()
+            .map(|r| r.event_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        repeats
+            .iter()
+            .map(|r| r.received_at.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(repeats.iter().map(|r| r.attempt).collect::<Vec<_>>())
+    .bind(repeats.iter().map(|r| r.nth).collect::<Vec<_>>())
+    .execute(&mut *target)
+    .await?;
+    Ok(added.rows_affected())
+}
+
+struct AuditRow {
+    id: i64,
+    at: String,
+    at_ns: i64,
+    actor: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    /// 1 for the first row with these values, 2 for the next, ...
+    nth: i64,
+}
+
+fn read_audit(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<AuditRow>> {
+    db.prepare_cached(
+        "select id, at, at_ns, actor, action, target, request_id,
+                (select count(*) from audit_log b
+                 where b.at_ns = a.at_ns and b.at = a.at and b.actor = a.actor
+                   and b.action = a.action and b.target = a.target
+                   and b.request_id is a.request_id and b.id <= a.id)
+         from audit_log a where id > ? order by id limit ?",
+    )?
+    .query_map([after, CHUNK], |row| {
+        Ok(AuditRow {
+            id: row.get(0)?,
+            at: row.get(1)?,
+            at_ns: row.get(2)?,
+            actor: row.get(3)?,
+            action: row.get(4)?,
+            target: row.get(5)?,
+            request_id: row.get(6)?,
+            nth: row.get(7)?,
+        })
+    })?
+    .collect()
+}
+
+/// Moves the target's audit id sequence past SQLite's last id (and its
+/// own), so that from now on the ids it gives out are above every id the
+/// copy may keep: a copied row keeps its SQLite id while that id is free.
+/// The lock waits for the inserts in progress, whose ids were drawn
+/// before the move.
+async fn reserve_audit_ids(
+    target: &mut sqlx::PgConnection,
+    last_id: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = target.begin().await?;
+    sqlx::query("lock table audit_log in exclusive mode")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "select setval(s, greatest($1, (select coalesce(max(id), 0) from audit_log),
+                                   coalesce(pg_sequence_last_value(s), 0)))
+         from (select pg_get_serial_sequence('audit_log', 'id')::regclass as s) as q
+         where greatest($1, (select coalesce(max(id), 0) from audit_log)) > 0",
+    )
+    .bind(last_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Inserts the audit rows not there yet, in the order recorded. Audit
+/// rows have no natural key, and the target may have recorded rows of its
+/// own under the same ids, so a row is recognized by its values, as
+/// repeated deliveries are (see [`write_repeats`]), never by its id. A
+/// row keeps its SQLite id unless the target has used it; then it takes
+/// a new one, above SQLite's (see [`reserve_audit_ids`]). Returns how many
+/// were added.
+async fn write_audit(
+    target: &mut sqlx::PgConnection,
+    rows: &[AuditRow],
+) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        r#"
+        insert into audit_log (id, at, at_ns, actor, action, target, request_id)
+        overriding system value
+        select case when exists (select 1 from audit_log a where a.id = i.id)
+                    then nextval(pg_get_serial_sequence('audit_log', 'id'))
+                    else i.id end,
+               at, at_ns, actor, action, target, request_id
+        from unnest($1::int8[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::int8[])
+            as i(id, at, at_ns, actor, action, target, request_id, nth)
+        where (select count(*) from audit_log a
+               where a.at_ns = i.at_ns and a.at = i.at and a.actor = i.actor
+                 and a.action = i.action and a.target = i.target
+                 and a.request_id is not distinct from i.request_id) < i.nth
+        order by i.id
+        "#,
+    )
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.at.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.at_ns).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.actor.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.target.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.request_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.nth).collect::<Vec<_>>())
+    .execute(&mut *target)
+    .await?;
+    Ok(added.rows_affected())
 }
