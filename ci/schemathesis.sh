@@ -22,7 +22,7 @@ trap cleanup EXIT
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 
-start_receiver target/debug/cobalt-receiver
+start_receiver "${CARGO_TARGET_DIR:-target}/debug/cobalt-receiver"
 
 "$work/venv/bin/schemathesis" --config-file ci/schemathesis.toml run \
   "http://$address/openapi.json" \

@@ -70,6 +70,7 @@ pub struct Report {
     /// Rows of Cobalt's list that could not be read as events.
     pub unreadable: usize,
     /// The first day of the failed-deliveries window (`YYYY-MM-DD`).
+    #[schema(format = Date)]
     pub since: String,
     /// Why part of the sweep was given up, if it was.
     pub errors: Vec<String>,

@@ -56,7 +56,7 @@ pub struct AuditPage {
         (status = 200, description = "One page of the audit trail", body = AuditPage),
         (status = 400, description = "A parameter out of its range", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 403, description = "The token may not operate", body = ErrorBody),
+        (status = 403, description = "The token lacks the `operate` permission", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -51,8 +51,18 @@ pub fn while_waiting() -> Router {
 /// The answer of the health routes when all is well.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct HealthStatus {
-    #[schema(example = "ok")]
+    /// `ok` from `/healthz`, `ready` from `/readyz`.
+    #[schema(value_type = HealthWord, example = "ok")]
     pub status: String,
+}
+
+/// What the health routes say when all is well (documentation only).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum HealthWord {
+    Ok,
+    Ready,
 }
 
 /// The process answers.

@@ -54,6 +54,8 @@ pub fn routes() -> ApiRoutes<AppState> {
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
+        (status = 503, description = "The request took too long, or the server is waiting for its database", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -98,7 +100,7 @@ pub struct WaitParams {
         (status = 200, description = "The job's state: its outcome, or `pending` (with `overdue`)", body = JobState),
         (status = 400, description = "A malformed path or wait", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 403, description = "The token may not read", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "Neither registered nor any outcome received", body = ErrorBody),
         (status = 409, description = "Two patient notes claim this job id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time, or (`too_many_waiters`, with `wait`) too many clients are waiting", body = ErrorBody),
@@ -204,6 +206,7 @@ pub struct JobEvents {
         (status = 200, description = "Every event recorded with this job id, without payloads (none yet for a registered job still pending)", body = JobEvents),
         (status = 400, description = "A malformed path", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "Neither an event received nor a registration for this job", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
@@ -239,6 +242,7 @@ pub struct PatientNote {
         (status = 200, description = "The note's jobs, newest decision first", body = PatientNote),
         (status = 400, description = "A malformed path", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "No outcome received for this note", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
@@ -297,6 +301,7 @@ pub struct Page {
         (status = 200, description = "One page of job states", body = Page),
         (status = 400, description = "A parameter out of its range, or a cursor not issued here", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -50,6 +50,7 @@ pub fn routes() -> ApiRoutes<AppState> {
 pub struct RegisterJob {
     patient_note_id: String,
     /// RFC 3339; now when absent.
+    #[schema(format = DateTime)]
     submitted_at: Option<String>,
     /// The account the note was submitted with, when several are linked.
     access_token_reference_id: Option<String>,
@@ -68,7 +69,8 @@ pub struct RegisterJob {
         (status = 200, description = "Known already with this note; nothing changed", body = JobState),
         (status = 400, description = "A malformed body or id", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 403, description = "The token may not submit", body = ErrorBody),
+        (status = 403, description = "The token lacks the `submit` permission", body = ErrorBody),
+        (status = 404, description = "The job could not be read back once recorded (deleted meanwhile)", body = ErrorBody),
         (status = 409, description = "The job id is known with another patient note", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
@@ -146,12 +148,17 @@ pub struct NoteRequest {
     ),
     request_body = NoteRequest,
     responses(
-        (status = 202, description = "Cobalt accepted the note; the job is pending", body = JobState),
-        (status = 400, description = "A malformed body, or Cobalt's 4xx with its message", body = ErrorBody),
+        (status = 202, description = "Cobalt accepted the note; the job is pending. A retry with the same Idempotency-Key and body gets the first request's job, with `idempotent-replayed: true`", body = JobState,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the answer of an earlier request with the same Idempotency-Key; absent otherwise"))),
+        (status = 400, description = "A malformed body, or Cobalt's 400 with its message", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 403, description = "The token may not submit", body = ErrorBody),
-        (status = 409, description = "A request with this Idempotency-Key is in flight, or its fate at Cobalt is unknown", body = ErrorBody),
-        (status = 422, description = "The Idempotency-Key was used with another body", body = ErrorBody),
+        (status = 403, description = "The token lacks the `submit` permission", body = ErrorBody),
+        (status = 404, description = "Cobalt's 404 with its message (`cobalt_rejected`), or the job could not be read back once recorded", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is in flight, or its fate at Cobalt is unknown; or Cobalt's 409 (`cobalt_rejected`)", body = ErrorBody),
+        (status = 413, description = "Body over the 2 MiB limit", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with another body; or Cobalt's 422 (`cobalt_rejected`)", body = ErrorBody),
+        (status = 429, description = "Cobalt's 429 (`cobalt_rejected`): too many requests to Cobalt; retry later", body = ErrorBody),
+        (status = "4XX", description = "Any other 4xx of Cobalt's, relayed with its message (`cobalt_rejected`); no note was created", body = ErrorBody),
         (status = 502, description = "Cobalt failed or could not be reached; the detail says whether the note may exist", body = ErrorBody),
         (status = 503, description = "Submission is not configured, or the database is unavailable", body = ErrorBody),
         (status = 504, description = "Cobalt did not answer in time; the note may exist", body = ErrorBody),
@@ -367,6 +374,7 @@ pub struct RecoveryRequest {
     /// Ask about these jobs instead of the overdue ones.
     job_ids: Option<Vec<String>>,
     /// `YYYY-MM-DD`: the first day of the failed-deliveries window.
+    #[schema(format = Date)]
     since: Option<String>,
 }
 
@@ -381,8 +389,9 @@ pub struct RecoveryRequest {
         (status = 200, description = "What the sweep found", body = Report),
         (status = 400, description = "A malformed body", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
-        (status = 403, description = "The token may not operate", body = ErrorBody),
-        (status = 503, description = "Recovery is not configured", body = ErrorBody),
+        (status = 403, description = "The token lacks the `operate` permission", body = ErrorBody),
+        (status = 413, description = "Body over the 2 MiB limit", body = ErrorBody),
+        (status = 503, description = "Recovery is not configured, or the sweep outlived the request's time limit", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -400,7 +409,9 @@ pub async fn recover(
     let request: RecoveryRequest = if body.is_empty() {
         RecoveryRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        // `null`, as the document allows, is no body.
+        serde_json::from_slice::<Option<RecoveryRequest>>(&body)
+            .map(Option::unwrap_or_default)
             .map_err(|_| bad("the body must be JSON: {\"job_ids\": [...], \"since\": \"YYYY-MM-DD\"}, both optional"))?
     };
     let since = request

@@ -40,11 +40,27 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 pub struct Receipt {
     pub event_id: String,
     /// `applied`, `superseded`, `ignored` or `duplicate`.
-    #[schema(value_type = String, example = "applied")]
+    #[schema(value_type = ReceiptStatus, example = "applied")]
     pub status: &'static str,
     /// For a duplicate: what became of the first delivery.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_outcome: Option<Outcome>,
+}
+
+/// What became of an accepted delivery (documentation only:
+/// [`Receipt::status`] holds the text).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ReceiptStatus {
+    /// The event now decides its job's state.
+    Applied,
+    /// A valid outcome, outranked by the event that decides its job.
+    Superseded,
+    /// A type this service keeps but does not act on.
+    Ignored,
+    /// This event id was received before; nothing changed.
+    Duplicate,
 }
 
 /// A Cobalt event as it arrives. The route reads the raw bytes (they are
@@ -59,10 +75,10 @@ pub struct WebhookEvent {
     #[schema(rename = "type", example = "patient_note.created")]
     event_type: String,
     /// ISO 8601 (RFC 3339) time the event was created.
-    #[schema(example = "2025-10-09T10:30:00Z")]
+    #[schema(format = DateTime, example = "2025-10-09T10:30:00Z")]
     created: String,
     /// A string or an integer; kept as its decimal string.
-    #[schema(value_type = Object, example = "12345")]
+    #[schema(schema_with = string_or_integer, example = "12345")]
     job_id: serde_json::Value,
     object: Option<String>,
     access_token_reference_id: Option<String>,
@@ -70,6 +86,17 @@ pub struct WebhookEvent {
     /// optional `reasons` (failed), among others.
     #[schema(value_type = Object)]
     data: serde_json::Value,
+}
+
+/// `job_id` as Cobalt sends it: a string or an integer.
+fn string_or_integer() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    let one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("A string or an integer; kept as its decimal string."))
+        .build();
+    Schema::OneOf(one_of)
 }
 
 /// Receives one Cobalt delivery.

@@ -552,6 +552,7 @@ pub struct AuditRow {
     /// Increases in the order rows were recorded; `before` of the next page.
     pub id: i64,
     /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     pub at: String,
     pub actor: String,
     pub action: String,
@@ -597,22 +598,30 @@ pub struct JobState {
     pub patient_note_id: String,
     pub job_id: String,
     /// `created`, `failed`, or `pending` (submitted, no outcome yet).
+    #[schema(value_type = JobStatusName)]
     pub status: String,
     /// Pending for longer than `overdue_after_secs`.
     pub overdue: bool,
-    /// When the job was submitted to Cobalt, if it was registered.
+    /// When the job was submitted to Cobalt, if it was registered (RFC 3339).
+    #[schema(format = DateTime)]
     pub submitted_at: Option<String>,
     pub emr_note_id: Option<String>,
     pub failure_reason: Option<String>,
     /// `data.reasons` of the deciding failure, as sent: `[{"code", "description"}]`.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Reason>>)]
     pub reasons: Option<serde_json::Value>,
     pub patient_mrn: Option<String>,
     pub location_id: Option<String>,
     pub access_token_reference_id: Option<String>,
     pub deciding_event_id: Option<String>,
+    /// The deciding event's `created` (RFC 3339).
+    #[schema(format = DateTime)]
     pub deciding_event_created: Option<String>,
+    /// When the first event of this job arrived (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub first_received_at: Option<String>,
+    /// When the latest event of this job arrived (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub last_received_at: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
@@ -623,6 +632,32 @@ impl JobState {
     pub const PENDING: &'static str = "pending";
 }
 
+/// A job's status: `created` or `failed` (its outcome), or `pending`
+/// (expected, no outcome yet). Documentation only: [`JobState::status`]
+/// holds the text.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum JobStatusName {
+    Created,
+    Failed,
+    Pending,
+}
+
+/// One of a failure's `data.reasons`, as Cobalt sent it. Documentation
+/// only: the service keeps and returns the array unchanged, so other
+/// fields pass through (the schema allows them).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Reason {
+    /// A machine-readable reason.
+    #[schema(example = "invalid_patient_mrn")]
+    code: Option<String>,
+    /// The reason in words.
+    #[schema(example = "No patient with this MRN at this location")]
+    description: Option<String>,
+}
+
 /// An entry of the event log, without its payload (patient data).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
@@ -631,7 +666,11 @@ pub struct EventSummary {
     pub event_type: Option<String>,
     pub job_id: Option<String>,
     pub patient_note_id: Option<String>,
+    /// The event's `created`, as sent (RFC 3339).
+    #[schema(format = DateTime)]
     pub created: Option<String>,
+    /// When this service received it (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub received_at: String,
     pub attempt: Option<i64>,
     pub source: Source,

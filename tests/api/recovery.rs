@@ -478,6 +478,9 @@ async fn recovery_reads_both_shapes_every_page_and_only_what_it_was_asked() {
             .iter()
             .any(|q| q.contains("job_id=40001"))
     );
+    // `null`, which the OpenAPI document allows, is no body.
+    let (status, report) = recover(&app, Some(Value::Null)).await;
+    assert_eq!(status, 200, "{report}");
     // Bad requests are 400.
     for bad in [
         json!({ "since": "yesterday" }),
