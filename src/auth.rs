@@ -82,7 +82,11 @@ pub const HASHED_TOKEN_PREFIX: &str = "sha256:";
 pub const STRONG_TOKEN_CHARS: usize = 32;
 
 /// The tokens of this project's examples, which anyone can read.
-const EXAMPLE_TOKENS: [&str; 2] = ["example-token-change-me", "example-submit-token-change-me"];
+const EXAMPLE_TOKENS: [&str; 3] = [
+    "example-token-change-me",
+    "example-submit-token-change-me",
+    "example-operator-token-change-me",
+];
 
 struct ApiToken {
     name: Arc<str>,
@@ -336,6 +340,26 @@ mod tests {
             tokens
                 .caller(Some(b"Bearer clinic-app:read+submit:tok_app"))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn every_token_of_the_example_configuration_is_named_as_an_example() {
+        let config = crate::config::from_toml(include_str!("../config.example.toml")).unwrap();
+        let tokens = ApiTokens::new(&config.api_tokens);
+        let weak = tokens.weak();
+        assert_eq!(weak.len(), config.api_tokens.len(), "{weak:?}");
+        assert!(
+            weak.iter().all(|(_, why)| why.contains("example")),
+            "{weak:?}"
+        );
+        // One of them may operate, so the console's Audit page and recovery
+        // can be tried with the example file.
+        assert!(
+            tokens
+                .described()
+                .iter()
+                .any(|(_, permissions)| permissions.contains("operate"))
         );
     }
 

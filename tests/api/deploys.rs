@@ -198,3 +198,26 @@ async fn a_rolling_restart_and_a_crash_lose_no_event() {
         .unwrap();
     assert_eq!(jobs as usize, fates.len());
 }
+
+/// The manifests name a local image: each says, right above that line, how
+/// to build, push and name the real one.
+#[test]
+fn every_manifest_says_how_to_name_the_image() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let mut manifests = 0;
+    for path in ["statefulset.yaml", "postgres/deployment.yaml"] {
+        let text = std::fs::read_to_string(root.join(path)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("image: cobalt-receiver"))
+            .unwrap_or_else(|| panic!("{path} names no cobalt-receiver image"));
+        let above = lines[at.saturating_sub(8)..at].join("\n");
+        assert!(
+            above.contains("registry") && above.contains("tag"),
+            "{path}: the lines above the image say nothing of naming it:\n{above}"
+        );
+        manifests += 1;
+    }
+    assert_eq!(manifests, 2);
+}
