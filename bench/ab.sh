@@ -10,6 +10,10 @@
 #   git worktree add /tmp/old <commit> && (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin cobalt-receiver)
 #   OLD=/tmp/old-target/release/cobalt-receiver bash bench/ab.sh
 #
+# OLD_ENV / NEW_ENV: settings for one side only (VAR=value, space-separated),
+# e.g. the same build with and without a key:
+#   OLD=target/release/cobalt-receiver NEW_ENV=COBALT_RECEIVER_ENCRYPTION_KEYS=k1:… bash bench/ab.sh
+#
 # N: requests per run (30000); ROUNDS (3). PostgreSQL at
 # postgres://postgres@127.0.0.1:5432 (databases ab_old and ab_new are made
 # and dropped). The secret and token are test values.
@@ -29,7 +33,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for d
 trap cleanup EXIT
 declare -A addr pid
 for v in old new; do
-  bin=$OLD; [ $v = new ] && bin=$NEW
+  bin=$OLD RECEIVER_ENV=${OLD_ENV:-}; [ $v = new ] && bin=$NEW RECEIVER_ENV=${NEW_ENV:-}
   work=$root/sq-$v; mkdir -p "$work"; start_receiver "$bin"; addr[sq-$v]=$address pid[sq-$v]=$server_pid; pids+=("$server_pid")
   psql "$PG/postgres" -qc "drop database if exists ab_$v with (force)" >/dev/null; psql "$PG/postgres" -qc "create database ab_$v" >/dev/null
   work=$root/pg-$v; mkdir -p "$work"; start_receiver "$bin" "$PG/ab_$v"; addr[pg-$v]=$address pid[pg-$v]=$server_pid; pids+=("$server_pid")

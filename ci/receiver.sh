@@ -3,9 +3,12 @@
 # server_pid and address. Needs: work, SECRET, TOKEN, and the binary's path.
 #   start_receiver BINARY [DATABASE_URL]
 # DATABASE_URL (e.g. postgres://...) replaces the SQLite file in "$work";
-# the log is in "$work" either way.
+# the log is in "$work" either way. RECEIVER_ENV adds settings
+# (VAR=value, space-separated), e.g. a key in COBALT_RECEIVER_ENCRYPTION_KEYS.
 start_receiver() {
   local binary=$1 database_url=${2:-sqlite://$work/receiver.db}
+  # shellcheck disable=SC2086 # RECEIVER_ENV is a list of assignments
+  env ${RECEIVER_ENV:-} \
   COBALT_RECEIVER_LISTEN=127.0.0.1:0 \
   COBALT_RECEIVER_DATABASE_URL="$database_url" \
   COBALT_RECEIVER_WEBHOOK_SECRETS=$SECRET \

@@ -77,6 +77,22 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
     },
+    /// Print a new key line for `encryption_keys`: ID, a colon, 32 random
+    /// bytes in base64.
+    GenerateKey {
+        /// The key's id (letters, digits, `-`, `_`, `.`; at most 32), for
+        /// example the month it was made: 2026-12.
+        id: String,
+    },
+    /// Re-seal every stored MRN and payload under the first key of
+    /// `encryption_keys`, while the service runs; then the other keys can
+    /// be removed. Safe to interrupt and run again.
+    RotateKeys {
+        /// Longest to wait for running replicas to stop sealing under an
+        /// old key (they must be given the new key list first).
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        wait_secs: u64,
+    },
     /// Exit 0 when the receiver's readiness route answers 200 (for container
     /// health checks without curl), 1 when it does not.
     Healthcheck {

@@ -74,6 +74,9 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Cobalt { status, .. } => *status,
+            // Retrying will not open a value sealed under a missing key or
+            // changed at rest.
+            Self::Store(StoreError::Sealed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             // Cobalt retries a 503 once; a storage fault may clear by then.
             Self::Store(_) | Self::TooManyWaiters => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,6 +96,7 @@ impl AppError {
             Self::Unprocessable(_) => "unprocessable",
             Self::Cobalt { code, .. } => code,
             Self::Store(StoreError::Overloaded) => "overloaded",
+            Self::Store(StoreError::Sealed(_)) => "sealed_value_unreadable",
             Self::Store(_) => "storage_unavailable",
             Self::TooManyWaiters => "too_many_waiters",
         }
@@ -106,6 +110,10 @@ impl IntoResponse for AppError {
             Self::Store(StoreError::Overloaded) => {
                 tracing::warn!("write queue full; shedding a delivery with 503");
                 "too many deliveries are waiting; retry later".to_owned()
+            }
+            Self::Store(StoreError::Sealed(error)) => {
+                tracing::error!(key_id = error.key_id(), error = %error, "a sealed value does not open; answering 500");
+                "a stored value could not be opened; the service's log names the key".to_owned()
             }
             Self::Store(error) => {
                 tracing::error!(error = %error, "storage failed; answering 503");

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use cobalt_receiver::cli::{Cli, Command};
 use cobalt_receiver::config::{self, Config, ConfigError};
+use cobalt_receiver::sealing::Keyring;
 use cobalt_receiver::secret::Secret;
-use cobalt_receiver::{auth, cobalt, operator, reconcile, startup::Application, telemetry};
+use cobalt_receiver::{auth, cobalt, operator, reconcile, startup::Application, store, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,7 +22,11 @@ enum Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Self::Failed(error)
+        // Keys that cannot open the stored data are a configuration error.
+        match store::sealing::missing_key(&error) {
+            Some(missing) => Self::Config(ConfigError::Source(missing.to_string())),
+            None => Self::Failed(error),
+        }
     }
 }
 
@@ -121,6 +126,21 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
             if !clean {
                 return Err(anyhow::anyhow!("the sweep was not complete: see its errors").into());
             }
+        }
+        Command::GenerateKey { id } => match Keyring::generate(&id) {
+            Ok(line) => println!("{line}"),
+            Err(_) => {
+                return Err(anyhow::anyhow!(
+                    "the key id must be 1 to {} letters, digits, `-`, `_` or `.`",
+                    cobalt_receiver::sealing::MAX_KEY_ID_LEN
+                )
+                .into());
+            }
+        },
+        Command::RotateKeys { wait_secs } => {
+            let config = load()?;
+            init_logs(&config)?;
+            operator::rotate_keys(&config, std::time::Duration::from_secs(wait_secs)).await?;
         }
         Command::Healthcheck { url, insecure } => {
             let url = match url {

@@ -84,6 +84,63 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
     Ok(())
 }
 
+/// Re-seals every stored MRN and payload under the first of
+/// `encryption_keys` (see `rotation`), showing progress on a terminal,
+/// then prints what it did.
+pub async fn rotate_keys(config: &Config, wait: Duration) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+
+    if config.keyring.is_empty() {
+        bail!(
+            "encryption_keys is empty: list the new key first and the keys in use after it (cobalt-receiver generate-key ID makes one)"
+        );
+    }
+    let store = Store::open(&config.store_options()).await?;
+    let terminal = std::io::stderr().is_terminal();
+    let rotated = crate::rotation::rotate(&store, wait, |progress| match progress {
+        crate::rotation::Progress::Resealed { mrns, payloads } if terminal => {
+            eprint!("\rre-sealed: {mrns} MRNs, {payloads} payloads");
+            let _ = std::io::stderr().flush();
+        }
+        crate::rotation::Progress::Resealed { .. } => {}
+        crate::rotation::Progress::Waiting {
+            key_id,
+            seen_secs_ago,
+        } => eprintln!(
+            "{}waiting: a running process recorded sealing under key id {key_id} {seen_secs_ago} s ago",
+            if terminal { "\n" } else { "" }
+        ),
+    })
+    .await;
+    store.close().await;
+    if terminal {
+        eprintln!();
+    }
+    let rotated = rotated?;
+    println!(
+        "sealed under key id {}: {} MRNs and {} payloads re-sealed ({} and {} rewritten by deliveries meanwhile, under their own keys)",
+        rotated.sealing_id,
+        rotated.mrns.resealed,
+        rotated.payloads.resealed,
+        rotated.mrns.changed_meanwhile,
+        rotated.payloads.changed_meanwhile,
+    );
+    if rotated.retired.is_empty() {
+        println!("no other key id was in use");
+    } else {
+        println!(
+            "no value is sealed under {} any more: remove {} from encryption_keys",
+            rotated.retired.join(", "),
+            if rotated.retired.len() == 1 {
+                "it"
+            } else {
+                "them"
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Runs one recovery sweep and prints its report as JSON. Returns whether
 /// it ran without errors.
 pub async fn reconcile(

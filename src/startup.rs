@@ -176,6 +176,22 @@ impl Application {
                 }
             }
         });
+        // The key this process seals under stays on record while it runs,
+        // so rotate-keys does not retire a key still in use.
+        if let Some(key_id) = config.keyring.sealing_id() {
+            tracing::info!(key_id, payload_storage = ?config.payload_storage, "sealing patient data");
+            let announcer = store.clone();
+            background.spawn("sealing key record", async move {
+                loop {
+                    tokio::time::sleep(store::sealing::ANNOUNCE_EVERY).await;
+                    if let Err(error) = announcer.announce_sealing_key().await {
+                        tracing::warn!(error = %error, "recording the sealing key failed; retrying");
+                    }
+                }
+            });
+        } else {
+            tracing::info!(payload_storage = ?config.payload_storage, "no encryption_keys: patient data is kept unsealed");
+        }
         let audit = Audit::start(store.clone(), config.write_timeout());
         if let Some(kept) = config.audit_retention() {
             background.spawn(

@@ -150,6 +150,8 @@ fn expected(key: &str) -> Option<&'static str> {
         "tls_cert_path" | "tls_key_path" => "a file path",
         "log_filter" => "a string such as \"info\"",
         "log_format" => "\"text\" or \"json\"",
+        "payload_storage" => "\"minimal\", \"full\" or \"none\"",
+        "encryption_keys" => "a list of ID:BASE64 strings, or one comma-separated string",
         _ => return None,
     })
 }
@@ -217,7 +219,7 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 43, "every key, the optional ones set");
+        assert_eq!(keys.len(), 45, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

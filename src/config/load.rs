@@ -16,13 +16,14 @@ use super::{Config, ConfigError, ENV_PREFIX};
 
 /// Keys whose value may come from a file named by `COBALT_RECEIVER_<KEY>_FILE`
 /// (container secret stores mount secrets as files).
-const FILE_KEYS: [&str; 6] = [
+const FILE_KEYS: [&str; 7] = [
     "webhook_secrets",
     "api_tokens",
     "cobalt_client_id",
     "cobalt_client_secret",
     "cobalt_access_token",
     "cobalt_access_tokens",
+    "encryption_keys",
 ];
 
 /// Loads the configuration: defaults, then `file` if given, then environment.

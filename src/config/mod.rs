@@ -23,6 +23,8 @@ pub use self::error::{ConfigError, Origins};
 #[cfg(test)]
 pub(crate) use self::load::from_toml;
 pub use self::load::{from_figment, load};
+use crate::payload_storage::PayloadStorage;
+use crate::sealing::Keyring;
 use crate::secret::{self, Secret};
 use crate::store::StoreOptions;
 
@@ -77,6 +79,16 @@ pub struct Config {
     pub payload_retention_days: u32,
     /// Seconds between two purges of expired payloads.
     pub purge_interval_secs: u64,
+    /// How much of each delivery's body is kept: `minimal` (all but the
+    /// note and its subject, each replaced by its SHA-256 and length),
+    /// `full` (the bytes Cobalt signed) or `none`.
+    pub payload_storage: PayloadStorage,
+    /// Keys that seal patient data at rest (stored payloads and MRNs), as
+    /// `ID:BASE64` of 32 random bytes (`cobalt-receiver generate-key ID`
+    /// prints one). The first seals; every listed key opens. Unset: kept
+    /// unsealed.
+    #[serde(deserialize_with = "crate::secret::deserialize_list")]
+    pub encryption_keys: Vec<Secret>,
     /// PEM certificate chain for HTTPS; with `tls_key_path`, the server
     /// speaks HTTPS only. Reloaded on SIGHUP or when the file changes.
     #[serde(deserialize_with = "empty_is_unset")]
@@ -149,6 +161,10 @@ pub struct Config {
     /// Where each key's value came from (not a key).
     #[serde(skip)]
     pub origins: Origins,
+    /// `encryption_keys`, read (not a key; set once the configuration is
+    /// validated).
+    #[serde(skip)]
+    pub keyring: Keyring,
 }
 
 impl Default for Config {
@@ -171,6 +187,8 @@ impl Default for Config {
             max_database_bytes: 0,
             payload_retention_days: 30,
             purge_interval_secs: 600,
+            payload_storage: PayloadStorage::Minimal,
+            encryption_keys: Vec::new(),
             tls_cert_path: None,
             tls_key_path: None,
             tls_reload_check_secs: 10,
@@ -199,6 +217,7 @@ impl Default for Config {
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             origins: Origins::default(),
+            keyring: Keyring::default(),
         }
     }
 }
@@ -287,6 +306,8 @@ impl Config {
             mmap_bytes: self.sqlite_mmap_bytes,
             max_database_bytes: self.max_database_bytes,
             overdue_after: self.overdue_after(),
+            payload_storage: self.payload_storage,
+            keyring: self.keyring.clone(),
         }
     }
 
@@ -304,7 +325,9 @@ impl Config {
     }
 
     /// Checks the rules that span keys or that types cannot express.
-    fn validate(self) -> Result<Self, ConfigError> {
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        self.keyring = Keyring::parse(&self.encryption_keys)
+            .map_err(|error| ConfigError::key("encryption_keys", &error.to_string()))?;
         if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
         }

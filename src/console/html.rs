@@ -127,8 +127,16 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     (status, document("Error", Nav::None, None, body)).into_response()
 }
 
-/// A store failure, as a page: 503, with the cause (never data).
+/// A store failure, as a page: 503, with the cause (never data); a sealed
+/// value that does not open is a 500 (retrying will not help).
 pub fn unavailable(error: &crate::store::StoreError) -> Response {
+    if let crate::store::StoreError::Sealed(sealed) = error {
+        tracing::error!(key_id = sealed.key_id(), error = %sealed, "console: a sealed value does not open");
+        return error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "A stored value could not be opened with the configured keys. The service's log names the key.",
+        );
+    }
     tracing::warn!(error = %error, "console: the database failed");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,

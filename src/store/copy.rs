@@ -2,7 +2,9 @@
 //! PostgreSQL, so a user who outgrows one machine keeps it: events with
 //! their payloads, job states, expected jobs, idempotency keys, repeated
 //! deliveries and the audit trail, and the cursor key while PostgreSQL has
-//! served nothing yet.
+//! served nothing yet. Sealed payloads and MRNs are copied sealed, as
+//! they are (their associated data names event and job ids, which do not
+//! change), with the registry of the key ids they are sealed under.
 //!
 //! Safe to re-run, and to run against a database that already serves
 //! deliveries: each kind of row is recognized when already there (see
@@ -76,17 +78,20 @@ pub struct Copied {
     pub repeated_deliveries: Tally,
     pub audit_log: Tally,
     pub cursor_key: CursorKey,
+    /// Key ids values are sealed under. Copied: added.
+    pub sealing_keys: Tally,
 }
 
 impl Copied {
     /// Each kind of row with its tally, in the order copied.
-    pub fn kinds(&self) -> [(&'static str, Tally); 8] {
+    pub fn kinds(&self) -> [(&'static str, Tally); 9] {
         let key = Tally {
             read: 1,
             copied: u64::from(self.cursor_key == CursorKey::Taken),
         };
         [
             ("cursor_key", key),
+            ("sealing_keys", self.sealing_keys),
             ("events", self.events),
             ("payloads", self.payloads),
             ("jobs", self.jobs),
@@ -129,6 +134,21 @@ pub async fn sqlite_to_postgres(
     copied.cursor_key = write_cursor_key(&mut target, &key)
         .await
         .map_err(writing("the cursor key"))?;
+
+    // Before any sealed value: the target then never holds a value under
+    // a key id its registry lacks.
+    let sealing_keys: Vec<(String, i64)> = source
+        .read(|db| {
+            db.prepare("select key_id, announced_ns from sealing_keys order by key_id")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+        .context("reading the sealing key ids from SQLite")?;
+    let added = write_sealing_keys(&mut target, &sealing_keys)
+        .await
+        .map_err(writing("the sealing key ids"))?;
+    copied.sealing_keys.add(sealing_keys.len(), added);
 
     let total: u64 = source
         .read(|db| db.query_row("select count(*) from events", [], |row| row.get(0)))
@@ -305,12 +325,14 @@ struct Event {
     source: String,
     /// Empty once purged.
     payload: String,
+    /// The key id it is sealed under, if it is.
+    payload_key: Option<String>,
 }
 
 fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Event>> {
     db.prepare_cached(
         "select seq, event_id, event_type, job_id, patient_note_id, created, received_at,
-                attempt, outcome, reject_reason, source, payload
+                attempt, outcome, reject_reason, source, payload, payload_key
          from events where seq > ? order by seq limit ?",
     )?
     .query_map([after, CHUNK], |row| {
@@ -327,6 +349,7 @@ fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Ev
             reject_reason: row.get(9)?,
             source: row.get(10)?,
             payload: row.get(11)?,
+            payload_key: row.get(12)?,
         })
     })?
     .collect()
@@ -343,10 +366,11 @@ async fn write_events(
         with input as (
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
-                                 $11::text[])
+                                 $11::text[], $12::text[])
                 with ordinality
                 as t(event_id, event_type, job_id, patient_note_id, created,
-                     received_at, attempt, outcome, reject_reason, source, payload, arrival)
+                     received_at, attempt, outcome, reject_reason, source, payload,
+                     payload_key, arrival)
         ),
         new_events as (
             insert into events (event_id, event_type, job_id, patient_note_id, created,
@@ -359,8 +383,8 @@ async fn write_events(
             returning seq, event_id
         ),
         kept as (
-            insert into payloads (seq, payload)
-            select new_events.seq, input.payload
+            insert into payloads (seq, payload, payload_key)
+            select new_events.seq, input.payload, input.payload_key
             from new_events join input on input.event_id = new_events.event_id
             where input.payload <> ''
             returning seq
@@ -424,6 +448,12 @@ async fn write_events(
             .map(|e| e.payload.as_str())
             .collect::<Vec<_>>(),
     )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.payload_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(&mut *target)
     .await?;
     Ok((added as u64, payloads as u64))
@@ -445,6 +475,8 @@ struct Job {
     deciding_event_created_ns: i64,
     first_received_at: String,
     last_received_at: String,
+    /// The key id `patient_mrn` is sealed under, if it is.
+    patient_mrn_key: Option<String>,
 }
 
 fn read_jobs(db: &rusqlite::Connection, after: &(String, String)) -> rusqlite::Result<Vec<Job>> {
@@ -452,7 +484,7 @@ fn read_jobs(db: &rusqlite::Connection, after: &(String, String)) -> rusqlite::R
         "select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
                 patient_mrn, location_id, access_token_reference_id, deciding_event_id,
                 deciding_event_created, deciding_event_created_ns,
-                first_received_at, last_received_at
+                first_received_at, last_received_at, patient_mrn_key
          from jobs where (patient_note_id, job_id) > (?, ?)
          order by patient_note_id, job_id limit ?",
     )?
@@ -472,6 +504,7 @@ fn read_jobs(db: &rusqlite::Connection, after: &(String, String)) -> rusqlite::R
             deciding_event_created_ns: row.get(11)?,
             first_received_at: row.get(12)?,
             last_received_at: row.get(13)?,
+            patient_mrn_key: row.get(14)?,
         })
     })?
     .collect()
@@ -485,11 +518,11 @@ async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64
         r#"
         select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                             $11::text[], $12::int8[], $13::text[], $14::text[])
+                             $11::text[], $12::int8[], $13::text[], $14::text[], $15::text[])
             as t(patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
                  patient_mrn, location_id, access_token_reference_id, deciding_event_id,
                  deciding_event_created, deciding_event_created_ns,
-                 first_received_at, last_received_at)
+                 first_received_at, last_received_at, patient_mrn_key)
         order by patient_note_id collate "C", job_id collate "C"
         "#,
         super::sql::replace_if_outranked!()
@@ -556,9 +589,32 @@ async fn write_jobs(target: &mut sqlx::PgConnection, jobs: &[Job]) -> Result<u64
             .map(|j| j.last_received_at.as_str())
             .collect::<Vec<_>>(),
     )
+    .bind(
+        jobs.iter()
+            .map(|j| j.patient_mrn_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *target)
     .await?;
     Ok(changed.rows_affected())
+}
+
+/// Adds the key ids not there yet. Returns how many it added.
+async fn write_sealing_keys(
+    target: &mut sqlx::PgConnection,
+    keys: &[(String, i64)],
+) -> Result<u64, sqlx::Error> {
+    let added = sqlx::query(
+        "insert into sealing_keys (key_id, announced_ns)
+         select * from unnest($1::text[], $2::int8[])
+         on conflict (key_id) do nothing",
+    )
+    .bind(keys.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+    .execute(&mut *target)
+    .await?
+    .rows_affected();
+    Ok(added)
 }
 
 struct ExpectedJob {

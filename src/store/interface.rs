@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::sealing::{KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary, Recorded, Registered,
@@ -58,6 +59,11 @@ impl Store {
     /// (on any replica).
     pub fn wakeups(&self) -> &Arc<Wakeups> {
         &self.common().wakeups
+    }
+
+    /// The keys that seal and open patient data.
+    pub fn keyring(&self) -> &crate::sealing::Keyring {
+        &self.common().keyring
     }
 
     /// How this process's recent batches ended.
@@ -179,6 +185,35 @@ operations! {
     /// Deletes audit rows recorded before `cutoff_ns`, in small
     /// transactions. Returns how many it deleted.
     fn purge_audit(&self, cutoff_ns: i64) -> Result<u64, StoreError>;
+
+    // Sealed patient data: the registry of key ids, and rotate-keys' pages.
+
+    /// The key ids values may be sealed under, with when a process last
+    /// recorded sealing under each (unix ns).
+    fn sealing_keys(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Records that a process seals under `key_id` as of `now_ns`.
+    fn record_sealing_key(&self, key_id: &str, now_ns: i64) -> Result<(), StoreError>;
+
+    /// Removes `key_id` from the registry unless a process recorded it at
+    /// or after `quiet_since_ns`. Says whether it was removed.
+    fn retire_sealing_key(&self, key_id: &str, quiet_since_ns: i64) -> Result<bool, StoreError>;
+
+    /// Jobs whose MRN is not sealed under `page.sealing_id`, in key order
+    /// after `page.after`.
+    fn mrns_to_reseal(&self, page: ResealPage<'_, (String, String)>) -> Result<Vec<KeptMrn>, StoreError>;
+
+    /// Replaces each MRN that is still as read, in one transaction.
+    /// Returns how many it replaced.
+    fn reseal_mrns(&self, rows: Vec<Resealed<KeptMrn>>) -> Result<u64, StoreError>;
+
+    /// Stored payloads not sealed under `page.sealing_id`, in arrival
+    /// order after `page.after`.
+    fn payloads_to_reseal(&self, page: ResealPage<'_, i64>) -> Result<Vec<KeptPayload>, StoreError>;
+
+    /// Replaces each payload that is still as read, in one transaction.
+    /// Returns how many it replaced.
+    fn reseal_payloads(&self, rows: Vec<Resealed<KeptPayload>>) -> Result<u64, StoreError>;
 
     // The console's sessions and recovery runs.
 

@@ -24,6 +24,7 @@ pub mod console;
 pub mod copy;
 mod interface;
 mod postgres;
+pub mod sealing;
 mod sql;
 mod sqlite;
 pub mod wakeups;
@@ -36,6 +37,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::{Envelope, JobStatus};
+use crate::payload_storage::PayloadStorage;
+use crate::sealing::Keyring;
 pub use console::{RecoveryRun, SessionRow, SessionStart};
 pub use wakeups::Wakeups;
 pub use write_health::WriteHealth;
@@ -84,14 +87,21 @@ pub enum Store {
 
 impl Store {
     /// Opens the database `options` name, applies its engine's migrations
-    /// and starts the writer.
+    /// and starts the writer. Then checks that every key id the database
+    /// holds sealed values under is configured ([`sealing::MissingKey`]
+    /// when one is not) and records the key this process seals under.
     pub async fn open(options: &StoreOptions) -> anyhow::Result<Self> {
-        match Engine::check(&options.database_url)
+        let store = match Engine::check(&options.database_url)
             .map_err(|reason| anyhow::anyhow!("database_url {reason}"))?
         {
-            Engine::Sqlite => Ok(Self::Sqlite(sqlite::Store::open(options).await?)),
-            Engine::Postgres => Ok(Self::Postgres(postgres::Store::open(options).await?)),
+            Engine::Sqlite => Self::Sqlite(sqlite::Store::open(options).await?),
+            Engine::Postgres => Self::Postgres(postgres::Store::open(options).await?),
+        };
+        if let Err(error) = sealing::check_and_announce(&store).await {
+            store.close().await;
+            return Err(error);
         }
+        Ok(store)
     }
 }
 
@@ -319,6 +329,10 @@ pub enum StoreError {
     Overloaded,
     #[error("the database cannot be reached")]
     Unreachable,
+    /// A sealed value that does not open (a missing key, or a value
+    /// changed or moved): never answered with a guess.
+    #[error(transparent)]
+    Sealed(#[from] crate::sealing::OpenError),
 }
 
 impl StoreError {
@@ -332,6 +346,7 @@ impl StoreError {
             Self::Stopped => "the storage has stopped",
             Self::Overloaded => "too many writes are waiting",
             Self::Unreachable => "it cannot be reached",
+            Self::Sealed(_) => "a sealed value does not open",
         }
     }
 }
@@ -387,6 +402,10 @@ struct Common {
     write_timeout: Duration,
     /// A pending job is overdue once it has waited this long.
     overdue_after: Duration,
+    /// How much of a delivery's body is kept.
+    payload_storage: PayloadStorage,
+    /// The keys that seal patient data (none: kept unsealed).
+    keyring: Keyring,
 }
 
 impl Common {
@@ -402,12 +421,39 @@ impl Common {
             write_health: Arc::new(WriteHealth::default()),
             write_timeout: options.write_timeout,
             overdue_after: options.overdue_after,
+            payload_storage: options.payload_storage,
+            keyring: options.keyring.clone(),
         })
     }
 
     /// A pending job submitted before this instant is overdue.
     fn overdue_before_ns(&self) -> i64 {
         crate::clock::ns_ago(self.overdue_after)
+    }
+
+    /// `jobs` with their sealed MRNs opened; a value that does not open
+    /// fails the whole read (never shown as something else).
+    fn opened(&self, mut jobs: Vec<JobState>) -> Result<Vec<JobState>, StoreError> {
+        for job in &mut jobs {
+            let Some(key_id) = job.mrn_sealed_under.take() else {
+                continue;
+            };
+            let Some(sealed) = job.patient_mrn.take() else {
+                continue;
+            };
+            let place = crate::sealing::Place::Mrn {
+                patient_note_id: &job.patient_note_id,
+                job_id: &job.job_id,
+            };
+            match self.keyring.open(place, Some(&key_id), sealed) {
+                Ok(mrn) => job.patient_mrn = Some(mrn),
+                Err(error) => {
+                    tracing::error!(key_id = error.key_id(), job_id = %job.job_id, error = %error, "a sealed MRN does not open");
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(jobs)
     }
 }
 
@@ -462,6 +508,10 @@ pub struct StoreOptions {
     pub max_database_bytes: u64,
     /// A pending job is overdue once it has waited this long.
     pub overdue_after: Duration,
+    /// How much of a delivery's body is kept.
+    pub payload_storage: PayloadStorage,
+    /// The keys that seal patient data (none: kept unsealed).
+    pub keyring: Keyring,
 }
 
 impl StoreOptions {
@@ -626,6 +676,11 @@ pub struct JobState {
     #[serde(skip)]
     #[schema(ignore)]
     pub key: JobKey,
+    /// While read from the database and not yet opened: the key id
+    /// `patient_mrn` is sealed under. The store opens it before answering.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub(crate) mrn_sealed_under: Option<String>,
 }
 
 impl JobState {

@@ -37,6 +37,7 @@ macro_rules! replace_job {
     failure_reason = excluded.failure_reason,
     reasons = excluded.reasons,
     patient_mrn = excluded.patient_mrn,
+    patient_mrn_key = excluded.patient_mrn_key,
     location_id = excluded.location_id,
     access_token_reference_id = excluded.access_token_reference_id,
     deciding_event_id = excluded.deciding_event_id,
@@ -53,7 +54,7 @@ macro_rules! insert_job {
         "insert into jobs (patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
                   patient_mrn, location_id, access_token_reference_id, deciding_event_id,
                   deciding_event_created, deciding_event_created_ns,
-                  first_received_at, last_received_at)"
+                  first_received_at, last_received_at, patient_mrn_key)"
     };
 }
 pub(super) use insert_job;
@@ -78,7 +79,7 @@ pub(super) use replace_if_outranked;
 const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_id,
     failure_reason, reasons, patient_mrn, location_id, jobs.access_token_reference_id,
     deciding_event_id, deciding_event_created, deciding_event_created_ns, first_received_at,
-    last_received_at, expected_jobs.submitted_at
+    last_received_at, expected_jobs.submitted_at, patient_mrn_key
     from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
 
 impl Dialect {
@@ -96,7 +97,7 @@ impl Dialect {
             "select patient_note_id, job_id, cast('pending' as text), cast(null as text),
                 cast(null as text), cast(null as text), cast(null as text), cast(null as text),
                 access_token_reference_id, cast(null as text), cast(null as text), submitted_ns,
-                cast(null as text), cast(null as text), submitted_at
+                cast(null as text), cast(null as text), submitted_at, cast(null as text)
              from expected_jobs
              where {} and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
             self.unresolved
@@ -330,6 +331,7 @@ pub(super) fn job_state<R: Columns>(row: &R, overdue_before_ns: i64) -> Result<J
         failure_reason: row.text(4)?,
         reasons,
         patient_mrn: row.text(6)?,
+        mrn_sealed_under: row.text(15)?,
         location_id: row.text(7)?,
         access_token_reference_id: row.text(8)?,
         deciding_event_id: row.text(9)?,

@@ -28,6 +28,7 @@ mod proxy;
 mod recovery;
 mod replicas;
 mod retention;
+mod sealing;
 mod status_api;
 mod storage;
 mod strangers;

@@ -142,7 +142,12 @@ async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns
     ) {
         return;
     }
-    let app = spawn_app_with(|config| config.max_database_bytes = 256 * 1024).await;
+    // Whole payloads, so the padding below fills the file.
+    let app = spawn_app_with(|config| {
+        config.max_database_bytes = 256 * 1024;
+        config.payload_storage = cobalt_receiver::payload_storage::PayloadStorage::Full;
+    })
+    .await;
     let padded = |n: usize| {
         let mut event = created_event(
             &format!("evt_d{n:03}"),

@@ -430,8 +430,11 @@ async fn unsigned_deliveries_are_accepted_only_when_allowed() {
 }
 
 #[tokio::test]
-async fn every_payload_is_kept_exactly_as_received() {
-    let app = spawn_app().await;
+async fn with_full_payload_storage_every_payload_is_kept_exactly_as_received() {
+    let app = spawn_app_with(|config| {
+        config.payload_storage = cobalt_receiver::payload_storage::PayloadStorage::Full;
+    })
+    .await;
     let vectors = fixture("signature-vectors.json");
     let pretty = &vectors["vectors"][2];
     assert_eq!(pretty["name"], "created-pretty");

@@ -16,6 +16,7 @@ mod expected;
 mod notify;
 mod reachability;
 mod reader;
+mod sealing;
 mod writer;
 
 use std::str::FromStr;
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::interface::Operations;
+use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, Common, DaySummary, Delivery,
     EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary,
@@ -190,6 +192,63 @@ impl Operations for Store {
         &self.common
     }
 
+    async fn sealing_keys(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sealing::sealing_keys(self.pool()?)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn record_sealing_key(&self, key_id: &str, now_ns: i64) -> Result<(), StoreError> {
+        sealing::record_sealing_key(self.pool()?, key_id, now_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn retire_sealing_key(
+        &self,
+        key_id: &str,
+        quiet_since_ns: i64,
+    ) -> Result<bool, StoreError> {
+        sealing::retire_sealing_key(self.pool()?, key_id, quiet_since_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn mrns_to_reseal(
+        &self,
+        page: ResealPage<'_, (String, String)>,
+    ) -> Result<Vec<KeptMrn>, StoreError> {
+        sealing::mrns_to_reseal(
+            self.pool()?,
+            page.sealing_id,
+            page.after.as_ref(),
+            page.limit,
+        )
+        .await
+        .map_err(|error| self.failed(error))
+    }
+
+    async fn reseal_mrns(&self, rows: Vec<Resealed<KeptMrn>>) -> Result<u64, StoreError> {
+        sealing::reseal_mrns(self.pool()?, &rows)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn payloads_to_reseal(
+        &self,
+        page: ResealPage<'_, i64>,
+    ) -> Result<Vec<KeptPayload>, StoreError> {
+        sealing::payloads_to_reseal(self.pool()?, page.sealing_id, page.after, page.limit)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn reseal_payloads(&self, rows: Vec<Resealed<KeptPayload>>) -> Result<u64, StoreError> {
+        sealing::reseal_payloads(self.pool()?, &rows)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
     async fn close(&self) {
         let (done, stopped) = oneshot::channel();
         if self.writes.send(writer::Command::Stop(done)).await.is_ok() {
@@ -201,11 +260,13 @@ impl Operations for Store {
         self.pool.close().await;
     }
 
-    async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+    async fn record(&self, mut delivery: Delivery) -> Result<Recorded, StoreError> {
+        let kept = Kept::of(&mut delivery, &self.common);
         let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
             delivery,
+            kept,
             reply,
             deadline,
         });
@@ -246,21 +307,24 @@ impl Operations for Store {
     }
 
     async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_job_id(self.pool()?, job_id, self.common.overdue_before_ns())
+        let jobs = reader::jobs_by_job_id(self.pool()?, job_id, self.common.overdue_before_ns())
             .await
-            .map_err(|error| self.failed(error))
+            .map_err(|error| self.failed(error))?;
+        self.common.opened(jobs)
     }
 
     async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
-        reader::jobs_by_note(self.pool()?, patient_note_id)
+        let jobs = reader::jobs_by_note(self.pool()?, patient_note_id)
             .await
-            .map_err(|error| self.failed(error))
+            .map_err(|error| self.failed(error))?;
+        self.common.opened(jobs)
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
-        reader::list_jobs(self.pool()?, query, self.common.overdue_before_ns())
+        let jobs = reader::list_jobs(self.pool()?, query, self.common.overdue_before_ns())
             .await
-            .map_err(|error| self.failed(error))
+            .map_err(|error| self.failed(error))?;
+        self.common.opened(jobs)
     }
 
     async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {

@@ -43,6 +43,7 @@ use super::cause;
 use super::reachability::Reachability;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
+use crate::store::sealing::Kept;
 use crate::store::{
     Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
 };
@@ -60,6 +61,8 @@ pub(super) enum Command {
 
 pub(super) struct Write {
     pub delivery: Delivery,
+    /// Its payload and MRN as they are stored.
+    pub kept: Kept,
     pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
     /// When the delivery's handler stops waiting for this write.
     pub deadline: Deadline,
@@ -419,7 +422,7 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 ///    for that commit, then skip the row (a duplicate the statement did not
 ///    know of).
 /// 4. `resolved`: the expected jobs the batch decided are no longer pending.
-/// 5. `kept`: their payloads.
+/// 5. `kept`: their payloads (none when `payload_storage` keeps none).
 /// 6. `repeated`: each webhook delivery of an event already in the log
 ///    (known, or inserted by another replica meanwhile) and the batch's own
 ///    later deliveries of an id (`$20`-`$22`), for the job's story.
@@ -437,12 +440,14 @@ with input as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                         $16::text[], $17::text[], $18::int8[], $19::text[])
+                         $16::text[], $17::text[], $18::int8[], $19::text[], $23::text[],
+                         $24::text[])
         with ordinality
         as t(event_id, event_type, job_id, patient_note_id, created,
              received_at, attempt, label, reject_reason, payload,
              status, emr_note_id, failure_reason, reasons, patient_mrn,
-             location_id, access_token_reference_id, created_ns, source, arrival)
+             location_id, access_token_reference_id, created_ns, source, payload_key,
+             patient_mrn_key, arrival)
 ),
 known as (
     select event_id, outcome from events where event_id = any($1::text[])
@@ -453,7 +458,7 @@ decided as (
     r#"
     select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
            patient_mrn, location_id, access_token_reference_id, event_id,
-           created, created_ns, received_at, received_at
+           created, created_ns, received_at, received_at, patient_mrn_key
     from input
     where status is not null and event_id not in (select event_id from known)
     order by patient_note_id collate "C", job_id collate "C"
@@ -483,9 +488,10 @@ new_events as (
     returning seq, event_id, outcome
 ),
 kept as (
-    insert into payloads (seq, payload)
-    select new_events.seq, input.payload
+    insert into payloads (seq, payload, payload_key)
+    select new_events.seq, input.payload, input.payload_key
     from new_events join input on input.event_id = new_events.event_id
+    where input.payload <> ''
 ),
 repeated as (
     insert into repeated_deliveries (event_id, received_at, attempt)
@@ -516,7 +522,7 @@ order by input.arrival
 /// answered, like the others, once the statement commits.
 async fn apply(connection: &mut PgConnection, batch: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
     let mut position: HashMap<&str, usize> = HashMap::new();
-    let mut unique: Vec<&Delivery> = Vec::with_capacity(batch.len());
+    let mut unique: Vec<&Write> = Vec::with_capacity(batch.len());
     let slots: Vec<Result<usize, usize>> = batch
         .iter()
         .map(
@@ -524,7 +530,7 @@ async fn apply(connection: &mut PgConnection, batch: &[Write]) -> Result<Vec<Ans
                 Entry::Occupied(first) => Err(*first.get()),
                 Entry::Vacant(slot) => {
                     slot.insert(unique.len());
-                    unique.push(&write.delivery);
+                    unique.push(write);
                     Ok(unique.len() - 1)
                 }
             },
@@ -564,12 +570,12 @@ async fn apply(connection: &mut PgConnection, batch: &[Write]) -> Result<Vec<Ans
 /// that row to touch it).
 async fn apply_unique(
     connection: &mut PgConnection,
-    deliveries: &[&Delivery],
+    deliveries: &[&Write],
     repeats: &[&Delivery],
 ) -> Result<Vec<Answer>, sqlx::Error> {
     let rows = deliveries
         .iter()
-        .map(|delivery| EventRow::of(delivery))
+        .map(|write| EventRow::of(&write.delivery, &write.kept))
         .collect::<Result<Vec<_>, _>>()?;
     let repeated_at = repeats
         .iter()
@@ -617,7 +623,7 @@ async fn apply_unique(
         )
         .bind(
             rows.iter()
-                .map(|r| r.job.and_then(|j| j.patient_mrn.as_deref()))
+                .map(|r| r.mrn.map(|mrn| mrn.text.as_str()))
                 .collect::<Vec<_>>(),
         )
         .bind(
@@ -644,6 +650,12 @@ async fn apply_unique(
         )
         .bind(repeated_at)
         .bind(repeats.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.payload_key).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.mrn.and_then(|mrn| mrn.key_id.as_deref()))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *connection)
         .await?;
 
@@ -746,12 +758,14 @@ struct EventRow<'a> {
     label: Option<&'static str>,
     reject_reason: Option<String>,
     payload: &'a str,
+    payload_key: Option<&'a str>,
     job: Option<&'a JobOutcome>,
+    mrn: Option<&'a crate::sealing::Kept>,
     source: &'static str,
 }
 
 impl<'a> EventRow<'a> {
-    fn of(delivery: &'a Delivery) -> Result<Self, sqlx::Error> {
+    fn of(delivery: &'a Delivery, kept: &'a Kept) -> Result<Self, sqlx::Error> {
         let envelope = &delivery.envelope;
         let (label, reject_reason, job) = match &envelope.meaning {
             Meaning::Outcome(job) => (None, None, Some(&**job)),
@@ -775,8 +789,10 @@ impl<'a> EventRow<'a> {
             attempt: delivery.attempt,
             label,
             reject_reason,
-            payload: &delivery.payload,
+            payload: &kept.payload.text,
+            payload_key: kept.payload.key_id.as_deref(),
             job,
+            mrn: kept.mrn.as_ref(),
             source: delivery.source.as_str(),
         })
     }

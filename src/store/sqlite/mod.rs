@@ -21,6 +21,7 @@ mod checkpointer;
 mod console;
 mod expected;
 mod reader;
+mod sealing;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::interface::Operations;
+use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
@@ -147,6 +149,56 @@ impl Operations for Store {
         &self.common
     }
 
+    async fn sealing_keys(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.readers.run(sealing::sealing_keys).await
+    }
+
+    async fn record_sealing_key(&self, key_id: &str, now_ns: i64) -> Result<(), StoreError> {
+        let key_id = key_id.to_owned();
+        self.on_writer(move |db| sealing::record_sealing_key(db, &key_id, now_ns))
+            .await
+    }
+
+    async fn retire_sealing_key(
+        &self,
+        key_id: &str,
+        quiet_since_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let key_id = key_id.to_owned();
+        self.on_writer(move |db| sealing::retire_sealing_key(db, &key_id, quiet_since_ns))
+            .await
+    }
+
+    async fn mrns_to_reseal(
+        &self,
+        page: ResealPage<'_, (String, String)>,
+    ) -> Result<Vec<KeptMrn>, StoreError> {
+        let (sealing_id, after, limit) = (page.sealing_id.to_owned(), page.after, page.limit);
+        self.readers
+            .run(move |db| sealing::mrns_to_reseal(db, &sealing_id, after.as_ref(), limit))
+            .await
+    }
+
+    async fn reseal_mrns(&self, rows: Vec<Resealed<KeptMrn>>) -> Result<u64, StoreError> {
+        self.on_writer(move |db| sealing::reseal_mrns(db, &rows))
+            .await
+    }
+
+    async fn payloads_to_reseal(
+        &self,
+        page: ResealPage<'_, i64>,
+    ) -> Result<Vec<KeptPayload>, StoreError> {
+        let (sealing_id, after, limit) = (page.sealing_id.to_owned(), page.after, page.limit);
+        self.readers
+            .run(move |db| sealing::payloads_to_reseal(db, &sealing_id, after, limit))
+            .await
+    }
+
+    async fn reseal_payloads(&self, rows: Vec<Resealed<KeptPayload>>) -> Result<u64, StoreError> {
+        self.on_writer(move |db| sealing::reseal_payloads(db, &rows))
+            .await
+    }
+
     /// Finishes the writes already queued, then stops the threads; SQLite
     /// checkpoints the WAL as the last connection closes.
     async fn close(&self) {
@@ -157,11 +209,13 @@ impl Operations for Store {
         self.readers.stop().await;
     }
 
-    async fn record(&self, delivery: Delivery) -> Result<Recorded, StoreError> {
+    async fn record(&self, mut delivery: Delivery) -> Result<Recorded, StoreError> {
+        let kept = Kept::of(&mut delivery, &self.common);
         let deadline = tokio::time::Instant::now() + self.common.write_timeout;
         let (reply, answer) = oneshot::channel();
         let command = writer::Command::Write(writer::Write {
             delivery,
+            kept,
             reply,
             deadline: deadline.into_std(),
         });
@@ -188,21 +242,27 @@ impl Operations for Store {
 
     async fn jobs_by_job_id(&self, job_id: &str) -> Result<Vec<JobState>, StoreError> {
         let job_id = job_id.to_owned();
-        self.read(move |db, overdue| reader::jobs_by_job_id(db, &job_id, overdue))
-            .await
+        let jobs = self
+            .read(move |db, overdue| reader::jobs_by_job_id(db, &job_id, overdue))
+            .await?;
+        self.common.opened(jobs)
     }
 
     async fn jobs_by_note(&self, patient_note_id: &str) -> Result<Vec<JobState>, StoreError> {
         let note = patient_note_id.to_owned();
-        self.readers
+        let jobs = self
+            .readers
             .run(move |db| reader::jobs_by_note(db, &note))
-            .await
+            .await?;
+        self.common.opened(jobs)
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<Vec<JobState>, StoreError> {
         let query = query.clone();
-        self.read(move |db, overdue| reader::list_jobs(db, &query, overdue))
-            .await
+        let jobs = self
+            .read(move |db, overdue| reader::list_jobs(db, &query, overdue))
+            .await?;
+        self.common.opened(jobs)
     }
 
     async fn job_events(&self, job_id: &str) -> Result<Vec<EventSummary>, StoreError> {

@@ -20,6 +20,7 @@ use super::checkpointer::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::{connect, decode_error, outcome_column};
 use crate::domain::Meaning;
 use crate::monitoring;
+use crate::store::sealing::Kept;
 use crate::store::sql;
 use crate::store::{
     Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
@@ -41,6 +42,8 @@ pub(super) type Task = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 
 pub(super) struct Write {
     pub delivery: Delivery,
+    /// Its payload and MRN as they are stored.
+    pub kept: Kept,
     pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
     /// When the delivery's handler stops waiting for this write.
     pub deadline: Instant,
@@ -291,7 +294,7 @@ fn apply_batch(
         let mut statements = Statements::prepare(&tx)?;
         loop {
             for write in &batch[outcomes.len()..] {
-                outcomes.push(statements.apply(&write.delivery)?);
+                outcomes.push(statements.apply(&write.delivery, &write.kept)?);
             }
             if !arrivals.take(batch) {
                 break;
@@ -322,8 +325,8 @@ impl<'tx> Statements<'tx> {
             insert_event: tx.prepare_cached(
                 "insert into events (event_id, event_type, job_id, patient_note_id, created,
                                      received_at, attempt, outcome, reject_reason, payload,
-                                     source)
-                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     source, payload_key)
+                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  on conflict (event_id) do nothing",
             )?,
             original_outcome: tx.prepare_cached("select outcome from events where event_id = ?")?,
@@ -335,7 +338,7 @@ impl<'tx> Statements<'tx> {
             // changes (no row counted).
             upsert_job: tx.prepare_cached(concat!(
                 sql::insert_job!(),
-                " values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)\n",
+                " values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14)\n",
                 sql::replace_if_outranked!()
             ))?,
             mark_superseded: tx
@@ -355,7 +358,7 @@ impl<'tx> Statements<'tx> {
     /// An outcome is logged as applied and, when the job's deciding event
     /// outranks it, marked superseded in the same transaction: one
     /// statement fewer for the usual case than reading the rank first.
-    fn apply(&mut self, delivery: &Delivery) -> rusqlite::Result<Recorded> {
+    fn apply(&mut self, delivery: &Delivery, kept: &Kept) -> rusqlite::Result<Recorded> {
         let envelope = &delivery.envelope;
         let received_at = delivery
             .received_at
@@ -377,8 +380,9 @@ impl<'tx> Statements<'tx> {
             delivery.attempt,
             outcome.as_str(),
             reject_reason,
-            delivery.payload,
+            kept.payload.text,
             delivery.source.as_str(),
+            kept.payload.key_id.as_deref(),
         ])?;
         if inserted == 0 {
             let original: String = self
@@ -404,13 +408,14 @@ impl<'tx> Statements<'tx> {
             job.emr_note_id,
             job.failure_reason,
             job.reasons,
-            job.patient_mrn,
+            kept.mrn.as_ref().map(|mrn| &mrn.text),
             job.location_id,
             job.access_token_reference_id,
             job.rank.event_id,
             job.created,
             job.rank.created_ns(),
             received_at,
+            kept.mrn.as_ref().and_then(|mrn| mrn.key_id.as_deref()),
         ])?;
         if changed == 1 {
             self.resolve_expected.execute([&job.job_id])?;
@@ -458,7 +463,8 @@ pub(super) fn purge_payloads(
     }
     let purged = tx
         .prepare_cached(
-            "update events set payload = '' where seq > ? and seq <= ? and payload <> ''",
+            "update events set payload = '', payload_key = null
+             where seq > ? and seq <= ? and payload <> ''",
         )?
         .execute(params![from, through])?;
     tx.prepare_cached("update payload_purge set swept_through_seq = ? where id = 1")?
