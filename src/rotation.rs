@@ -140,12 +140,10 @@ async fn pass(
                         row.patient_note_id
                     )
                 })?;
-            let kept = keys.keep(row.place(), opened);
-            resealed.push(Resealed {
-                text: kept.text,
-                key_id: kept.key_id.expect("a keyring with a sealing key seals"),
-                was: row,
-            });
+            let sealed = keys
+                .seal(row.place(), opened.as_bytes())
+                .expect("a keyring with a sealing key seals");
+            resealed.push(Resealed { sealed, was: row });
         }
         let read = resealed.len() as u64;
         let replaced = store.reseal_mrns(resealed).await?;
@@ -170,15 +168,13 @@ async fn pass(
         after = Some(last.seq);
         let mut resealed: Vec<Resealed<KeptPayload>> = Vec::with_capacity(page.len());
         for row in page {
-            let opened = keys
-                .open(row.place(), row.key_id.as_deref(), row.text.clone())
+            let opened = row
+                .opened(keys)
                 .map_err(|error| anyhow!("the payload of event {}: {error}", row.event_id))?;
-            let kept = keys.keep(row.place(), opened);
-            resealed.push(Resealed {
-                text: kept.text,
-                key_id: kept.key_id.expect("a keyring with a sealing key seals"),
-                was: row,
-            });
+            let sealed = keys
+                .seal(row.place(), opened.as_bytes())
+                .expect("a keyring with a sealing key seals");
+            resealed.push(Resealed { sealed, was: row });
         }
         let read = resealed.len() as u64;
         let replaced = store.reseal_payloads(resealed).await?;

@@ -2,8 +2,9 @@
 //!
 //! `encryption_keys` lists keys as `ID:BASE64` (32 random bytes each). The
 //! first seals; every listed key opens. A value is sealed with
-//! AES-256-GCM under a fresh random 96-bit nonce and kept as the base64 of
-//! nonce, ciphertext and tag, with the key's id stored beside it. The
+//! AES-256-GCM under a fresh random 96-bit nonce into nonce, ciphertext
+//! and tag ([`Sealed`]), kept as bytes (payloads) or as their base64 in a
+//! text column (MRNs, [`Kept`]), with the key's id stored beside it. The
 //! associated data names the value's place (which column of which row)
 //! and the key id, so a sealed value copied onto another row, or given
 //! another key id, fails to open instead of showing one patient's data on
@@ -70,8 +71,15 @@ pub enum KeyError {
     Repeated { id: String },
 }
 
-/// A value as it is kept: sealed under `key_id`, or as given when no key
-/// is configured (`key_id` is `None`).
+/// A value sealed under `key_id`: nonce, ciphertext and tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: Arc<str>,
+    pub bytes: Vec<u8>,
+}
+
+/// A text value as it is kept: the base64 of its [`Sealed`] form under
+/// `key_id`, or as given when no key is configured (`key_id` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
     pub text: String,
@@ -193,53 +201,42 @@ impl Keyring {
         self.keys.iter().any(|key| &*key.id == id)
     }
 
-    /// `value` as it is kept at `place`: sealed under the first key, or
-    /// as it is when there is none.
-    pub fn keep(&self, place: Place<'_>, value: String) -> Kept {
-        let Some(key) = self.keys.first() else {
-            return Kept {
-                text: value,
-                key_id: None,
-            };
-        };
+    /// `value` sealed under the first key for `place`; `None` without keys.
+    pub fn seal(&self, place: Place<'_>, value: &[u8]) -> Option<Sealed> {
+        let key = self.keys.first()?;
         let nonce = fresh_nonce();
+        let mut bytes = Vec::with_capacity(NONCE_BYTES + value.len() + 16);
+        bytes.extend_from_slice(&nonce);
         let sealed = key
             .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: value.as_bytes(),
+                    msg: value,
                     aad: &place.associated_data(&key.id),
                 },
             )
             .expect("AES-GCM seals any message shorter than 64 GiB");
-        let mut bytes = Vec::with_capacity(NONCE_BYTES + sealed.len());
-        bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&sealed);
-        Kept {
-            text: STANDARD.encode(bytes),
-            key_id: Some(key.id.clone()),
-        }
+        Some(Sealed {
+            key_id: key.id.clone(),
+            bytes,
+        })
     }
 
-    /// The value kept at `place`: `text` itself when `key_id` is `None`
-    /// (kept before any key was configured), else opened under that key.
-    pub fn open(
+    /// The text `bytes` (a [`Sealed`] form under `key_id`) holds at `place`.
+    pub fn open_sealed(
         &self,
         place: Place<'_>,
-        key_id: Option<&str>,
-        text: String,
+        key_id: &str,
+        bytes: &[u8],
     ) -> Result<String, OpenError> {
-        let Some(key_id) = key_id else {
-            return Ok(text);
-        };
         let key = self
             .keys
             .iter()
             .find(|key| &*key.id == key_id)
             .ok_or_else(|| OpenError::UnknownKey(key_id.to_owned()))?;
         let damaged = || OpenError::Damaged(key_id.to_owned());
-        let bytes = STANDARD.decode(text).map_err(|_| damaged())?;
         if bytes.len() < NONCE_BYTES {
             return Err(damaged());
         }
@@ -255,6 +252,39 @@ impl Keyring {
             )
             .map_err(|_| damaged())?;
         String::from_utf8(plain).map_err(|_| damaged())
+    }
+
+    /// `value` as a text column keeps it at `place`: the base64 of its
+    /// sealed form under the first key, or as it is when there is none.
+    pub fn keep(&self, place: Place<'_>, value: String) -> Kept {
+        match self.seal(place, value.as_bytes()) {
+            Some(sealed) => Kept {
+                text: STANDARD.encode(sealed.bytes),
+                key_id: Some(sealed.key_id),
+            },
+            None => Kept {
+                text: value,
+                key_id: None,
+            },
+        }
+    }
+
+    /// The value a text column keeps at `place`: `text` itself when
+    /// `key_id` is `None` (kept before any key was configured), else
+    /// opened under that key.
+    pub fn open(
+        &self,
+        place: Place<'_>,
+        key_id: Option<&str>,
+        text: String,
+    ) -> Result<String, OpenError> {
+        let Some(key_id) = key_id else {
+            return Ok(text);
+        };
+        let bytes = STANDARD
+            .decode(text)
+            .map_err(|_| OpenError::Damaged(key_id.to_owned()))?;
+        self.open_sealed(place, key_id, &bytes)
     }
 }
 

@@ -1,6 +1,9 @@
 -- Patient data sealed at rest under the operator's keys. Beside each
 -- sealed value, the id of the key it is sealed under; null where the value
--- is kept unsealed (no key configured when it was written).
+-- is kept unsealed (no key configured when it was written). A sealed
+-- payload is kept as bytes (nonce, ciphertext, tag) in `sealed_payload`,
+-- `payload` then empty; a sealed MRN as their base64 in `patient_mrn`.
+alter table events add column sealed_payload blob;
 alter table events add column payload_key text;
 alter table jobs add column patient_mrn_key text;
 

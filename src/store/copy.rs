@@ -166,7 +166,10 @@ pub async fn sqlite_to_postgres(
             .await
             .map_err(writing("events"))?;
         copied.events.add(events.len(), added);
-        let kept = events.iter().filter(|e| !e.payload.is_empty()).count();
+        let kept = events
+            .iter()
+            .filter(|e| !e.payload.is_empty() || e.sealed_payload.is_some())
+            .count();
         copied.payloads.add(kept, payloads);
         progress(copied.events.read, total);
     }
@@ -325,6 +328,8 @@ struct Event {
     source: String,
     /// Empty once purged.
     payload: String,
+    /// Its sealed form, when sealed (`payload` is then empty).
+    sealed_payload: Option<Vec<u8>>,
     /// The key id it is sealed under, if it is.
     payload_key: Option<String>,
 }
@@ -332,7 +337,7 @@ struct Event {
 fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Event>> {
     db.prepare_cached(
         "select seq, event_id, event_type, job_id, patient_note_id, created, received_at,
-                attempt, outcome, reject_reason, source, payload, payload_key
+                attempt, outcome, reject_reason, source, payload, payload_key, sealed_payload
          from events where seq > ? order by seq limit ?",
     )?
     .query_map([after, CHUNK], |row| {
@@ -350,6 +355,7 @@ fn read_events(db: &rusqlite::Connection, after: i64) -> rusqlite::Result<Vec<Ev
             source: row.get(10)?,
             payload: row.get(11)?,
             payload_key: row.get(12)?,
+            sealed_payload: row.get(13)?,
         })
     })?
     .collect()
@@ -366,11 +372,11 @@ async fn write_events(
         with input as (
             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
-                                 $11::text[], $12::text[])
+                                 $11::text[], $12::text[], $13::bytea[])
                 with ordinality
                 as t(event_id, event_type, job_id, patient_note_id, created,
                      received_at, attempt, outcome, reject_reason, source, payload,
-                     payload_key, arrival)
+                     payload_key, sealed, arrival)
         ),
         new_events as (
             insert into events (event_id, event_type, job_id, patient_note_id, created,
@@ -383,10 +389,10 @@ async fn write_events(
             returning seq, event_id
         ),
         kept as (
-            insert into payloads (seq, payload, payload_key)
-            select new_events.seq, input.payload, input.payload_key
+            insert into payloads (seq, payload, payload_key, sealed)
+            select new_events.seq, input.payload, input.payload_key, input.sealed
             from new_events join input on input.event_id = new_events.event_id
-            where input.payload <> ''
+            where input.payload <> '' or input.sealed is not null
             returning seq
         )
         select (select count(*) from new_events), (select count(*) from kept)
@@ -452,6 +458,12 @@ async fn write_events(
         events
             .iter()
             .map(|e| e.payload_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.sealed_payload.as_deref())
             .collect::<Vec<_>>(),
     )
     .fetch_one(&mut *target)

@@ -12,7 +12,6 @@
 //! still seals under it). So every id a sealed value names is in the
 //! registry, and a start whose keys lack one of them is refused.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Delivery, Store, StoreError};
@@ -28,9 +27,41 @@ pub const QUIET_AFTER: Duration = Duration::from_secs(90);
 /// What a delivery stores of its patient data.
 pub(super) struct Kept {
     /// The payload, as `payload_storage` keeps it, sealed when a key is set.
-    pub payload: sealing::Kept,
+    pub payload: StoredPayload,
     /// The job's MRN, sealed when a key is set.
     pub mrn: Option<sealing::Kept>,
+}
+
+/// A payload as it is stored: as text (empty for none), or sealed, as
+/// bytes in a column of their own (no base64: smaller rows, no encoding).
+pub(super) enum StoredPayload {
+    Text(String),
+    Sealed(sealing::Sealed),
+}
+
+impl StoredPayload {
+    /// The text column's value: empty when sealed.
+    pub(super) fn text(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Sealed(_) => "",
+        }
+    }
+
+    /// The sealed bytes, if sealed.
+    pub(super) fn sealed(&self) -> Option<&[u8]> {
+        match self {
+            Self::Text(_) => None,
+            Self::Sealed(sealed) => Some(&sealed.bytes),
+        }
+    }
+
+    pub(super) fn key_id(&self) -> Option<&str> {
+        match self {
+            Self::Text(_) => None,
+            Self::Sealed(sealed) => Some(&sealed.key_id),
+        }
+    }
 }
 
 impl Kept {
@@ -44,19 +75,14 @@ impl Kept {
             other => Some(other.into_owned()),
         };
         let kept = changed.unwrap_or(body);
-        let payload = if kept.is_empty() {
-            sealing::Kept {
-                text: kept,
-                key_id: None,
-            }
-        } else {
-            common.keyring.keep(
-                Place::Payload {
-                    event_id: &envelope.event_id,
-                },
-                kept,
-            )
+        let place = Place::Payload {
+            event_id: &envelope.event_id,
         };
+        let payload = match kept.is_empty() {
+            true => None,
+            false => common.keyring.seal(place, kept.as_bytes()),
+        }
+        .map_or(StoredPayload::Text(kept), StoredPayload::Sealed);
         let mrn = match &envelope.meaning {
             Meaning::Outcome(job) => job.patient_mrn.as_ref().map(|mrn| {
                 common.keyring.keep(
@@ -140,13 +166,15 @@ impl KeptMrn {
     }
 }
 
-/// An event's kept payload, as `rotate-keys` reads it.
+/// An event's kept payload, as `rotate-keys` reads it: text (unsealed),
+/// or sealed bytes under `key_id`.
 #[derive(Debug, Clone)]
 pub struct KeptPayload {
     /// Its event's place in the log.
     pub seq: i64,
     pub event_id: String,
     pub text: String,
+    pub sealed: Option<Vec<u8>>,
     pub key_id: Option<String>,
 }
 
@@ -156,6 +184,15 @@ impl KeptPayload {
             event_id: &self.event_id,
         }
     }
+
+    /// The payload's text, opened if sealed.
+    pub fn opened(&self, keys: &sealing::Keyring) -> Result<String, sealing::OpenError> {
+        match (&self.key_id, &self.sealed) {
+            (Some(key_id), Some(bytes)) => keys.open_sealed(self.place(), key_id, bytes),
+            (Some(key_id), None) => Err(sealing::OpenError::Damaged(key_id.clone())),
+            (None, _) => Ok(self.text.clone()),
+        }
+    }
 }
 
 /// A value sealed again: replaces `was` only if the row still holds it
@@ -163,8 +200,7 @@ impl KeptPayload {
 #[derive(Debug, Clone)]
 pub struct Resealed<T> {
     pub was: T,
-    pub text: String,
-    pub key_id: Arc<str>,
+    pub sealed: sealing::Sealed,
 }
 
 /// Which rows a page of `rotate-keys` reads: values not sealed under

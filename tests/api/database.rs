@@ -206,7 +206,8 @@ impl Workspace {
     pub async fn payloads_kept(&self) -> Vec<(String, bool)> {
         let sql = match self.engine() {
             Engine::Sqlite => {
-                "select event_id, case when payload <> '' then 1 else 0 end from events order by seq"
+                "select event_id, case when payload <> '' or sealed_payload is not null then 1 else 0 end
+                 from events order by seq"
             }
             Engine::Postgres => {
                 "select e.event_id, case when p.seq is null then 0 else 1 end

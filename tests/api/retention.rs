@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// A server with 30-day retention that purges every second, holding
-/// `count` created events `evt_{tag}{n}` (job `{tag}{n}`, note `pn-{tag}`).
+/// `count` created events `evt_{tag}{n}` (job `{tag}{n}`, note `pn-{tag}`),
+/// their payloads sealed (a sealed payload is purged as any other).
 async fn purging_app_with_events(tag: &str, count: usize) -> TestApp {
     let app = spawn_app_with(|config| {
         config.payload_retention_days = 30;
         config.purge_interval_secs = 1;
+        seal_with(config, &[ENCRYPTION_KEY]);
     })
     .await;
     for n in 0..count {
@@ -136,6 +138,7 @@ async fn replicas_purging_side_by_side_empty_exactly_the_expired_payloads() {
     let second = spawn_app_in(first.dir.clone(), |config| {
         config.payload_retention_days = 30;
         config.purge_interval_secs = 1;
+        seal_with(config, &[ENCRYPTION_KEY]);
     })
     .await;
     let operator = first.sql().await;

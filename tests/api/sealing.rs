@@ -18,16 +18,13 @@ use crate::helpers::*;
 use crate::process::{TEST_ENV, run};
 
 /// Test keys (32 bytes each, in base64); for tests only.
-const K1: &str = "k1:dGVzdC1rZXktb25lLW5vdC1hLXNlY3JldC0wMDAwMDE=";
+const K1: &str = ENCRYPTION_KEY;
 const K2: &str = "k2:dGVzdC1rZXktdHdvLW5vdC1hLXNlY3JldC0wMDAwMDI=";
 const K1_MATERIAL: &str = "dGVzdC1rZXktb25lLW5vdC1hLXNlY3JldC0wMDAwMDE=";
 const K2_MATERIAL: &str = "dGVzdC1rZXktdHdvLW5vdC1hLXNlY3JldC0wMDAwMDI=";
 
 fn with_keys(keys: &'static [&'static str]) -> impl FnOnce(&mut cobalt_receiver::config::Config) {
-    move |config| {
-        config.encryption_keys = keys.iter().map(|k| Secret::new(*k)).collect();
-        config.keyring = Keyring::parse(&config.encryption_keys).unwrap();
-    }
+    move |config| seal_with(config, keys)
 }
 
 /// Everything the database holds on disk, as one byte string: the SQLite

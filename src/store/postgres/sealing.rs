@@ -2,6 +2,8 @@
 //! `store::sealing`), over the shared pool: rotate-keys runs beside the
 //! replicas, each replacement a compare-and-set on what it read.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use sqlx::PgPool;
 
 use crate::store::sealing::{KeptMrn, KeptPayload, Resealed};
@@ -84,8 +86,8 @@ pub(super) async fn reseal_mrns(pool: &PgPool, rows: &[Resealed<KeptMrn>]) -> sq
              where patient_note_id = $3 and job_id = $4
                and patient_mrn = $5 and patient_mrn_key is not distinct from $6",
         )
-        .bind(&row.text)
-        .bind(&*row.key_id)
+        .bind(STANDARD.encode(&row.sealed.bytes))
+        .bind(&*row.sealed.key_id)
         .bind(&row.was.patient_note_id)
         .bind(&row.was.job_id)
         .bind(&row.was.text)
@@ -104,10 +106,11 @@ pub(super) async fn payloads_to_reseal(
     after: Option<i64>,
     limit: u32,
 ) -> sqlx::Result<Vec<KeptPayload>> {
-    let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
-        "select payloads.seq, events.event_id, payload, payload_key
+    type Row = (i64, String, String, Option<Vec<u8>>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select payloads.seq, events.event_id, payload, sealed, payload_key
          from payloads join events on events.seq = payloads.seq
-         where payloads.seq > $1 and payload <> '' and payload_key is distinct from $2
+         where payloads.seq > $1 and payload_key is distinct from $2
          order by payloads.seq limit $3",
     )
     .bind(after.unwrap_or(0))
@@ -117,10 +120,11 @@ pub(super) async fn payloads_to_reseal(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, event_id, text, key_id)| KeptPayload {
+        .map(|(seq, event_id, text, sealed, key_id)| KeptPayload {
             seq,
             event_id,
             text,
+            sealed,
             key_id,
         })
         .collect())
@@ -134,13 +138,15 @@ pub(super) async fn reseal_payloads(
     let mut replaced = 0;
     for row in rows {
         replaced += sqlx::query(
-            "update payloads set payload = $1, payload_key = $2
-             where seq = $3 and payload = $4 and payload_key is not distinct from $5",
+            "update payloads set payload = '', sealed = $1, payload_key = $2
+             where seq = $3 and payload = $4 and sealed is not distinct from $5
+               and payload_key is not distinct from $6",
         )
-        .bind(&row.text)
-        .bind(&*row.key_id)
+        .bind(&row.sealed.bytes)
+        .bind(&*row.sealed.key_id)
         .bind(row.was.seq)
         .bind(&row.was.text)
+        .bind(&row.was.sealed)
         .bind(&row.was.key_id)
         .execute(&mut *tx)
         .await?

@@ -441,13 +441,13 @@ with input as (
                          $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::text[], $17::text[], $18::int8[], $19::text[], $23::text[],
-                         $24::text[])
+                         $24::text[], $25::bytea[])
         with ordinality
         as t(event_id, event_type, job_id, patient_note_id, created,
              received_at, attempt, label, reject_reason, payload,
              status, emr_note_id, failure_reason, reasons, patient_mrn,
              location_id, access_token_reference_id, created_ns, source, payload_key,
-             patient_mrn_key, arrival)
+             patient_mrn_key, sealed, arrival)
 ),
 known as (
     select event_id, outcome from events where event_id = any($1::text[])
@@ -488,10 +488,10 @@ new_events as (
     returning seq, event_id, outcome
 ),
 kept as (
-    insert into payloads (seq, payload, payload_key)
-    select new_events.seq, input.payload, input.payload_key
+    insert into payloads (seq, payload, payload_key, sealed)
+    select new_events.seq, input.payload, input.payload_key, input.sealed
     from new_events join input on input.event_id = new_events.event_id
-    where input.payload <> ''
+    where input.payload <> '' or input.sealed is not null
 ),
 repeated as (
     insert into repeated_deliveries (event_id, received_at, attempt)
@@ -656,6 +656,7 @@ async fn apply_unique(
                 .map(|r| r.mrn.and_then(|mrn| mrn.key_id.as_deref()))
                 .collect::<Vec<_>>(),
         )
+        .bind(rows.iter().map(|r| r.sealed).collect::<Vec<_>>())
         .fetch_all(&mut *connection)
         .await?;
 
@@ -759,6 +760,7 @@ struct EventRow<'a> {
     reject_reason: Option<String>,
     payload: &'a str,
     payload_key: Option<&'a str>,
+    sealed: Option<&'a [u8]>,
     job: Option<&'a JobOutcome>,
     mrn: Option<&'a crate::sealing::Kept>,
     source: &'static str,
@@ -789,8 +791,9 @@ impl<'a> EventRow<'a> {
             attempt: delivery.attempt,
             label,
             reject_reason,
-            payload: &kept.payload.text,
-            payload_key: kept.payload.key_id.as_deref(),
+            payload: kept.payload.text(),
+            payload_key: kept.payload.key_id(),
+            sealed: kept.payload.sealed(),
             job,
             mrn: kept.mrn.as_ref(),
             source: delivery.source.as_str(),

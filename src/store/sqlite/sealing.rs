@@ -2,6 +2,8 @@
 //! `store::sealing`). Pages are read on reader threads; replacements and
 //! the registry are written on the writer thread, between batches.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::sealing::{KeptMrn, KeptPayload, Resealed};
@@ -73,8 +75,8 @@ pub(super) fn reseal_mrns(
         )?;
         for row in rows {
             replaced += update.execute(params![
-                row.text,
-                &*row.key_id,
+                STANDARD.encode(&row.sealed.bytes),
+                &*row.sealed.key_id,
                 row.was.patient_note_id,
                 row.was.job_id,
                 row.was.text,
@@ -93,8 +95,9 @@ pub(super) fn payloads_to_reseal(
     limit: u32,
 ) -> rusqlite::Result<Vec<KeptPayload>> {
     db.prepare_cached(
-        "select seq, event_id, payload, payload_key from events
-         where seq > ? and payload <> '' and payload_key is not ?
+        "select seq, event_id, payload, sealed_payload, payload_key from events
+         where seq > ? and (payload <> '' or sealed_payload is not null)
+           and payload_key is not ?
          order by seq limit ?",
     )?
     .query_map(params![after.unwrap_or(0), sealing_id, limit], |row| {
@@ -102,7 +105,8 @@ pub(super) fn payloads_to_reseal(
             seq: row.get(0)?,
             event_id: row.get(1)?,
             text: row.get(2)?,
-            key_id: row.get(3)?,
+            sealed: row.get(3)?,
+            key_id: row.get(4)?,
         })
     })?
     .collect()
@@ -116,15 +120,16 @@ pub(super) fn reseal_payloads(
     let mut replaced = 0;
     {
         let mut update = tx.prepare_cached(
-            "update events set payload = ?, payload_key = ?
-             where seq = ? and payload = ? and payload_key is ?",
+            "update events set payload = '', sealed_payload = ?, payload_key = ?
+             where seq = ? and payload = ? and sealed_payload is ? and payload_key is ?",
         )?;
         for row in rows {
             replaced += update.execute(params![
-                row.text,
-                &*row.key_id,
+                row.sealed.bytes,
+                &*row.sealed.key_id,
                 row.was.seq,
                 row.was.text,
+                row.was.sealed,
                 row.was.key_id,
             ])? as u64;
         }

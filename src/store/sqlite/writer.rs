@@ -325,8 +325,8 @@ impl<'tx> Statements<'tx> {
             insert_event: tx.prepare_cached(
                 "insert into events (event_id, event_type, job_id, patient_note_id, created,
                                      received_at, attempt, outcome, reject_reason, payload,
-                                     source, payload_key)
-                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     source, payload_key, sealed_payload)
+                 values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                  on conflict (event_id) do nothing",
             )?,
             original_outcome: tx.prepare_cached("select outcome from events where event_id = ?")?,
@@ -380,9 +380,10 @@ impl<'tx> Statements<'tx> {
             delivery.attempt,
             outcome.as_str(),
             reject_reason,
-            kept.payload.text,
+            kept.payload.text(),
             delivery.source.as_str(),
-            kept.payload.key_id.as_deref(),
+            kept.payload.key_id(),
+            kept.payload.sealed(),
         ])?;
         if inserted == 0 {
             let original: String = self
@@ -463,8 +464,8 @@ pub(super) fn purge_payloads(
     }
     let purged = tx
         .prepare_cached(
-            "update events set payload = '', payload_key = null
-             where seq > ? and seq <= ? and payload <> ''",
+            "update events set payload = '', sealed_payload = null, payload_key = null
+             where seq > ? and seq <= ? and (payload <> '' or sealed_payload is not null)",
         )?
         .execute(params![from, through])?;
     tx.prepare_cached("update payload_purge set swept_through_seq = ? where id = 1")?

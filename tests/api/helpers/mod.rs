@@ -42,6 +42,16 @@ pub const OPS_TOKEN: &str = "test-ops-token-not-a-secret";
 /// The token named `records`, which may read and see whole MRNs; for tests only.
 pub const PHI_TOKEN: &str = "test-phi-token-not-a-secret";
 
+/// A key for `encryption_keys` (32 bytes in base64); for tests only.
+pub const ENCRYPTION_KEY: &str = "k1:dGVzdC1rZXktb25lLW5vdC1hLXNlY3JldC0wMDAwMDE=";
+
+/// Seals patient data under `keys` (lines of `encryption_keys`).
+pub fn seal_with(config: &mut Config, keys: &[&str]) {
+    config.encryption_keys = keys.iter().map(|key| Secret::new(*key)).collect();
+    config.keyring = cobalt_receiver::sealing::Keyring::parse(&config.encryption_keys)
+        .expect("test keys are well formed");
+}
+
 pub struct TestApp {
     pub address: String,
     /// `http://host:port` of the console, when `console_listen` was set.
