@@ -35,12 +35,14 @@ pub enum PayloadStorage {
 const DROPPED: [&str; 2] = ["note", "subject"];
 
 impl PayloadStorage {
-    /// What of `body` (a verified JSON object) is kept.
-    pub fn kept(self, body: &str) -> Cow<'_, str> {
+    /// What of `body` (a verified JSON object) is kept. `located` is where
+    /// its patient data lies, as parsing the envelope found it
+    /// (`Envelope::patient_data`); without it, the body is read again.
+    pub fn kept<'b>(self, body: &'b str, located: Option<&[Range<usize>]>) -> Cow<'b, str> {
         match self {
             Self::Full => Cow::Borrowed(body),
             Self::None => Cow::Borrowed(""),
-            Self::Minimal => minimal(body),
+            Self::Minimal => minimal(body, located),
         }
     }
 }
@@ -49,10 +51,18 @@ impl PayloadStorage {
 /// their digests, and every other byte as received. A body this cannot
 /// read (it was verified and parsed before, so never in practice) keeps
 /// nothing rather than risk keeping the note.
-fn minimal(body: &str) -> Cow<'_, str> {
-    let Some(replaced) = replacements(body) else {
+fn minimal<'b>(body: &'b str, located: Option<&[Range<usize>]>) -> Cow<'b, str> {
+    let replaced = match located {
+        Some(spans) => spans
+            .iter()
+            .map(|span| Some((span.clone(), digest(body.get(span.clone())?)?)))
+            .collect(),
+        None => replacements(body),
+    };
+    let Some(mut replaced) = replaced else {
         return Cow::Borrowed("");
     };
+    replaced.sort_by_key(|(span, _)| span.start);
     if replaced.is_empty() {
         return Cow::Borrowed(body);
     }
@@ -83,14 +93,13 @@ fn replacements(body: &str) -> Option<Vec<(Range<usize>, String)>> {
             Members::Object(data) => {
                 for (name, value) in data {
                     if DROPPED.contains(&name.as_ref()) {
-                        replaced.push((span_in(body, value)?, digest(value)?));
+                        replaced.push((span_in(body, value)?, digest(value.get())?));
                     }
                 }
             }
-            Members::NotObject => replaced.push((span_in(body, value)?, digest(value)?)),
+            Members::NotObject => replaced.push((span_in(body, value)?, digest(value.get())?)),
         }
     }
-    replaced.sort_by_key(|(span, _)| span.start);
     Some(replaced)
 }
 
@@ -102,18 +111,16 @@ fn span_in(body: &str, value: &RawValue) -> Option<Range<usize>> {
     (body.get(span.clone())? == text).then_some(span)
 }
 
-/// `{"sha256":"<hex>","length":<bytes>}` of a value: of a string's UTF-8
-/// text, or of any other value's JSON text.
-fn digest(value: &RawValue) -> Option<String> {
-    let text: Cow<'_, str> = match serde_json::from_str::<Cow<'_, str>>(value.get()) {
-        Ok(text) => text,
-        Err(_) => Cow::Borrowed(value.get()),
+/// `{"sha256":"<hex>","length":<bytes>}` of a value (its JSON text): of
+/// a string's UTF-8 text, or of any other value's JSON text.
+fn digest(json: &str) -> Option<String> {
+    let text: Cow<'_, str> = match json.starts_with('"') {
+        true => serde_json::from_str::<Cow<'_, str>>(json).ok()?,
+        false => Cow::Borrowed(json),
     };
     let mut out = String::with_capacity(96);
     out.push_str("{\"sha256\":\"");
-    for byte in Sha256::digest(text.as_bytes()) {
-        write!(out, "{byte:02x}").ok()?;
-    }
+    out.push_str(&hex::encode(Sha256::digest(text.as_bytes())));
     write!(out, "\",\"length\":{}}}", text.len()).ok()?;
     Some(out)
 }
@@ -184,7 +191,7 @@ mod tests {
         let original: serde_json::Value = serde_json::from_str(CREATED).unwrap();
         let note = original["data"]["note"].as_str().unwrap();
         let subject = original["data"]["subject"].as_str().unwrap();
-        let kept = PayloadStorage::Minimal.kept(CREATED);
+        let kept = PayloadStorage::Minimal.kept(CREATED, None);
         assert!(!kept.contains(note) && !kept.contains(subject));
         let kept: serde_json::Value = serde_json::from_str(&kept).unwrap();
         assert_eq!(
@@ -202,7 +209,7 @@ mod tests {
     fn escaped_repeated_and_odd_members_are_replaced_too() {
         let body =
             r#"{"id":"e","data":{"note":"line\nA","subject":1.5},"data":["x"],"note":"top"}"#;
-        let kept = PayloadStorage::Minimal.kept(body);
+        let kept = PayloadStorage::Minimal.kept(body, None);
         assert_eq!(
             kept,
             format!(
@@ -215,10 +222,35 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_s_positions_give_the_same_minimal_payload() {
+        let body = r#"{"id":"e","data":{"note":"line\nA","x":[1,{"note":2}],"subject":"s"},"data":{"note":"b"}}"#;
+        for body in [body, CREATED] {
+            let envelope = crate::domain::event::parse(body, None).unwrap();
+            let spans = envelope.patient_data.as_deref();
+            assert_eq!(
+                spans.map(<[_]>::len),
+                Some(if body == CREATED { 2 } else { 3 })
+            );
+            assert_eq!(
+                PayloadStorage::Minimal.kept(body, spans),
+                PayloadStorage::Minimal.kept(body, None)
+            );
+        }
+        // A `data` that is not an object: no positions, the body is read again.
+        let odd = r#"{"id":"e","data":["note"]}"#;
+        assert_eq!(
+            crate::domain::event::parse(odd, None).unwrap().patient_data,
+            None
+        );
+    }
+
+    #[test]
     fn full_keeps_the_signed_bytes_and_none_keeps_nothing() {
-        assert_eq!(PayloadStorage::Full.kept(CREATED), CREATED);
-        assert_eq!(PayloadStorage::None.kept(CREATED), "");
+        assert_eq!(PayloadStorage::Full.kept(CREATED, None), CREATED);
+        assert_eq!(PayloadStorage::None.kept(CREATED, None), "");
         let plain = r#"{"id":"e","type":"note.uploaded","data":{"x":1}}"#;
-        assert!(matches!(PayloadStorage::Minimal.kept(plain), Cow::Borrowed(b) if b == plain));
+        assert!(
+            matches!(PayloadStorage::Minimal.kept(plain, None), Cow::Borrowed(b) if b == plain)
+        );
     }
 }

@@ -8,9 +8,11 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -70,6 +72,12 @@ pub struct Envelope {
     pub created: Option<String>,
     /// What the event means for job state.
     pub meaning: Meaning,
+    /// Where the body's patient data that the service never needs lies:
+    /// the byte ranges of every `data.note` and `data.subject` value, in
+    /// order; `None` when a `data` member is not an object (its shape is
+    /// then unknown). Found in the same pass, so keeping a payload without
+    /// them reads the body no second time.
+    pub patient_data: Option<Vec<Range<usize>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +112,8 @@ pub fn parse(body: &str, header_id: Option<&str>) -> Result<Envelope, BodyError>
         Err(e) => return Err(BodyError::NotJson(e.to_string())),
     };
 
+    check_patient_data(body, &raw.patient_data)?;
+
     let event_id = match &raw.id {
         Some(Field::Str(id)) => id.to_string(),
         None | Some(Field::Null) => header_id.ok_or(BodyError::NoId)?.to_owned(),
@@ -124,8 +134,17 @@ pub fn parse(body: &str, header_id: Option<&str>) -> Result<Envelope, BodyError>
         Some(Data::Object(data)) => Some(data),
         _ => None,
     };
+    let patient_data = match raw.unlocated {
+        true => None,
+        false => raw
+            .patient_data
+            .iter()
+            .map(|value| span_in(body, value))
+            .collect(),
+    };
 
     Ok(Envelope {
+        patient_data,
         job_id: job_id(&raw.job_id).ok(),
         patient_note_id: data
             .and_then(|d| as_str(&d.patient_note_id))
@@ -135,6 +154,37 @@ pub fn parse(body: &str, header_id: Option<&str>) -> Result<Envelope, BodyError>
         event_type,
         meaning,
     })
+}
+
+/// `note` and `subject` were taken as raw text, which serde_json checks
+/// for syntax only: check them as a tree would (escapes and surrogates
+/// of a string; numbers and depth of anything else), and say what a tree
+/// of the whole body would say if that fails.
+fn check_patient_data(body: &str, values: &[&RawValue]) -> Result<(), BodyError> {
+    let strings_only = values.iter().all(|value| value.get().starts_with('"'));
+    let sound = match strings_only {
+        // A string reads the same wherever it stands.
+        true => values
+            .iter()
+            .all(|value| serde_json::from_str::<Skip>(value.get()).is_ok()),
+        // Depth counts from the top: only the whole body can say.
+        false => false,
+    };
+    if sound {
+        return Ok(());
+    }
+    match serde_json::from_str::<Skip>(body) {
+        Ok(Skip) => Ok(()),
+        Err(error) => Err(BodyError::NotJson(error.to_string())),
+    }
+}
+
+/// Where `value`, borrowed from `body`, lies in it.
+fn span_in(body: &str, value: &RawValue) -> Option<Range<usize>> {
+    let text = value.get();
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let span = start..start + text.len();
+    (body.get(span.clone())? == text).then_some(span)
 }
 
 fn outcome(event_id: &str, raw: &RawEvent<'_>, status: JobStatus) -> Meaning {
@@ -261,6 +311,10 @@ struct RawEvent<'a> {
     created: Option<Field<'a>>,
     access_token_reference_id: Option<Field<'a>>,
     data: Option<Data<'a>>,
+    /// `note` and `subject` of every `data` member (a repeated one too).
+    patient_data: Vec<&'a RawValue>,
+    /// A `data` member was not an object.
+    unlocated: bool,
 }
 
 /// The `data` member. (Inside one `RawEvent`, on the stack: not boxed.)
@@ -279,6 +333,8 @@ struct DataFields<'a> {
     location_id: Option<Field<'a>>,
     /// Kept as the array's compact JSON text, so read as a whole.
     reasons: Option<Value>,
+    /// `note` and `subject`, where they lie.
+    patient_data: Vec<&'a RawValue>,
 }
 
 /// One member's value: a string (borrowed when it has no escapes), an
@@ -348,6 +404,8 @@ enum Key {
     Reasons,
     PatientMrn,
     LocationId,
+    /// `note` or `subject`.
+    PatientData,
     Unread,
 }
 
@@ -372,7 +430,16 @@ impl<'de> Deserialize<'de> for Body<'de> {
                         Key::AccessTokenReferenceId => {
                             raw.access_token_reference_id = Some(map.next_value()?);
                         }
-                        Key::Data => raw.data = Some(map.next_value()?),
+                        Key::Data => {
+                            let data: Data<'de> = map.next_value()?;
+                            match &data {
+                                Data::Object(fields) => {
+                                    raw.patient_data.extend(&fields.patient_data);
+                                }
+                                Data::NotObject => raw.unlocated = true,
+                            }
+                            raw.data = Some(data);
+                        }
                         _ => {
                             map.next_value::<Skip>()?;
                         }
@@ -428,6 +495,7 @@ impl<'de> Deserialize<'de> for Data<'de> {
                         Key::PatientMrn => data.patient_mrn = Some(map.next_value()?),
                         Key::LocationId => data.location_id = Some(map.next_value()?),
                         Key::Reasons => data.reasons = Some(map.next_value()?),
+                        Key::PatientData => data.patient_data.push(map.next_value()?),
                         _ => {
                             map.next_value::<Skip>()?;
                         }
@@ -532,6 +600,7 @@ impl<'de> Deserialize<'de> for Key {
                     "reasons" => Key::Reasons,
                     "patient_mrn" => Key::PatientMrn,
                     "location_id" => Key::LocationId,
+                    "note" | "subject" => Key::PatientData,
                     _ => Key::Unread,
                 })
             }

@@ -70,7 +70,8 @@ impl Kept {
     pub(super) fn of(delivery: &mut Delivery, common: &super::Common) -> Self {
         let body = std::mem::take(&mut delivery.payload);
         let envelope = &delivery.envelope;
-        let changed = match common.payload_storage.kept(&body) {
+        let located = envelope.patient_data.as_deref();
+        let changed = match common.payload_storage.kept(&body, located) {
             std::borrow::Cow::Borrowed(same) if same.len() == body.len() => None,
             other => Some(other.into_owned()),
         };

@@ -160,7 +160,7 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
         // As SQLite kept it: without the note and subject (the default).
         let expected = (id != "evt_cp1").then(|| {
             cobalt_receiver::payload_storage::PayloadStorage::Minimal
-                .kept(&body.to_string())
+                .kept(&body.to_string(), None)
                 .into_owned()
         });
         assert_eq!(postgres.payload_of(id).await, expected, "{id}");
