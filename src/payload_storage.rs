@@ -21,6 +21,8 @@ use serde::{Serialize, de::IgnoredAny};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use crate::domain::event::span_in;
+
 /// How much of each delivery's body is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,14 +103,6 @@ fn replacements(body: &str) -> Option<Vec<(Range<usize>, String)>> {
         }
     }
     Some(replaced)
-}
-
-/// Where `value`, borrowed from `body`, lies in it.
-fn span_in(body: &str, value: &RawValue) -> Option<Range<usize>> {
-    let text = value.get();
-    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let span = start..start + text.len();
-    (body.get(span.clone())? == text).then_some(span)
 }
 
 /// `{"sha256":"<hex>","length":<bytes>}` of a value (its JSON text): of

@@ -78,6 +78,13 @@ pub struct Sealed {
     pub bytes: Vec<u8>,
 }
 
+impl Sealed {
+    /// The form a text column keeps it in.
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(&self.bytes)
+    }
+}
+
 /// A text value as it is kept: the base64 of its [`Sealed`] form under
 /// `key_id`, or as given when no key is configured (`key_id` is `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +266,7 @@ impl Keyring {
     pub fn keep(&self, place: Place<'_>, value: String) -> Kept {
         match self.seal(place, value.as_bytes()) {
             Some(sealed) => Kept {
-                text: STANDARD.encode(sealed.bytes),
+                text: sealed.to_base64(),
                 key_id: Some(sealed.key_id),
             },
             None => Kept {

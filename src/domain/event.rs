@@ -180,7 +180,7 @@ fn check_patient_data(body: &str, values: &[&RawValue]) -> Result<(), BodyError>
 }
 
 /// Where `value`, borrowed from `body`, lies in it.
-fn span_in(body: &str, value: &RawValue) -> Option<Range<usize>> {
+pub(crate) fn span_in(body: &str, value: &RawValue) -> Option<Range<usize>> {
     let text = value.get();
     let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
     let span = start..start + text.len();

@@ -2,8 +2,6 @@
 //! `store::sealing`), over the shared pool: rotate-keys runs beside the
 //! replicas, each replacement a compare-and-set on what it read.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use sqlx::PgPool;
 
 use crate::store::sealing::{KeptMrn, KeptPayload, Resealed};
@@ -86,7 +84,7 @@ pub(super) async fn reseal_mrns(pool: &PgPool, rows: &[Resealed<KeptMrn>]) -> sq
              where patient_note_id = $3 and job_id = $4
                and patient_mrn = $5 and patient_mrn_key is not distinct from $6",
         )
-        .bind(STANDARD.encode(&row.sealed.bytes))
+        .bind(row.sealed.to_base64())
         .bind(&*row.sealed.key_id)
         .bind(&row.was.patient_note_id)
         .bind(&row.was.job_id)

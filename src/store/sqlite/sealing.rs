@@ -2,8 +2,6 @@
 //! `store::sealing`). Pages are read on reader threads; replacements and
 //! the registry are written on the writer thread, between batches.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::sealing::{KeptMrn, KeptPayload, Resealed};
@@ -75,7 +73,7 @@ pub(super) fn reseal_mrns(
         )?;
         for row in rows {
             replaced += update.execute(params![
-                STANDARD.encode(&row.sealed.bytes),
+                row.sealed.to_base64(),
                 &*row.sealed.key_id,
                 row.was.patient_note_id,
                 row.was.job_id,
