@@ -103,6 +103,7 @@ pub struct WaitParams {
         (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "Neither registered nor any outcome received", body = ErrorBody),
         (status = 409, description = "Two patient notes claim this job id", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time, or (`too_many_waiters`, with `wait`) too many clients are waiting", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -208,6 +209,7 @@ pub struct JobEvents {
         (status = 401, description = "No valid bearer token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "Neither an event received nor a registration for this job", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -244,6 +246,7 @@ pub struct PatientNote {
         (status = 401, description = "No valid bearer token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
         (status = 404, description = "No outcome received for this note", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -302,6 +305,7 @@ pub struct Page {
         (status = 400, description = "A parameter out of its range, or a cursor not issued here", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` permission", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -72,6 +72,7 @@ pub struct RegisterJob {
         (status = 403, description = "The token lacks the `submit` permission", body = ErrorBody),
         (status = 404, description = "The job could not be read back once recorded (deleted meanwhile)", body = ErrorBody),
         (status = 409, description = "The job id is known with another patient note", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "The database did not answer in time", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -160,6 +161,7 @@ pub struct NoteRequest {
         (status = 429, description = "Cobalt's 429 (`cobalt_rejected`): too many requests to Cobalt; retry later", body = ErrorBody),
         (status = "4XX", description = "Any other 4xx of Cobalt's, relayed with its message (`cobalt_rejected`); no note was created", body = ErrorBody),
         (status = 502, description = "Cobalt failed or could not be reached; the detail says whether the note may exist", body = ErrorBody),
+        (status = 500, description = "A stored MRN does not open with the configured keys (`sealed_value_unreadable`); the service's log names the key id", body = ErrorBody),
         (status = 503, description = "Submission is not configured, or the database is unavailable", body = ErrorBody),
         (status = 504, description = "Cobalt did not answer in time; the note may exist", body = ErrorBody),
     ),

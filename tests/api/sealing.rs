@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::console::minutes_ago;
+use crate::helpers::console::{Browser, console_on, csrf_of, minutes_ago};
 use crate::helpers::*;
 use crate::process::{TEST_ENV, run};
 
@@ -444,4 +444,105 @@ async fn copy_from_sqlite_keeps_sealed_values_sealed() {
         assert_eq!(mrn_of(&app, job).await, MRN);
     }
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_console_and_its_export_read_sealed_mrns_as_before() {
+    let app = spawn_app_with(|config| {
+        console_on(config);
+        seal_with(config, &[K1]);
+    })
+    .await;
+    deliver(&app, 800, 1).await;
+    let masked = format!("***{}", &MRN[MRN.len() - 4..]);
+
+    let reader = Browser::signed_in(&app, TOKEN).await;
+    for path in ["/ui/jobs/800", "/ui/jobs?status=created"] {
+        let page = reader.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.body.contains(&masked), "{path}: {}", page.body);
+        assert!(!page.body.contains(MRN), "{path}");
+    }
+    // The export reads the same sealed rows (it carries no MRN column).
+    let export = reader.get("/ui/jobs.csv").await;
+    assert_eq!(export.status, 200);
+    assert!(
+        export.body.contains("\"800\",\"pn-800\",\"created\""),
+        "{}",
+        export.body
+    );
+
+    let records = Browser::signed_in(&app, PHI_TOKEN).await;
+    let page = records.get("/ui/jobs/800").await;
+    let revealed = records
+        .post("/ui/jobs/800/reveal-mrn", &[("csrf", &csrf_of(&page.body))])
+        .await;
+    assert_eq!(revealed.status, 200);
+    assert!(revealed.body.contains(MRN));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_value_that_does_not_open_is_a_500_and_the_log_names_its_key_id() {
+    let dir = Arc::new(workspace());
+    let mut env = TEST_ENV.to_vec();
+    env.push(("COBALT_RECEIVER_ENCRYPTION_KEYS", K1));
+    let dir_for_server = dir.clone();
+    let env_owned: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut server = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env_owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        crate::process::start(&dir_for_server, &env, &[])
+    })
+    .await
+    .unwrap();
+    let body = created_event("evt_c900", "900", "pn-900", &minutes_ago(1)).to_string();
+    assert_eq!(
+        server
+            .post(body.as_bytes(), &sign(body.as_bytes()))
+            .await
+            .status(),
+        200
+    );
+
+    // The sealed MRN is changed at rest (one byte of its base64).
+    let db = dir.sql().await;
+    sqlx::query(
+        "update jobs set patient_mrn =
+             case when substr(patient_mrn, 1, 1) = 'A' then 'B' else 'A' end || substr(patient_mrn, 2)
+         where job_id = '900'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+
+    let answer = reqwest::Client::new()
+        .get(format!("{}/v1/jobs/900", server.address))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 500);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.contains("sealed_value_unreadable") && !text.contains(MRN),
+        "{text}"
+    );
+
+    server.terminate();
+    server.wait_exit(std::time::Duration::from_secs(10));
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("does not open"))
+        .unwrap_or_else(|| panic!("no log line says a value did not open:\n{log}"));
+    assert!(line.contains("k1"), "{line}");
+    assert!(line.contains("900"), "{line}");
+    assert!(!log.contains(MRN) && !log.contains(K1_MATERIAL), "{log}");
 }
