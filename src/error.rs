@@ -47,6 +47,9 @@ pub enum AppError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A change feed cursor from before the oldest change kept.
+    #[error("{0}")]
+    CursorExpired(String),
     /// Too many clients wait for outcomes; retry in a second.
     #[error("too many clients are waiting for an outcome; retry without wait, or in a second")]
     TooManyWaiters,
@@ -73,6 +76,7 @@ impl AppError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CursorExpired(_) => StatusCode::GONE,
             Self::Cobalt { status, .. } => *status,
             // Retrying will not open a value sealed under a missing key or
             // changed at rest.
@@ -94,6 +98,7 @@ impl AppError {
             Self::Conflict(_) => "conflict",
             Self::Forbidden(_) => "forbidden",
             Self::Unprocessable(_) => "unprocessable",
+            Self::CursorExpired(_) => "cursor_expired",
             Self::Cobalt { code, .. } => code,
             Self::Store(StoreError::Overloaded) => "overloaded",
             Self::Store(StoreError::Sealed(_)) => "sealed_value_unreadable",

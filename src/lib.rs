@@ -4,7 +4,8 @@
 //! secrets ([`signature`]), parsed into an event ([`domain`]), and stored
 //! with the job state it implies in one durable transaction ([`store`]);
 //! only then is it answered 2xx. Status queries under `/v1` read the same
-//! store ([`routes`]). [`startup`] wires it together for `main` and the tests.
+//! store ([`routes`]), and so does the change feed of every job's changes
+//! ([`feed`]). [`startup`] wires it together for `main` and the tests.
 
 pub mod audit;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod linger;
 pub mod listen;
 pub mod listing;

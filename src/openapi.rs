@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, health, status, submissions, webhooks};
+use crate::routes::{audit, changes, health, status, submissions, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{audit, health, status, submissions, webhooks};
         status::get_patient_note,
         status::list_patient_notes,
         status::metrics,
+        changes::list_changes,
         submissions::register,
         submissions::submit,
         submissions::recover,

@@ -120,6 +120,10 @@ impl Application {
         );
         let (store, announced) = open_store(&store_options, &listeners).await?;
         let mut background = Background::new();
+        background.spawn(
+            "overdue jobs in the change feed",
+            crate::feed::note_overdue_every(store.clone()),
+        );
         if let Some(kept) = config.payload_retention() {
             background.spawn(
                 "payload purge",

@@ -26,6 +26,14 @@ impl JobStatus {
             Self::Created => "created",
         }
     }
+
+    /// The change a job's taking this status is.
+    pub fn change_kind(self) -> super::ChangeKind {
+        match self {
+            Self::Failed => super::ChangeKind::Failed,
+            Self::Created => super::ChangeKind::Created,
+        }
+    }
 }
 
 impl fmt::Display for JobStatus {

@@ -2,6 +2,7 @@
 //! applies the layers every request goes through.
 
 pub mod audit;
+pub mod changes;
 pub mod guard;
 pub mod health;
 pub mod status;
@@ -149,6 +150,7 @@ fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
 /// The API's routes, each with the permission it needs.
 pub fn api_routes() -> ApiRoutes<AppState> {
     status::routes()
+        .merge(changes::routes())
         .merge(submissions::routes())
         .merge(audit::routes())
 }
@@ -179,6 +181,7 @@ fn read_action(route: &str) -> Option<&'static str> {
         "/v1/patient-notes" => "api.list.read",
         "/v1/patient-notes/{patient_note_id}" => "api.note.read",
         "/v1/audit" => "api.audit.read",
+        "/v1/changes" => "api.changes.read",
         _ => return None,
     })
 }

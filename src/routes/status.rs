@@ -179,7 +179,7 @@ async fn one_job(
 }
 
 /// MRNs as `caller` may see them ([`crate::phi`]).
-async fn disclose(
+pub(super) async fn disclose(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::feed::ChangePage;
 use super::sealing::{KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
@@ -59,6 +60,12 @@ impl Store {
     /// (on any replica).
     pub fn wakeups(&self) -> &Arc<Wakeups> {
         &self.common().wakeups
+    }
+
+    /// Where readers of the change feed wait for it to move (on any
+    /// replica).
+    pub fn feed(&self) -> &Arc<super::feed::FeedSignal> {
+        &self.common().feed
     }
 
     /// The keys that seal and open patient data.
@@ -160,6 +167,23 @@ operations! {
     /// expired by `now_ns`: the replica that takes it sweeps; the next
     /// sweep (on any replica) is due when it expires.
     fn take_lease(&self, holder: &str, now_ns: i64, until_ns: i64) -> Result<bool, StoreError>;
+
+    // The change feed.
+
+    /// Up to `limit` changes after position `after`, in position order
+    /// (commit order), each with its job's state now, and the feed's
+    /// bounds, all read at one instant.
+    fn changes(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError>;
+
+    /// Notes the pending jobs that have passed `overdue_after` as overdue
+    /// changes, once each. Returns how many it noted. Safe on every replica
+    /// at once.
+    fn note_overdue(&self) -> Result<u64, StoreError>;
+
+    /// Deletes the changes noted before `cutoff_ns`, oldest first, and the
+    /// outgoing messages settled before it, in small transactions. Returns
+    /// how many changes it deleted.
+    fn purge_changes(&self, cutoff_ns: i64) -> Result<u64, StoreError>;
 
     // Upkeep.
 

@@ -22,6 +22,7 @@
 
 pub mod console;
 pub mod copy;
+pub mod feed;
 mod interface;
 mod postgres;
 pub mod sealing;
@@ -211,7 +212,7 @@ impl Registration {
 }
 
 /// The answer to [`Store::register`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registered {
     /// Recorded now.
     New,
@@ -406,6 +407,8 @@ struct Common {
     payload_storage: PayloadStorage,
     /// The keys that seal patient data (none: kept unsealed).
     keyring: Keyring,
+    /// Readers of the change feed waiting for it to move.
+    feed: Arc<feed::FeedSignal>,
 }
 
 impl Common {
@@ -423,6 +426,7 @@ impl Common {
             overdue_after: options.overdue_after,
             payload_storage: options.payload_storage,
             keyring: options.keyring.clone(),
+            feed: feed::FeedSignal::new(),
         })
     }
 
@@ -435,11 +439,29 @@ impl Common {
     /// fails the whole read (never shown as something else).
     fn opened(&self, mut jobs: Vec<JobState>) -> Result<Vec<JobState>, StoreError> {
         for job in &mut jobs {
+            self.open_mrn(job)?;
+        }
+        Ok(jobs)
+    }
+
+    /// [`Common::opened`] of the changes' jobs.
+    fn opened_changes(
+        &self,
+        mut changes: Vec<feed::Change>,
+    ) -> Result<Vec<feed::Change>, StoreError> {
+        for change in &mut changes {
+            self.open_mrn(&mut change.job)?;
+        }
+        Ok(changes)
+    }
+
+    fn open_mrn(&self, job: &mut JobState) -> Result<(), StoreError> {
+        {
             let Some(key_id) = job.mrn_sealed_under.take() else {
-                continue;
+                return Ok(());
             };
             let Some(sealed) = job.patient_mrn.take() else {
-                continue;
+                return Ok(());
             };
             let place = crate::sealing::Place::Mrn {
                 patient_note_id: &job.patient_note_id,
@@ -453,7 +475,7 @@ impl Common {
                 }
             }
         }
-        Ok(jobs)
+        Ok(())
     }
 }
 

@@ -15,16 +15,20 @@ pub(super) struct Dialect {
     /// partial index states it (SQLite uses a partial index only for a
     /// query that names its condition the same way).
     unresolved: &'static str,
+    /// The last position a change was given.
+    last_change_position: &'static str,
 }
 
 pub(super) const SQLITE: Dialect = Dialect {
     parameter: '?',
     unresolved: "resolved = 0",
+    last_change_position: "coalesce((select seq from sqlite_sequence where name = 'changes'), 0)",
 };
 
 pub(super) const POSTGRES: Dialect = Dialect {
     parameter: '$',
     unresolved: "not resolved",
+    last_change_position: "(select last_position from change_positions where id = 1)",
 };
 
 /// The upsert of a job's state from an outcome event, by the job's key.
@@ -101,6 +105,44 @@ impl Dialect {
              from expected_jobs
              where {} and not exists (select 1 from jobs where jobs.job_id = expected_jobs.job_id)",
             self.unresolved
+        )
+    }
+
+    /// The changes after position `1` (up to `2` of them), each with its
+    /// job's state now: the columns [`job_state`] reads, then position,
+    /// kind and time; then, on every row, the purged and last positions,
+    /// read in the same statement (one snapshot). With no change after `1`
+    /// there is one row, of the bounds alone. A job with no outcome reads
+    /// as pending, from its registration.
+    pub(super) fn changes_after(&self) -> String {
+        let p = self.parameter;
+        format!(
+            "with bounds as (
+                 select (select purged_through from change_purge where id = 1) as purged_through,
+                        {} as last_position
+             )
+             select page.*, bounds.purged_through, bounds.last_position
+             from bounds left join (
+                 select changes.patient_note_id, changes.job_id,
+                    coalesce(jobs.status, 'pending'), jobs.emr_note_id, jobs.failure_reason,
+                    jobs.reasons, jobs.patient_mrn, jobs.location_id,
+                    coalesce(jobs.access_token_reference_id,
+                             expected_jobs.access_token_reference_id),
+                    jobs.deciding_event_id, jobs.deciding_event_created,
+                    coalesce(jobs.deciding_event_created_ns, expected_jobs.submitted_ns,
+                             changes.at_ns),
+                    jobs.first_received_at, jobs.last_received_at, expected_jobs.submitted_at,
+                    jobs.patient_mrn_key, changes.position, changes.kind, changes.at_ns
+                 from changes
+                 left join jobs on jobs.patient_note_id = changes.patient_note_id
+                     and jobs.job_id = changes.job_id
+                 left join expected_jobs on expected_jobs.job_id = changes.job_id
+                 where changes.position > {p}1
+                 order by changes.position
+                 limit {p}2
+             ) as page on true
+             order by page.position",
+            self.last_change_position
         )
     }
 
@@ -339,4 +381,46 @@ pub(super) fn job_state<R: Columns>(row: &R, overdue_before_ns: i64) -> Result<J
         first_received_at: row.text(12)?,
         last_received_at: row.text(13)?,
     })
+}
+
+/// Reads a row selected with [`Dialect::changes_after`]: the change, if
+/// the row holds one, then the purged and last positions.
+pub(super) fn change_row<R: Columns>(
+    row: &R,
+    overdue_before_ns: i64,
+) -> Result<(Option<super::feed::Change>, i64, i64), R::Error> {
+    let bounds = (row.int(19)?.unwrap_or(0), row.int(20)?.unwrap_or(0));
+    let Some(position) = row.int(16)? else {
+        return Ok((None, bounds.0, bounds.1));
+    };
+    let kind = row.text(17)?.unwrap_or_default();
+    let change = super::feed::Change {
+        position,
+        kind: crate::domain::ChangeKind::parse(&kind)
+            .ok_or_else(|| R::invalid(format!("unknown change kind {kind}")))?,
+        at_ns: row
+            .int(18)?
+            .ok_or_else(|| R::invalid("column 18 is null".into()))?,
+        job: job_state(row, overdue_before_ns)?,
+    };
+    Ok((Some(change), bounds.0, bounds.1))
+}
+
+/// The page [`Dialect::changes_after`]'s rows make.
+pub(super) fn change_page<R: Columns>(
+    rows: &[R],
+    overdue_before_ns: i64,
+) -> Result<super::feed::ChangePage, R::Error> {
+    let mut page = super::feed::ChangePage {
+        changes: Vec::with_capacity(rows.len()),
+        purged_through: 0,
+        last_position: 0,
+    };
+    for row in rows {
+        let (change, purged_through, last_position) = change_row(row, overdue_before_ns)?;
+        page.changes.extend(change);
+        page.purged_through = purged_through;
+        page.last_position = last_position;
+    }
+    Ok(page)
 }

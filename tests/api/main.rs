@@ -14,6 +14,7 @@ mod database;
 mod deploys;
 mod expected_jobs;
 mod fake_cobalt;
+mod feed;
 mod group_commit;
 mod helpers;
 mod hostile;

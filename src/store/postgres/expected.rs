@@ -4,6 +4,7 @@
 
 use sqlx::postgres::PgPool;
 
+use crate::domain::ChangeKind;
 use crate::store::{Claim, KeyClaim, Registered, Registration, SubmissionEnd};
 
 pub(super) async fn register(pool: &PgPool, job: &Registration) -> sqlx::Result<Registered> {
@@ -160,12 +161,21 @@ async fn register_in(
         if expected_note.is_some() {
             return Ok(Registered::Known);
         }
+        if inserted && outcome_note.is_some() {
+            return Ok(Registered::Known);
+        }
         if inserted {
-            return Ok(if outcome_note.is_some() {
-                Registered::Known
-            } else {
-                Registered::New
-            });
+            // After the insert: its row lock orders the job's changes.
+            sqlx::query(
+                "insert into changes (job_id, patient_note_id, kind, at_ns) values ($1, $2, $3, $4)",
+            )
+            .bind(&job.job_id)
+            .bind(&job.patient_note_id)
+            .bind(ChangeKind::Registered.as_str())
+            .bind(job.submitted_ns())
+            .execute(&mut **tx)
+            .await?;
+            return Ok(Registered::New);
         }
         // Another registration of this job committed meanwhile: read it.
     }

@@ -13,6 +13,7 @@
 mod audit;
 mod console;
 mod expected;
+mod feed;
 mod notify;
 mod reachability;
 mod reader;
@@ -30,6 +31,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::feed::ChangePage;
 use super::interface::Operations;
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
@@ -61,6 +63,8 @@ pub struct Store {
     pool: PgPool,
     common: Common,
     reachability: Arc<reachability::Reachability>,
+    /// Kicks the change feed's relay after a change is committed here.
+    relay: Arc<tokio::sync::Notify>,
     /// The notifier and listener tasks, stopped at close.
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -148,7 +152,14 @@ impl Store {
         let listen = PgPoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(connect_options(&options.database_url)?);
-        let (notifier, tasks) = notify::start(pool.clone(), listen, common.wakeups.clone());
+        let (relay, relay_task) = feed::start(pool.clone(), common.feed.clone());
+        let (notifier, mut tasks) = notify::start(
+            pool.clone(),
+            listen,
+            common.wakeups.clone(),
+            common.feed.clone(),
+        );
+        tasks.push(relay_task);
         let reachability = Arc::new(reachability::Reachability::default());
         let writes = writer::start(
             connect,
@@ -158,6 +169,7 @@ impl Store {
                 health: common.write_health.clone(),
                 reachability: reachability.clone(),
                 pool: pool.clone(),
+                relay: relay.clone(),
             },
             notifier,
         );
@@ -166,6 +178,7 @@ impl Store {
             pool,
             common,
             reachability,
+            relay,
             tasks: Arc::new(Mutex::new(tasks)),
         })
     }
@@ -176,6 +189,13 @@ impl Store {
         match self.reachability.is_down() {
             true => Err(StoreError::Unreachable),
             false => Ok(&self.pool),
+        }
+    }
+
+    /// A new registration is a change: the relay positions it.
+    fn registered(&self, registered: Option<Registered>) {
+        if registered == Some(Registered::New) {
+            self.relay.notify_one();
         }
     }
 
@@ -373,6 +393,7 @@ impl Operations for Store {
         expected::register(self.pool()?, &registration)
             .await
             .map_err(|error| self.failed(error))
+            .inspect(|registered| self.registered(Some(*registered)))
     }
 
     async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
@@ -389,6 +410,7 @@ impl Operations for Store {
         expected::end_submission(self.pool()?, key, &end)
             .await
             .map_err(|error| self.failed(error))
+            .inspect(|registered| self.registered(*registered))
     }
 
     async fn pending_summary(&self) -> Result<PendingSummary, StoreError> {
@@ -503,6 +525,39 @@ impl Operations for Store {
         console::run(self.pool()?, id)
             .await
             .map_err(|error| self.failed(error))
+    }
+
+    async fn changes(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError> {
+        let page = feed::changes(self.pool()?, after, limit, self.common.overdue_before_ns())
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(ChangePage {
+            changes: self.common.opened_changes(page.changes)?,
+            ..page
+        })
+    }
+
+    async fn note_overdue(&self) -> Result<u64, StoreError> {
+        let noted = feed::note_overdue(
+            self.pool()?,
+            self.common.overdue_before_ns(),
+            crate::clock::now_ns(),
+        )
+        .await
+        .map_err(|error| self.failed(error))?;
+        if noted > 0 {
+            self.relay.notify_one();
+        }
+        Ok(noted)
+    }
+
+    async fn purge_changes(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        super::in_chunks(super::feed::PURGE_CHUNK, || async move {
+            feed::purge(self.pool()?, cutoff_ns, super::feed::PURGE_CHUNK)
+                .await
+                .map_err(|error| self.failed(error))
+        })
+        .await
     }
 }
 

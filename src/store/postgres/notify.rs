@@ -1,4 +1,5 @@
-//! Outcomes committed on one replica wake the waiters on the others.
+//! Outcomes committed on one replica wake the waiters on the others (and
+//! the change feed's relay, `feed`, wakes the feed's readers the same way).
 //!
 //! After each commit the writer hands the job ids it decided to the
 //! notifier, which gathers them for a few milliseconds and sends them in
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::store::Wakeups;
+use crate::store::feed::FeedSignal;
 
 /// The channel every replica listens on.
 const CHANNEL: &str = "cobalt_receiver_outcomes";
@@ -48,11 +50,12 @@ pub(super) fn start(
     pool: PgPool,
     listen: PgPool,
     wakeups: Arc<Wakeups>,
+    feed: Arc<FeedSignal>,
 ) -> (Notifier, Vec<JoinHandle<()>>) {
     let (sender, receiver) = mpsc::channel(1024);
     let tasks = vec![
         tokio::spawn(send(pool, receiver)),
-        tokio::spawn(listen_for(listen, wakeups)),
+        tokio::spawn(listen_for(listen, wakeups, feed)),
     ];
     (Notifier(sender), tasks)
 }
@@ -98,7 +101,7 @@ fn payloads(job_ids: &[String]) -> Vec<String> {
     payloads
 }
 
-async fn listen_for(pool: PgPool, wakeups: Arc<Wakeups>) {
+async fn listen_for(pool: PgPool, wakeups: Arc<Wakeups>, feed: Arc<FeedSignal>) {
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -108,22 +111,30 @@ async fn listen_for(pool: PgPool, wakeups: Arc<Wakeups>) {
                 continue;
             }
         };
-        if let Err(error) = listener.listen(CHANNEL).await {
+        if let Err(error) = listener.listen_all([CHANNEL, super::feed::CHANNEL]).await {
             tracing::debug!(error = %super::cause(&error), "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         // Anything decided before LISTEN took effect is unknown here.
         wakeups.wake_all();
+        feed.moved();
         loop {
             match listener.try_recv().await {
+                Ok(Some(notification)) if notification.channel() == super::feed::CHANNEL => {
+                    feed.moved()
+                }
                 Ok(Some(notification)) => wakeups.wake(notification.payload().split('\n')),
                 // The connection was lost (sqlx reconnects on the next
                 // call); what was sent meanwhile is gone.
-                Ok(None) => wakeups.wake_all(),
+                Ok(None) => {
+                    wakeups.wake_all();
+                    feed.moved();
+                }
                 Err(error) => {
                     tracing::debug!(error = %super::cause(&error), "the listening connection failed; reconnecting");
                     wakeups.wake_all();
+                    feed.moved();
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }

@@ -85,6 +85,7 @@ pub(super) fn start(
         health: signals.health,
         reachability: signals.reachability,
         pool: signals.pool,
+        relay: signals.relay,
         notifier,
     };
     tokio::spawn(writer.run(receiver));
@@ -104,6 +105,7 @@ struct Writer {
     /// does not try to connect (the one probe does, over `pool`).
     reachability: Arc<Reachability>,
     pool: PgPool,
+    relay: Arc<tokio::sync::Notify>,
     notifier: super::notify::Notifier,
 }
 
@@ -113,6 +115,8 @@ pub(super) struct Signals {
     pub health: Arc<WriteHealth>,
     pub reachability: Arc<Reachability>,
     pub pool: PgPool,
+    /// The change feed's relay, kicked after a batch decides a job.
+    pub relay: Arc<tokio::sync::Notify>,
 }
 
 /// Why a batch was not committed.
@@ -249,6 +253,7 @@ impl Writer {
                     )
                     .collect();
                 if !decided.is_empty() {
+                    self.relay.notify_one();
                     self.wakeups.wake(decided.iter().copied());
                     self.notifier.decided(&decided);
                 }
@@ -421,7 +426,8 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 ///    An id another replica is inserting right now makes the insert wait
 ///    for that commit, then skip the row (a duplicate the statement did not
 ///    know of).
-/// 4. `resolved`: the expected jobs the batch decided are no longer pending.
+/// 4. `resolved`: the expected jobs the batch decided are no longer pending;
+///    `noted`: each decision is a change in the feed (see `feed`).
 /// 5. `kept`: their payloads (none when `payload_storage` keeps none).
 /// 6. `repeated`: each webhook delivery of an event already in the log
 ///    (known, or inserted by another replica meanwhile) and the batch's own
@@ -441,13 +447,13 @@ with input as (
                          $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[],
                          $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                          $16::text[], $17::text[], $18::int8[], $19::text[], $23::text[],
-                         $24::text[], $25::bytea[])
+                         $24::text[], $25::bytea[], $26::int8[])
         with ordinality
         as t(event_id, event_type, job_id, patient_note_id, created,
              received_at, attempt, label, reject_reason, payload,
              status, emr_note_id, failure_reason, reasons, patient_mrn,
              location_id, access_token_reference_id, created_ns, source, payload_key,
-             patient_mrn_key, sealed, arrival)
+             patient_mrn_key, sealed, received_ns, arrival)
 ),
 known as (
     select event_id, outcome from events where event_id = any($1::text[])
@@ -465,12 +471,21 @@ decided as (
 "#,
     crate::store::sql::replace_if_outranked!(),
     r#"
-    returning deciding_event_id, job_id
+    returning deciding_event_id, job_id, patient_note_id, status
 ),
 resolved as (
     update expected_jobs set resolved = true
     from decided
     where expected_jobs.job_id = decided.job_id and not expected_jobs.resolved
+    returning expected_jobs.job_id
+),
+noted as (
+    insert into changes (job_id, patient_note_id, kind, at_ns)
+    select decided.job_id, decided.patient_note_id, decided.status, input.received_ns
+    from decided join input on input.event_id = decided.deciding_event_id
+    -- Once `resolved` holds its rows: an overdue change of one of these
+    -- jobs then either committed first (a smaller seq) or is not made.
+    where (select count(*) from resolved) >= 0
 ),
 new_events as (
     insert into events (event_id, event_type, job_id, patient_note_id, created,
@@ -657,6 +672,12 @@ async fn apply_unique(
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.sealed).collect::<Vec<_>>())
+        .bind(
+            deliveries
+                .iter()
+                .map(|write| crate::clock::unix_ns(write.delivery.received_at))
+                .collect::<Vec<_>>(),
+        )
         .fetch_all(&mut *connection)
         .await?;
 

@@ -3,10 +3,12 @@
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use crate::domain::ChangeKind;
 use crate::store::{Claim, KeyClaim, Registered, Registration, SubmissionEnd};
 
 /// Records an expected job, unless the job id is known with another note.
-/// Its outcome may be in already: then it is resolved from the start.
+/// Its outcome may be in already: then it is resolved from the start;
+/// otherwise its registration is a change in the feed.
 pub(super) fn register(tx: &Transaction<'_>, job: &Registration) -> rusqlite::Result<Registered> {
     let outcome_note: Option<String> = tx
         .prepare_cached("select patient_note_id from jobs where job_id = ? limit 1")?
@@ -40,11 +42,17 @@ pub(super) fn register(tx: &Transaction<'_>, job: &Registration) -> rusqlite::Re
         job.registered_by,
         outcome_note.is_some(),
     ])?;
-    Ok(if outcome_note.is_some() {
-        Registered::Known
-    } else {
-        Registered::New
-    })
+    if outcome_note.is_some() {
+        return Ok(Registered::Known);
+    }
+    tx.prepare_cached(super::feed::INSERT_CHANGE)?
+        .execute(params![
+            job.job_id,
+            job.patient_note_id,
+            ChangeKind::Registered.as_str(),
+            job.submitted_ns(),
+        ])?;
+    Ok(Registered::New)
 }
 
 /// Claims an idempotency key, after forgetting expired ones.

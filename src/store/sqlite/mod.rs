@@ -20,6 +20,7 @@ mod audit;
 mod checkpointer;
 mod console;
 mod expected;
+mod feed;
 mod reader;
 mod sealing;
 mod writer;
@@ -34,6 +35,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
+use super::feed::ChangePage;
 use super::interface::Operations;
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
@@ -96,6 +98,7 @@ impl Store {
             options,
             common.wakeups.clone(),
             common.write_health.clone(),
+            common.feed.clone(),
         )
         .context("starting the writer")?;
         tracing::debug!("db: writer ready");
@@ -140,6 +143,15 @@ impl Store {
             Err(_) => Err(StoreError::Timeout(self.common.write_timeout)),
             Ok(Err(_)) => Err(StoreError::Stopped),
             Ok(Ok(result)) => result.inspect_err(|_| crate::monitoring::database_error()),
+        }
+    }
+}
+
+impl Store {
+    /// A new registration is a change the feed's waiters hear of.
+    fn registered(&self, registered: Registered) {
+        if registered == Registered::New {
+            self.common.feed.moved();
         }
     }
 }
@@ -315,6 +327,7 @@ impl Operations for Store {
             Ok(registered)
         })
         .await
+        .inspect(|registered| self.registered(*registered))
     }
 
     async fn begin_submission(&self, claim: KeyClaim) -> Result<Claim, StoreError> {
@@ -330,6 +343,7 @@ impl Operations for Store {
         let key = key.map(str::to_owned);
         self.on_writer(move |db| expected::end_submission(db, key.as_deref(), &end))
             .await
+            .inspect(|registered| registered.iter().for_each(|r| self.registered(*r)))
     }
 
     async fn pending_summary(&self) -> Result<PendingSummary, StoreError> {
@@ -441,6 +455,32 @@ impl Operations for Store {
         self.readers
             .run(move |db| console::run(db, id.as_deref()))
             .await
+    }
+
+    async fn changes(&self, after: i64, limit: u32) -> Result<ChangePage, StoreError> {
+        let mut page = self
+            .read(move |db, overdue| feed::changes(db, after, limit, overdue))
+            .await?;
+        page.changes = self.common.opened_changes(page.changes)?;
+        Ok(page)
+    }
+
+    async fn note_overdue(&self) -> Result<u64, StoreError> {
+        let before_ns = self.common.overdue_before_ns();
+        let noted = self
+            .on_writer(move |db| feed::note_overdue(db, before_ns, crate::clock::now_ns()))
+            .await?;
+        if noted > 0 {
+            self.common.feed.moved();
+        }
+        Ok(noted)
+    }
+
+    async fn purge_changes(&self, cutoff_ns: i64) -> Result<u64, StoreError> {
+        super::in_chunks(super::feed::PURGE_CHUNK, || {
+            self.on_writer(move |db| feed::purge(db, cutoff_ns, super::feed::PURGE_CHUNK))
+        })
+        .await
     }
 }
 

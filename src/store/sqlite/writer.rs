@@ -20,6 +20,7 @@ use super::checkpointer::{Checkpointer, WRITER_BACKSTOP_PAGES};
 use super::{connect, decode_error, outcome_column};
 use crate::domain::Meaning;
 use crate::monitoring;
+use crate::store::feed::FeedSignal;
 use crate::store::sealing::Kept;
 use crate::store::sql;
 use crate::store::{
@@ -55,6 +56,7 @@ pub(super) fn start(
     options: &StoreOptions,
     wakeups: std::sync::Arc<Wakeups>,
     health: std::sync::Arc<WriteHealth>,
+    feed: std::sync::Arc<FeedSignal>,
 ) -> anyhow::Result<mpsc::Sender<Command>> {
     let db = connect(
         path,
@@ -87,6 +89,7 @@ pub(super) fn start(
             let signals = Signals {
                 wakeups: &wakeups,
                 health: &health,
+                feed: &feed,
             };
             run(db, checkpointer, receiver, batch_size, timeout, signals)
         })?;
@@ -218,6 +221,7 @@ pub(super) fn write_probe(db: &mut rusqlite::Connection) -> rusqlite::Result<()>
 struct Signals<'a> {
     wakeups: &'a Wakeups,
     health: &'a WriteHealth,
+    feed: &'a FeedSignal,
 }
 
 /// Applies and commits the batch, answers each delivery; returns how many
@@ -250,7 +254,13 @@ fn commit_batch(
             tracing::debug!(size = batch.len(), elapsed = ?started.elapsed(), "batch committed");
             monitoring::batch_committed(batch.len(), started.elapsed().as_secs_f64());
             signals.health.committed();
-            signals.wakeups.wake(decided_jobs(batch, &outcomes));
+            {
+                let mut decided = decided_jobs(batch, &outcomes).peekable();
+                if decided.peek().is_some() {
+                    signals.wakeups.wake(decided);
+                    signals.feed.moved();
+                }
+            }
             let committed = batch.len();
             for (write, outcome) in batch.drain(..).zip(outcomes) {
                 let _ = write.reply.send(Ok(outcome));
@@ -316,6 +326,7 @@ struct Statements<'tx> {
     mark_superseded: CachedStatement<'tx>,
     touch_job: CachedStatement<'tx>,
     resolve_expected: CachedStatement<'tx>,
+    insert_change: CachedStatement<'tx>,
 }
 
 impl<'tx> Statements<'tx> {
@@ -350,6 +361,7 @@ impl<'tx> Statements<'tx> {
             resolve_expected: tx.prepare_cached(
                 "update expected_jobs set resolved = 1 where job_id = ? and resolved = 0",
             )?,
+            insert_change: tx.prepare_cached(super::feed::INSERT_CHANGE)?,
         })
     }
 
@@ -420,6 +432,12 @@ impl<'tx> Statements<'tx> {
         ])?;
         if changed == 1 {
             self.resolve_expected.execute([&job.job_id])?;
+            self.insert_change.execute(params![
+                job.job_id,
+                job.patient_note_id,
+                job.rank.status.change_kind().as_str(),
+                crate::clock::unix_ns(delivery.received_at),
+            ])?;
             return Ok(Recorded::New(Outcome::Applied));
         }
         // A superseded event changes nothing but the job's last-received time.

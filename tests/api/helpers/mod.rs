@@ -42,6 +42,9 @@ pub const OPS_TOKEN: &str = "test-ops-token-not-a-secret";
 /// The token named `records`, which may read and see whole MRNs; for tests only.
 pub const PHI_TOKEN: &str = "test-phi-token-not-a-secret";
 
+/// How often the server notes overdue jobs as changes.
+pub const OVERDUE_CHECK: Duration = cobalt_receiver::feed::OVERDUE_CHECK_EVERY;
+
 /// A key for `encryption_keys` (32 bytes in base64); for tests only.
 pub const ENCRYPTION_KEY: &str = "k1:dGVzdC1rZXktb25lLW5vdC1hLXNlY3JldC0wMDAwMDE=";
 
