@@ -1,0 +1,8 @@
+//! Outgoing webhooks: each change of a job's state, pushed to the clinic's
+//! app and signed per Standard Webhooks v1.0.0
+//! (<https://www.standardwebhooks.com>), so the app can verify it with any
+//! of that spec's libraries.
+//!
+//! [`signing`] makes the `webhook-signature`.
+
+pub mod signing;
