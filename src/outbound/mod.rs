@@ -3,6 +3,8 @@
 //! (<https://www.standardwebhooks.com>), so the app can verify it with any
 //! of that spec's libraries.
 //!
-//! [`signing`] makes the `webhook-signature`.
+//! [`signing`] makes the `webhook-signature`; [`schedule`] spaces the
+//! retries of a message that was not delivered.
 
+pub mod schedule;
 pub mod signing;
