@@ -4,7 +4,9 @@
 //! of that spec's libraries.
 //!
 //! [`signing`] makes the `webhook-signature`; [`schedule`] spaces the
-//! retries of a message that was not delivered.
+//! retries of a message that was not delivered; [`attempt`] makes one HTTP
+//! attempt and says how it went.
 
+pub mod attempt;
 pub mod schedule;
 pub mod signing;
