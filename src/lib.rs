@@ -27,6 +27,7 @@ pub mod monitoring;
 pub mod openapi;
 pub mod operator;
 pub mod os_error;
+pub mod outbound;
 pub mod pagination;
 pub mod payload_storage;
 pub mod phi;

@@ -124,6 +124,14 @@ impl Application {
             "overdue jobs in the change feed",
             crate::feed::note_overdue_every(store.clone()),
         );
+        background.spawn(
+            "change purge",
+            crate::feed::purge_every(
+                store.clone(),
+                config.change_retention(),
+                config.purge_interval(),
+            ),
+        );
         if let Some(kept) = config.payload_retention() {
             background.spawn(
                 "payload purge",

@@ -36,19 +36,38 @@ impl ConfigError {
 
     pub(super) fn from_figment(error: &figment::Error, file: Option<&Path>) -> Self {
         use figment::error::Kind;
-        let key = error.path.join(".");
-        if key.is_empty() {
+        if error.path.is_empty() {
             return Self::Source("the configuration cannot be read".into());
+        }
+        // Figment's path names a list's entries by number:
+        // `outbound_webhooks.0.phi` is shown `outbound_webhooks[0].phi`,
+        // and described as `outbound_webhooks.phi` is.
+        let mut key = String::new();
+        let mut schema_key = Vec::new();
+        for part in &error.path {
+            if part.bytes().all(|b| b.is_ascii_digit()) {
+                key.push_str(&format!("[{part}]"));
+            } else {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(part);
+                schema_key.push(part.as_str());
+            }
         }
         let origin = error
             .metadata
             .as_ref()
-            .map(|metadata| origin_of(metadata, &key, file))
+            .map(|metadata| origin_of(metadata, &error.path[0], file))
             .unwrap_or_default();
-        let message = match (&error.kind, expected(&key)) {
+        let message = match (&error.kind, expected(&schema_key.join("."))) {
             (Kind::UnknownField(field, _), _) => {
                 return Self::Key {
-                    key: field.clone(),
+                    key: if key.ends_with(field.as_str()) {
+                        key
+                    } else {
+                        field.clone()
+                    },
                     origin,
                     message: "is not a known key (config.example.toml lists them all)".into(),
                 };
@@ -89,7 +108,8 @@ impl Origins {
         self.0.insert(key.to_owned(), origin);
     }
 
-    /// `error` with the origin of its key, when it names none yet.
+    /// `error` with the origin of its key, when it names none yet. A part
+    /// of a key (`outbound_webhooks[2].url`) came from where the key did.
     pub fn locate(&self, error: ConfigError) -> ConfigError {
         match error {
             ConfigError::Key {
@@ -97,7 +117,12 @@ impl Origins {
                 origin,
                 message,
             } if origin.is_empty() => ConfigError::Key {
-                origin: self.0.get(&key).cloned().unwrap_or_default(),
+                origin: self
+                    .0
+                    .get(&key)
+                    .or_else(|| self.0.get(key.split(['[', '.']).next().unwrap_or_default()))
+                    .cloned()
+                    .unwrap_or_default(),
                 key,
                 message,
             },
@@ -147,6 +172,18 @@ fn expected(key: &str) -> Option<&'static str> {
         | "reconcile_max_jobs"
         | "audit_retention_days"
         | "cobalt_requests_per_sec" => "a whole number from 0 to 4294967295",
+        "change_retention_days" => "a whole number of days from 1 to 3650",
+        "outbound_retry_delays_secs" => {
+            "a list of whole numbers of seconds, or one comma-separated string"
+        }
+        "outbound_webhooks" => {
+            "a list of [[outbound_webhooks]] tables (from the environment, one endpoint: COBALT_RECEIVER_OUTBOUND_URL and COBALT_RECEIVER_OUTBOUND_SECRET)"
+        }
+        "outbound_webhooks.name" | "outbound_webhooks.url" | "outbound_webhooks.secret" => {
+            "a string"
+        }
+        "outbound_webhooks.types" => "a list such as [\"job.created\", \"job.failed\"]",
+        "outbound_webhooks.phi" => "true or false",
         "tls_cert_path" | "tls_key_path" => "a file path",
         "log_filter" => "a string such as \"info\"",
         "log_format" => "\"text\" or \"json\"",
@@ -219,7 +256,7 @@ mod tests {
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 45, "every key, the optional ones set");
+        assert_eq!(keys.len(), 48, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

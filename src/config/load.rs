@@ -1,11 +1,14 @@
 //! Loading the configuration: built-in defaults, then an optional TOML
 //! file, then `COBALT_RECEIVER_*` environment variables, then the files
 //! that `COBALT_RECEIVER_*_FILE` variables name (container secret stores
-//! mount secrets as files). The variables Kubernetes sets for a Service
-//! named `cobalt-receiver` share the prefix and are left out. The file's
-//! syntax is checked on its own first, so an error names the file as
-//! given and never quotes a line of it.
+//! mount secrets as files). `COBALT_RECEIVER_OUTBOUND_URL` and
+//! `…_OUTBOUND_SECRET` are a shortcut for one outgoing webhook endpoint.
+//! The variables Kubernetes sets for a Service named `cobalt-receiver`
+//! share the prefix and are left out. The file's syntax is checked on its
+//! own first, so an error names the file as given and never quotes a line
+//! of it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::providers::{Env, Format, Toml};
@@ -26,6 +29,10 @@ const FILE_KEYS: [&str; 7] = [
     "encryption_keys",
 ];
 
+/// Variables of ours that are not keys: the file's name, and the parts of
+/// the outgoing webhook shortcut ([`outbound_shortcut`]).
+const NOT_KEYS: [&str; 3] = ["CONFIG", "OUTBOUND_URL", "OUTBOUND_SECRET"];
+
 /// Loads the configuration: defaults, then `file` if given, then environment.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut figment = Figment::new();
@@ -38,7 +45,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let env = Env::prefixed(ENV_PREFIX)
         .filter(|key| {
             let key = key.as_str().to_ascii_uppercase();
-            key != "CONFIG" && !key.ends_with("_FILE")
+            !NOT_KEYS.contains(&key.as_str()) && !key.ends_with("_FILE")
         })
         .filter(|key| !is_service_link(&key.as_str().to_ascii_lowercase()));
     figment = figment.merge(env);
@@ -62,13 +69,84 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
             };
         }
     }
-    let mut config = extract_unchecked(&figment, file)?;
-    let mut origins = origins(&figment, file);
-    for (key, origin) in from_files {
+    let (figment, shortcut) = outbound_shortcut(figment, |name| std::env::var(name).ok())?;
+    from_files.extend(shortcut.map(|origin| ("outbound_webhooks", origin)));
+    finish(&figment, file, from_files)
+}
+
+/// The configuration `figment` holds, validated; `given` names the origin
+/// of keys whose value came from elsewhere than figment knows (a file of
+/// secrets, the outgoing webhook shortcut).
+fn finish(
+    figment: &Figment,
+    file: Option<&Path>,
+    given: Vec<(&str, String)>,
+) -> Result<Config, ConfigError> {
+    let mut config = extract_unchecked(figment, file)?;
+    let mut origins = origins(figment, file);
+    for (key, origin) in given {
         origins.insert(key, origin);
     }
     config.origins = origins;
     validated(config)
+}
+
+/// `figment` with the one endpoint that `COBALT_RECEIVER_OUTBOUND_URL`
+/// and `…_OUTBOUND_SECRET` (or `…_OUTBOUND_SECRET_FILE`) define: named
+/// `default`, every type, no MRN; and the origin its errors name. A list
+/// of tables is awkward in the environment, and one app is the usual case.
+/// `var` reads an environment variable.
+fn outbound_shortcut(
+    figment: Figment,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(Figment, Option<String>), ConfigError> {
+    let url_variable = format!("{ENV_PREFIX}OUTBOUND_URL");
+    let secret_variable = format!("{ENV_PREFIX}OUTBOUND_SECRET");
+    let file_variable = format!("{secret_variable}_FILE");
+    let given = |name: &str| var(name).filter(|value| !value.is_empty());
+    let url = given(&url_variable);
+    let secret = match given(&file_variable) {
+        // As for the keys of FILE_KEYS, the file wins over the variable.
+        Some(path) => {
+            let contents = read_secret_file(&file_variable, Path::new(&path))?;
+            Some((contents.trim().to_owned(), &file_variable))
+        }
+        None => given(&secret_variable).map(|secret| (secret, &secret_variable)),
+    };
+    let error = |origin: String, message: String| ConfigError::Key {
+        key: "outbound_webhooks".into(),
+        origin,
+        message,
+    };
+    match (url, secret) {
+        (None, None) => Ok((figment, None)),
+        (Some(_), None) => Err(error(
+            format!(" (from {url_variable})"),
+            format!("{url_variable} needs {secret_variable} (or {file_variable}) too"),
+        )),
+        (None, Some((_, from))) => Err(error(
+            format!(" (from {from})"),
+            format!("{from} needs {url_variable} too"),
+        )),
+        (Some(url), Some((secret, from))) => {
+            let origin = format!(" (from {url_variable} and {from})");
+            if figment.find_value("outbound_webhooks").is_ok() {
+                return Err(error(
+                    origin,
+                    "is set as well: give the endpoints as [[outbound_webhooks]] or as these variables, not both".into(),
+                ));
+            }
+            let endpoint = BTreeMap::from([
+                ("name", "default".to_owned()),
+                ("url", url),
+                ("secret", secret),
+            ]);
+            Ok((
+                figment.merge(("outbound_webhooks", vec![endpoint])),
+                Some(origin),
+            ))
+        }
+    }
 }
 
 /// Where each key present in `figment` came from.
@@ -193,6 +271,133 @@ mod tests {
         assert_eq!(
             error,
             "configuration file ./no-such-dir/receiver.toml does not exist"
+        );
+    }
+
+    /// A valid secret of an outgoing webhook endpoint.
+    const OUTBOUND_SECRET: &str = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy";
+
+    /// The configuration of `toml` with the shortcut's variables `vars`, as
+    /// `load` reads them.
+    fn with_shortcut(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| (format!("{ENV_PREFIX}{name}"), (*value).to_owned()))
+            .collect();
+        let figment = Figment::new().merge(Toml::string(toml));
+        let (figment, origin) = outbound_shortcut(figment, |name| vars.get(name).cloned())?;
+        let given = origin.map(|origin| ("outbound_webhooks", origin));
+        finish(&figment, None, given.into_iter().collect())
+    }
+
+    #[test]
+    fn the_outbound_variables_define_one_endpoint_named_default() {
+        let config = with_shortcut(
+            "",
+            &[
+                ("OUTBOUND_URL", "https://app.clinic.example/hooks"),
+                ("OUTBOUND_SECRET", OUTBOUND_SECRET),
+            ],
+        )
+        .unwrap();
+        let [endpoint] = &config.outbound_endpoints[..] else {
+            panic!("{:?}", config.outbound_endpoints);
+        };
+        assert_eq!(endpoint.name, "default");
+        assert_eq!(endpoint.url.as_str(), "https://app.clinic.example/hooks");
+        assert_eq!(endpoint.types, crate::domain::ChangeKind::ALL);
+        assert!(!endpoint.phi);
+        assert!(with_shortcut("", &[("OUTBOUND_URL", ""), ("OUTBOUND_SECRET", "")]).is_ok());
+    }
+
+    #[test]
+    fn the_outbound_secret_may_come_from_a_file_which_wins() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("outbound-secret");
+        std::fs::write(&path, format!("{OUTBOUND_SECRET}\n")).unwrap();
+        let path = path.to_str().unwrap();
+        let config = with_shortcut(
+            "",
+            &[
+                ("OUTBOUND_URL", "http://10.0.0.5:9000/hooks"),
+                ("OUTBOUND_SECRET", "whsec_not-base64-and-ignored"),
+                ("OUTBOUND_SECRET_FILE", path),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.outbound_endpoints[0].key,
+            crate::outbound::signing::SigningKey::parse(OUTBOUND_SECRET).unwrap()
+        );
+        let error = with_shortcut(
+            "",
+            &[
+                ("OUTBOUND_URL", "http://10.0.0.5:9000/hooks"),
+                ("OUTBOUND_SECRET_FILE", "/no/such/file"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("COBALT_RECEIVER_OUTBOUND_SECRET_FILE names /no/such/file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_outbound_variables_come_together_and_never_beside_the_list() {
+        let error = with_shortcut("", &[("OUTBOUND_URL", "https://a.example/h")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "configuration key `outbound_webhooks` (from COBALT_RECEIVER_OUTBOUND_URL): \
+             COBALT_RECEIVER_OUTBOUND_URL needs COBALT_RECEIVER_OUTBOUND_SECRET \
+             (or COBALT_RECEIVER_OUTBOUND_SECRET_FILE) too"
+        );
+        let error = with_shortcut("", &[("OUTBOUND_SECRET", OUTBOUND_SECRET)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("needs COBALT_RECEIVER_OUTBOUND_URL too"),
+            "{error}"
+        );
+        assert!(!error.contains(OUTBOUND_SECRET), "{error}");
+        let file = format!(
+            "[[outbound_webhooks]]\nname = \"app\"\nurl = \"https://a.example/h\"\nsecret = \"{OUTBOUND_SECRET}\""
+        );
+        assert!(with_shortcut(&file, &[]).is_ok());
+        let error = with_shortcut(
+            &file,
+            &[
+                ("OUTBOUND_URL", "https://b.example/h"),
+                ("OUTBOUND_SECRET", OUTBOUND_SECRET),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`outbound_webhooks`"), "{error}");
+        assert!(error.contains("not both"), "{error}");
+        assert!(!error.contains(OUTBOUND_SECRET), "{error}");
+    }
+
+    #[test]
+    fn a_bad_outbound_variable_is_named_without_its_value() {
+        let secret = "whsec_dG9vLXNob3J0LWtleQ==";
+        let error = with_shortcut(
+            "",
+            &[
+                ("OUTBOUND_URL", "https://app.example/h"),
+                ("OUTBOUND_SECRET", secret),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "configuration key `outbound_webhooks[0].secret` (from COBALT_RECEIVER_OUTBOUND_URL \
+             and COBALT_RECEIVER_OUTBOUND_SECRET): endpoint `default`: decodes to 13 bytes; \
+             it must be 24 to 64"
         );
     }
 

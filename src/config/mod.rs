@@ -12,6 +12,7 @@
 
 mod error;
 mod load;
+mod outbound;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ pub use self::error::{ConfigError, Origins};
 #[cfg(test)]
 pub(crate) use self::load::from_toml;
 pub use self::load::{from_figment, load};
+pub use self::outbound::{MAX_ENDPOINTS, OutboundEndpoint, OutboundWebhook};
+use crate::outbound::schedule::{DEFAULT_RETRY_DELAYS_SECS, RetrySchedule};
 use crate::payload_storage::PayloadStorage;
 use crate::sealing::Keyring;
 use crate::secret::{self, Secret};
@@ -30,6 +33,14 @@ use crate::store::StoreOptions;
 
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "COBALT_RECEIVER_";
+
+/// Most retries of an outgoing webhook, and the longest wait before one:
+/// a longer schedule is better served by the change feed, which the app
+/// can read when it is back.
+const MAX_RETRY_DELAYS: usize = 30;
+const MAX_RETRY_DELAY_SECS: u64 = 24 * 60 * 60;
+/// Ten years: longer is a mistake (days taken for hours?), not a policy.
+const MAX_CHANGE_RETENTION_DAYS: u32 = 3650;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -154,6 +165,17 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// Days audit rows are kept (who looked at what). 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// Days a change of a job's state is kept in the change feed (1 to
+    /// 3650): how far back the clinic's app can catch up.
+    pub change_retention_days: u32,
+    /// Seconds before each retry of an outgoing webhook not delivered (1
+    /// to 30 delays, each 1 to 86400); the message is failed after the
+    /// last. Each delay is lengthened by up to a fifth at random.
+    #[serde(deserialize_with = "number_list")]
+    pub outbound_retry_delays_secs: Vec<u64>,
+    /// Endpoints of the clinic's app that changes of job state are pushed
+    /// to, signed per Standard Webhooks (at most 16).
+    pub outbound_webhooks: Vec<OutboundWebhook>,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
@@ -165,6 +187,10 @@ pub struct Config {
     /// validated).
     #[serde(skip)]
     pub keyring: Keyring,
+    /// `outbound_webhooks`, read (not a key; set once the configuration is
+    /// validated).
+    #[serde(skip)]
+    pub outbound_endpoints: Vec<OutboundEndpoint>,
 }
 
 impl Default for Config {
@@ -214,10 +240,14 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             // Six years, as HIPAA keeps its documentation.
             audit_retention_days: 6 * 366,
+            change_retention_days: 30,
+            outbound_retry_delays_secs: DEFAULT_RETRY_DELAYS_SECS.to_vec(),
+            outbound_webhooks: Vec::new(),
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             origins: Origins::default(),
             keyring: Keyring::default(),
+            outbound_endpoints: Vec::new(),
         }
     }
 }
@@ -294,6 +324,16 @@ impl Config {
         (self.audit_retention_days > 0).then(|| days(self.audit_retention_days))
     }
 
+    /// How long a change of a job's state stays in the change feed.
+    pub fn change_retention(&self) -> Duration {
+        days(self.change_retention_days)
+    }
+
+    /// When an outgoing webhook not delivered is tried again.
+    pub fn outbound_retry_schedule(&self) -> RetrySchedule {
+        RetrySchedule::from_secs(&self.outbound_retry_delays_secs)
+    }
+
     /// The storage settings.
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
@@ -328,6 +368,31 @@ impl Config {
     fn validate(mut self) -> Result<Self, ConfigError> {
         self.keyring = Keyring::parse(&self.encryption_keys)
             .map_err(|error| ConfigError::key("encryption_keys", &error.to_string()))?;
+        self.outbound_endpoints = outbound::parse(&self.outbound_webhooks)?;
+        if !(1..=MAX_RETRY_DELAYS).contains(&self.outbound_retry_delays_secs.len()) {
+            return Err(ConfigError::key(
+                "outbound_retry_delays_secs",
+                &format!("must list 1 to {MAX_RETRY_DELAYS} delays"),
+            ));
+        }
+        if let Some(position) = self
+            .outbound_retry_delays_secs
+            .iter()
+            .position(|delay| !(1..=MAX_RETRY_DELAY_SECS).contains(delay))
+        {
+            return Err(ConfigError::key(
+                "outbound_retry_delays_secs",
+                &format!(
+                    "entry {position} is out of range: each delay must be 1 to {MAX_RETRY_DELAY_SECS} seconds (a day)"
+                ),
+            ));
+        }
+        if !(1..=MAX_CHANGE_RETENTION_DAYS).contains(&self.change_retention_days) {
+            return Err(ConfigError::key(
+                "change_retention_days",
+                &format!("must be 1 to {MAX_CHANGE_RETENTION_DAYS} (ten years)"),
+            ));
+        }
         if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             return Err(ConfigError::key("webhook_secrets", "a secret is empty"));
         }
@@ -445,6 +510,52 @@ fn string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
         .collect())
 }
 
+/// A list of whole numbers given as a TOML array or, from the environment,
+/// as one comma-separated string (a lone number is read as a number).
+fn number_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u64>, D::Error> {
+    struct ListVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of whole numbers or one comma-separated string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().map_err(|_| E::custom("not a whole number")))
+                .collect()
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            Ok(vec![value])
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            u64::try_from(value)
+                .map(|value| vec![value])
+                .map_err(|_| E::custom("not a whole number"))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut numbers = Vec::new();
+            while let Some(number) = seq.next_element::<u64>()? {
+                numbers.push(number);
+            }
+            Ok(numbers)
+        }
+    }
+
+    deserializer.deserialize_any(ListVisitor)
+}
+
 /// An optional setting that an empty value turns off, even over the
 /// file's: `COBALT_RECEIVER_CONSOLE_LISTEN=` starts a second replica from a
 /// file that gives the first one the console.
@@ -511,9 +622,12 @@ mod tests {
         );
         // And the example file names every key too.
         let example = include_str!("../../config.example.toml");
+        // A list of tables is named by its header.
         let missing: Vec<_> = keys
             .iter()
-            .filter(|key| !example.contains(&format!("{key} =")))
+            .filter(|key| {
+                !example.contains(&format!("{key} =")) && !example.contains(&format!("[[{key}]]"))
+            })
             .collect();
         assert!(
             missing.is_empty(),
@@ -655,6 +769,340 @@ mod tests {
             !debug.contains("whsec_hidden") && !debug.contains("token_hidden"),
             "{debug}"
         );
+    }
+
+    /// A secret of `bytes` random-looking bytes, as endpoints take it.
+    fn whsec(bytes: usize) -> String {
+        use base64::Engine;
+        let key: Vec<u8> = (0..bytes).map(|n| (n * 37 + 11) as u8).collect();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+
+    /// One `[[outbound_webhooks]]` table.
+    fn endpoint(name: &str, url: &str, secret: &str, extra: &str) -> String {
+        format!(
+            "[[outbound_webhooks]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{secret}\"\n{extra}\n"
+        )
+    }
+
+    fn endpoints(count: usize) -> String {
+        (0..count)
+            .map(|n| endpoint(&format!("app-{n}"), "https://a.example/h", &whsec(32), ""))
+            .collect()
+    }
+
+    #[test]
+    fn outbound_endpoints_are_read_with_their_defaults() {
+        let config = from_toml(&format!(
+            "{}{}",
+            endpoint(
+                "clinic_app-1",
+                "https://app.clinic.example/hooks/cobalt?v=1",
+                &whsec(24),
+                ""
+            ),
+            endpoint(
+                "billing",
+                "http://10.0.0.7:9000/h",
+                &whsec(64),
+                "types = [\"job.failed\", \"job.created\"]\nphi = true"
+            ),
+        ))
+        .unwrap();
+        let [clinic, billing] = &config.outbound_endpoints[..] else {
+            panic!("{:?}", config.outbound_endpoints);
+        };
+        assert_eq!(clinic.name, "clinic_app-1");
+        assert_eq!(clinic.url.host_str(), Some("app.clinic.example"));
+        assert_eq!(clinic.types, crate::domain::ChangeKind::ALL);
+        assert!(!clinic.phi, "no MRN unless asked for");
+        use crate::domain::ChangeKind::{Created, Failed, Overdue};
+        assert_eq!(billing.types, [Failed, Created]);
+        assert!(billing.wants(Failed) && !billing.wants(Overdue));
+        assert!(billing.phi);
+        assert!(
+            from_toml("").unwrap().outbound_endpoints.is_empty(),
+            "none by default"
+        );
+    }
+
+    #[test]
+    fn outbound_endpoints_follow_their_rules_at_each_bound() {
+        let ok = |name: &str, url: &str, secret: &str, extra: &str| {
+            from_toml(&endpoint(name, url, secret, extra))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let url = "https://a.example/h";
+        let long_url = format!("https://a.example/{}", "p".repeat(2048 - 18));
+        assert_eq!(long_url.len(), 2048);
+        // (the endpoint's TOML, the error's key and message; "" when accepted)
+        let cases: Vec<(String, &str)> = vec![
+            (endpoints(16), ""),
+            (
+                endpoints(17),
+                "`outbound_webhooks`: lists 17 endpoints; at most 16 are allowed",
+            ),
+            (endpoint(&"n".repeat(40), url, &whsec(32), ""), ""),
+            (
+                endpoint(&"n".repeat(41), url, &whsec(32), ""),
+                "`outbound_webhooks[0].name`: must be 1 to 40 characters, each a-z, 0-9, _ or -",
+            ),
+            (
+                endpoint("Clinic", url, &whsec(32), ""),
+                "`outbound_webhooks[0].name`: must be 1 to 40",
+            ),
+            (
+                endpoint("clinic app", url, &whsec(32), ""),
+                "`outbound_webhooks[0].name`: must be 1 to 40",
+            ),
+            (
+                format!(
+                    "[[outbound_webhooks]]\nurl = \"{url}\"\nsecret = \"{}\"",
+                    whsec(32)
+                ),
+                "`outbound_webhooks[0].name`: must be 1 to 40 characters, each a-z, 0-9, _ or - (it is required)",
+            ),
+            (
+                format!(
+                    "{}{}{}",
+                    endpoint("a", url, &whsec(32), ""),
+                    endpoint("b", url, &whsec(32), ""),
+                    endpoint("a", url, &whsec(32), "")
+                ),
+                "`outbound_webhooks[2].name`: repeats the name of outbound_webhooks[0]; names must be unique",
+            ),
+            (endpoint("a", &long_url, &whsec(32), ""), ""),
+            (
+                endpoint("a", &format!("{long_url}p"), &whsec(32), ""),
+                "`outbound_webhooks[0].url`: endpoint `a`: must be at most 2048 bytes",
+            ),
+            (
+                endpoint("a", "ftp://a.example/h", &whsec(32), ""),
+                "`outbound_webhooks[0].url`: endpoint `a`: must be an http or https URL",
+            ),
+            (
+                endpoint("a", "a.example/h", &whsec(32), ""),
+                "`outbound_webhooks[0].url`: endpoint `a`: is not a URL (relative URL without a base)",
+            ),
+            (
+                endpoint("a", "https://", &whsec(32), ""),
+                "`outbound_webhooks[0].url`: endpoint `a`: is not a URL (empty host)",
+            ),
+            (
+                endpoint("a", "", &whsec(32), ""),
+                "`outbound_webhooks[0].url`: endpoint `a`: is required",
+            ),
+            (endpoint("a", url, &whsec(24), ""), ""),
+            (
+                endpoint("a", url, &whsec(23), ""),
+                "`outbound_webhooks[0].secret`: endpoint `a`: decodes to 23 bytes; it must be 24 to 64",
+            ),
+            (endpoint("a", url, &whsec(64), ""), ""),
+            (
+                endpoint("a", url, &whsec(65), ""),
+                "`outbound_webhooks[0].secret`: endpoint `a`: decodes to 65 bytes",
+            ),
+            (
+                endpoint("a", url, &format!("{}!", whsec(32)), ""),
+                "`outbound_webhooks[0].secret`: endpoint `a`: must be whsec_ followed by standard base64",
+            ),
+            (
+                endpoint("a", url, whsec(32).trim_start_matches("whsec_"), ""),
+                "`outbound_webhooks[0].secret`: endpoint `a`: must start with whsec_",
+            ),
+            (
+                format!("[[outbound_webhooks]]\nname = \"a\"\nurl = \"{url}\""),
+                "`outbound_webhooks[0].secret`: endpoint `a`: is required",
+            ),
+            (
+                endpoint(
+                    "a",
+                    url,
+                    &whsec(32),
+                    "types = [\"job.created\", \"job.deleted\"]",
+                ),
+                "`outbound_webhooks[0].types`: endpoint `a`: entry 1 is not a type; the types are job.registered, job.created, job.failed, job.overdue",
+            ),
+            (
+                endpoint("a", url, &whsec(32), "types = [\"created\"]"),
+                "entry 0 is not a type",
+            ),
+            (
+                endpoint(
+                    "a",
+                    url,
+                    &whsec(32),
+                    "types = [\"job.failed\", \"job.failed\"]",
+                ),
+                "`outbound_webhooks[0].types`: endpoint `a`: names job.failed twice",
+            ),
+            (
+                endpoint("a", url, &whsec(32), "types = []"),
+                "`outbound_webhooks[0].types`: endpoint `a`: must name at least one type",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let result = from_toml(&toml).map(|_| ()).map_err(|e| e.to_string());
+            if expected.is_empty() {
+                assert_eq!(result, Ok(()), "{toml}");
+            } else {
+                let error = result.expect_err(expected);
+                assert!(
+                    error.starts_with("configuration key ") && error.contains(expected),
+                    "{expected}: {error}"
+                );
+                assert!(!error.contains(&whsec(32)[6..]), "{error}");
+            }
+        }
+        // A secret's bytes never appear in its error, even when it is
+        // almost right.
+        let error = ok("a", url, &format!("{}A", whsec(32)), "").unwrap_err();
+        assert!(!error.contains(&whsec(32)[6..20]), "{error}");
+    }
+
+    #[test]
+    fn outbound_endpoint_fields_of_the_wrong_type_are_named() {
+        let url = "https://a.example/h";
+        for (extra, expected) in [
+            (
+                "phi = \"yes\"",
+                "`outbound_webhooks[0].phi`: must be true or false",
+            ),
+            (
+                "types = \"job.failed\"",
+                "`outbound_webhooks[0].types`: must be a list",
+            ),
+            (
+                "secrett = \"x\"",
+                "`outbound_webhooks[0].secrett`: is not a known key",
+            ),
+        ] {
+            let error = from_toml(&endpoint("a", url, &whsec(32), extra))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{extra}: {error}");
+            assert!(!error.contains(&whsec(32)[6..]), "{error}");
+        }
+        let error = from_toml("outbound_webhooks = \"https://a.example/h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`outbound_webhooks`: must be a list of [[outbound_webhooks]] tables"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn outbound_secrets_and_url_passwords_never_print() {
+        let secret = whsec(32);
+        let config = from_toml(&endpoint(
+            "a",
+            "https://hook-user:hunter2pw@a.example/h",
+            &secret,
+            "",
+        ))
+        .unwrap();
+        let printed = [
+            format!("{config:?}"),
+            crate::operator::show_config(&config).unwrap(),
+            serde_json::to_string(&config).unwrap(),
+        ];
+        for printed in printed {
+            assert!(!printed.contains(&secret[6..]), "{printed}");
+            assert!(!printed.contains("hunter2pw"), "{printed}");
+            assert!(printed.contains("hook-user"), "{printed}");
+        }
+        assert_eq!(
+            config.outbound_endpoints[0].url_for_display(),
+            "https://hook-user:[redacted]@a.example/h"
+        );
+        let shown = crate::operator::show_config(&config).unwrap();
+        assert!(shown.contains("[[outbound_webhooks]]"), "{shown}");
+        assert!(shown.contains("secret = \"[redacted]\""), "{shown}");
+        // What check-config prints is a configuration again (the secret aside).
+        let reread: toml::Table = toml::from_str(&shown).unwrap();
+        assert_eq!(reread["outbound_webhooks"][0]["name"].as_str(), Some("a"));
+    }
+
+    #[test]
+    fn retry_delays_and_change_retention_keep_to_their_bounds() {
+        let thirty = vec!["86400"; 30].join(", ");
+        let thirty_one = vec!["1"; 31].join(", ");
+        for (toml, expected) in [
+            (format!("outbound_retry_delays_secs = [{thirty}]"), ""),
+            ("outbound_retry_delays_secs = [1]".into(), ""),
+            (
+                format!("outbound_retry_delays_secs = [{thirty_one}]"),
+                "`outbound_retry_delays_secs`: must list 1 to 30 delays",
+            ),
+            (
+                "outbound_retry_delays_secs = []".into(),
+                "`outbound_retry_delays_secs`: must list 1 to 30 delays",
+            ),
+            (
+                "outbound_retry_delays_secs = [5, 0]".into(),
+                "`outbound_retry_delays_secs`: entry 1 is out of range: each delay must be 1 to 86400 seconds",
+            ),
+            (
+                "outbound_retry_delays_secs = [86401]".into(),
+                "entry 0 is out of range",
+            ),
+            (
+                "outbound_retry_delays_secs = [-5]".into(),
+                "`outbound_retry_delays_secs[0]`: must be a list of whole numbers",
+            ),
+            ("change_retention_days = 1".into(), ""),
+            ("change_retention_days = 3650".into(), ""),
+            (
+                "change_retention_days = 0".into(),
+                "`change_retention_days`: must be 1 to 3650",
+            ),
+            (
+                "change_retention_days = 3651".into(),
+                "`change_retention_days`: must be 1 to 3650",
+            ),
+        ] {
+            let result = from_toml(&toml).map(|_| ()).map_err(|e| e.to_string());
+            if expected.is_empty() {
+                assert_eq!(result, Ok(()), "{toml}");
+            } else {
+                let error = result.unwrap_err();
+                assert!(error.contains(expected), "{toml}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_retry_schedule_and_retention_are_read() {
+        let config = from_toml("").unwrap();
+        assert_eq!(config.outbound_retry_schedule(), RetrySchedule::default());
+        assert_eq!(config.change_retention(), days(30));
+        // As the environment gives a list: one comma-separated string.
+        use figment::providers::{Format, Toml};
+        let config = from_figment(
+            figment::Figment::new()
+                .merge(Toml::string("outbound_retry_delays_secs = [1]"))
+                .merge(("outbound_retry_delays_secs", "5, 60,3600")),
+        )
+        .unwrap();
+        assert_eq!(config.outbound_retry_delays_secs, [5, 60, 3600]);
+        assert_eq!(
+            config.outbound_retry_schedule().total_span(),
+            Duration::from_secs(3665)
+        );
+        let config =
+            from_figment(figment::Figment::new().merge(("outbound_retry_delays_secs", 30)))
+                .unwrap();
+        assert_eq!(config.outbound_retry_delays_secs, [30]);
+        let error =
+            from_figment(figment::Figment::new().merge(("outbound_retry_delays_secs", "5,x")))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("must be a list of whole numbers"), "{error}");
     }
 
     #[test]

@@ -1,26 +1,32 @@
-//! The changes of a job's state that the change feed and the outgoing
-//! webhooks carry.
+//! The kinds of change to a job's state that the change feed records and
+//! outgoing webhooks announce. Both the store and `outbound` name them, so
+//! they live here, below both.
 
-use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
 
-/// What a change made of its job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+/// A change of a job's state. Closed: a new kind is a decision the store's
+/// column, the configuration's `types` and the clinic's app all see.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
-    /// Submitted: its outcome is now expected (pending).
+    /// The job was registered and waits for its outcome.
     Registered,
-    /// Its note is in the chart.
+    /// The note reached the EMR.
     Created,
-    /// Its note could not be written.
+    /// Cobalt reported that the note could not be created.
     Failed,
-    /// Still pending after `overdue_after_secs`.
+    /// No outcome arrived within `overdue_after_secs`.
     Overdue,
 }
 
 impl ChangeKind {
+    /// Every kind, in the order of a job's life.
     pub const ALL: [Self; 4] = [Self::Registered, Self::Created, Self::Failed, Self::Overdue];
 
-    /// The form kept in the database and shown in the feed.
+    /// The name the store keeps: `registered`, `created`, ….
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Registered => "registered",
@@ -30,12 +36,8 @@ impl ChangeKind {
         }
     }
 
-    /// The kind `as_str` wrote.
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == value)
-    }
-
-    /// The `type` of an outgoing webhook carrying it.
+    /// The webhook's `type`, as the clinic's app and the configuration's
+    /// `types` name it: `job.registered`, `job.created`, ….
     pub fn webhook_type(self) -> &'static str {
         match self {
             Self::Registered => "job.registered",
@@ -46,24 +48,47 @@ impl ChangeKind {
     }
 
     /// The kind a webhook `type` names.
-    pub fn of_webhook_type(value: &str) -> Option<Self> {
+    pub fn from_webhook_type(name: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
-            .find(|kind| kind.webhook_type() == value)
+            .find(|kind| kind.webhook_type() == name)
+    }
+}
+
+impl fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads the store's form (`registered`), as [`ChangeKind::as_str`] writes it.
+impl FromStr for ChangeKind {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ChangeKind;
+    use super::*;
 
     #[test]
-    fn each_kind_reads_back_from_both_of_its_forms() {
+    fn each_kind_reads_back_from_both_of_its_names() {
         for kind in ChangeKind::ALL {
-            assert_eq!(ChangeKind::parse(kind.as_str()), Some(kind));
-            assert_eq!(ChangeKind::of_webhook_type(kind.webhook_type()), Some(kind));
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+            assert_eq!(
+                ChangeKind::from_webhook_type(kind.webhook_type()),
+                Some(kind)
+            );
+            assert_eq!(kind.webhook_type(), format!("job.{kind}"));
         }
-        assert_eq!(ChangeKind::parse("pending"), None);
-        assert_eq!(ChangeKind::of_webhook_type("created"), None);
+        assert_eq!("job.created".parse::<ChangeKind>(), Err(()));
+        assert_eq!(ChangeKind::from_webhook_type("created"), None);
+        assert_eq!(ChangeKind::from_webhook_type("job.deleted"), None);
     }
 }

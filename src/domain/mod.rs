@@ -1,5 +1,5 @@
-//! The service's vocabulary, free of I/O: events as Cobalt sends them, and
-//! the job states they decide.
+//! The service's vocabulary, free of I/O: events as Cobalt sends them, the
+//! job states they decide, and the kinds of change to a job's state.
 
 pub mod change;
 pub mod event;

@@ -396,8 +396,9 @@ pub(super) fn change_row<R: Columns>(
     let kind = row.text(17)?.unwrap_or_default();
     let change = super::feed::Change {
         position,
-        kind: crate::domain::ChangeKind::parse(&kind)
-            .ok_or_else(|| R::invalid(format!("unknown change kind {kind}")))?,
+        kind: kind
+            .parse::<crate::domain::ChangeKind>()
+            .map_err(|()| R::invalid(format!("unknown change kind {kind}")))?,
         at_ns: row
             .int(18)?
             .ok_or_else(|| R::invalid("column 18 is null".into()))?,
