@@ -204,6 +204,36 @@ fn describe() {
         Unit::Seconds,
         "Time from a group commit's first statement to its commit."
     );
+    describe_counter!(
+        "cobalt_receiver_outbound_attempts_total",
+        Unit::Count,
+        "Attempts at outgoing webhooks, by endpoint and result (delivered, refused: a non-2xx answer, unreachable: none)."
+    );
+    describe_counter!(
+        "cobalt_receiver_outbound_messages_total",
+        Unit::Count,
+        "Outgoing webhook messages settled, by endpoint and outcome (delivered, failed: every attempt of the schedule failed)."
+    );
+    describe_gauge!(
+        "cobalt_receiver_outbound_queued",
+        Unit::Count,
+        "Outgoing webhook messages waiting to be delivered, by endpoint, at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_outbound_failed",
+        Unit::Count,
+        "Outgoing webhook messages that failed for good and were not sent again, by endpoint, at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_outbound_oldest_undelivered_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest change an endpoint has not taken yet (0 when none), at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_outbound_failing_seconds",
+        Unit::Seconds,
+        "How long an endpoint has failed every attempt since its last delivery (0 when it is not failing), at scrape time."
+    );
     describe_gauge!(
         "cobalt_receiver_jobs",
         Unit::Count,
@@ -423,4 +453,52 @@ pub fn jobs(by_status: &[(String, i64)]) {
 pub fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     handle.render()
+}
+
+/// The outgoing webhooks' endpoints: their counters exist from the start,
+/// at 0, for alerts on a quiet day.
+pub fn outbound_endpoints<'a>(names: impl IntoIterator<Item = &'a str>) {
+    for name in names {
+        for result in ["delivered", "refused", "unreachable"] {
+            counter!("cobalt_receiver_outbound_attempts_total", "endpoint" => name.to_owned(), "result" => result)
+                .increment(0);
+        }
+        for outcome in ["delivered", "failed"] {
+            counter!("cobalt_receiver_outbound_messages_total", "endpoint" => name.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+}
+
+/// One attempt at an outgoing webhook.
+pub fn outbound_attempt(endpoint: &str, attempt: &crate::outbound::attempt::Attempt) {
+    use crate::outbound::attempt::Attempt;
+    let result = match attempt {
+        Attempt::Delivered { .. } => "delivered",
+        Attempt::Refused { .. } => "refused",
+        Attempt::Unreachable { .. } => "unreachable",
+    };
+    counter!("cobalt_receiver_outbound_attempts_total", "endpoint" => endpoint.to_owned(), "result" => result)
+        .increment(1);
+}
+
+/// An outgoing webhook message delivered, or failed for good.
+pub fn outbound_settled(endpoint: &str, delivered: bool) {
+    let outcome = if delivered { "delivered" } else { "failed" };
+    counter!("cobalt_receiver_outbound_messages_total", "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// An endpoint's queue, read at scrape time.
+pub fn outbound_queue(endpoint: &str, summary: &crate::store::outbound::EndpointSummary) {
+    let now = crate::clock::now_ns();
+    let age =
+        |since: Option<i64>| since.map_or(0.0, |ns| (now.saturating_sub(ns)).max(0) as f64 / 1e9);
+    let label = || endpoint.to_owned();
+    gauge!("cobalt_receiver_outbound_queued", "endpoint" => label()).set(summary.queued as f64);
+    gauge!("cobalt_receiver_outbound_failed", "endpoint" => label()).set(summary.failed as f64);
+    gauge!("cobalt_receiver_outbound_oldest_undelivered_age_seconds", "endpoint" => label())
+        .set(age(summary.oldest_queued_ns));
+    gauge!("cobalt_receiver_outbound_failing_seconds", "endpoint" => label())
+        .set(age(summary.failing_since_ns));
 }

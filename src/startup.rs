@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::console::{self, ConsoleState};
 use crate::listen::{Listeners, Ports};
 use crate::monitoring;
+use crate::outbound;
 use crate::pagination::Cursors;
 use crate::reconcile::{self, Reconciler};
 use crate::retention;
@@ -224,7 +225,36 @@ impl Application {
             audit: audit.clone(),
             signature_rejections: Arc::default(),
             waiters: Arc::new(Places::new(max_waiters)),
+            outbound: config.outbound_endpoints.clone().into(),
         });
+        if !config.outbound_endpoints.is_empty() {
+            monitoring::outbound_endpoints(
+                config.outbound_endpoints.iter().map(|e| e.name.as_str()),
+            );
+            let senders = outbound::sender::Senders {
+                store: store.clone(),
+                attempts: Arc::new(
+                    outbound::attempt::Sender::new(outbound::attempt::DEFAULT_TIMEOUT)
+                        .context("building the outgoing webhooks' HTTP client")?,
+                ),
+                schedule: config.outbound_retry_schedule(),
+                holder: holder_name(),
+            };
+            for endpoint in &config.outbound_endpoints {
+                tracing::info!(
+                    endpoint = %endpoint.name,
+                    url = %endpoint.url_for_display(),
+                    types = ?endpoint.types,
+                    phi = endpoint.phi,
+                    retries_for = ?senders.schedule.total_span(),
+                    "sending outgoing webhooks"
+                );
+                background.spawn(
+                    "outgoing webhooks",
+                    outbound::sender::run(senders.clone(), endpoint.clone()),
+                );
+            }
+        }
         let console = match listeners.console_addr() {
             Some(address) => {
                 let zone = jiff::tz::TimeZone::get(&config.console_time_zone)

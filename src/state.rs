@@ -55,4 +55,6 @@ pub struct Shared {
     pub signature_rejections: Arc<SignatureRejections>,
     /// Places for clients waiting for an outcome.
     pub waiters: Arc<Places>,
+    /// The outgoing webhooks' endpoints.
+    pub outbound: Arc<[crate::config::OutboundEndpoint]>,
 }

@@ -41,7 +41,9 @@ create table outbound_endpoints (
     name            text collate "C" primary key,
     made_through    bigint not null,
     holder          text,
-    lease_until_ns  bigint not null default 0
+    lease_until_ns  bigint not null default 0,
+    last_delivered_ns bigint,          -- the last message it took
+    failing_since_ns  bigint           -- its first failed attempt since then
 );
 
 -- One message a change an endpoint takes; `id` is its `webhook-id`, the
@@ -55,17 +57,23 @@ create table outbound_messages (
     kind            text   not null,
     change_at_ns    bigint not null,
     state           text   not null check (state in ('queued', 'delivered', 'failed')),
-    attempts        integer not null default 0,
+    attempts        bigint not null default 0,
     next_attempt_ns bigint not null,
     last_attempt_ns bigint,
-    last_status     integer,          -- HTTP status of the last answer
+    last_status     bigint,           -- HTTP status of the last answer
     last_error      text,             -- a short excerpt of it, or why none came
     settled_ns      bigint            -- when it was delivered or failed
 );
 
+-- Due messages; the queued in order, by job, and the failed; a message per
+-- change and endpoint; the settled by age, for the purge.
 create index outbound_due
     on outbound_messages (endpoint, next_attempt_ns) where state = 'queued';
+create index outbound_queued
+    on outbound_messages (endpoint, position) where state = 'queued';
 create index outbound_queued_by_job
     on outbound_messages (endpoint, job_id, position) where state = 'queued';
-create index outbound_by_endpoint on outbound_messages (endpoint, position);
+create index outbound_failed
+    on outbound_messages (endpoint, position) where state = 'failed';
+create unique index outbound_by_endpoint on outbound_messages (endpoint, position);
 create index outbound_settled on outbound_messages (settled_ns) where state <> 'queued';

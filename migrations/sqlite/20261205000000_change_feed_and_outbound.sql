@@ -30,7 +30,9 @@ create table outbound_endpoints (
     name            text    primary key,
     made_through    integer not null,
     holder          text,
-    lease_until_ns  integer not null default 0
+    lease_until_ns  integer not null default 0,
+    last_delivered_ns integer,         -- the last message it took
+    failing_since_ns  integer          -- its first failed attempt since then
 ) strict;
 
 -- One message a change an endpoint takes; `id` is its `webhook-id`, the
@@ -52,9 +54,15 @@ create table outbound_messages (
     settled_ns      integer            -- when it was delivered or failed
 ) strict;
 
+-- Due messages; the queued in order, by job, and the failed; a message per
+-- change and endpoint; the settled by age, for the purge.
 create index outbound_due
     on outbound_messages (endpoint, next_attempt_ns) where state = 'queued';
+create index outbound_queued
+    on outbound_messages (endpoint, position) where state = 'queued';
 create index outbound_queued_by_job
     on outbound_messages (endpoint, job_id, position) where state = 'queued';
-create index outbound_by_endpoint on outbound_messages (endpoint, position);
+create index outbound_failed
+    on outbound_messages (endpoint, position) where state = 'failed';
+create unique index outbound_by_endpoint on outbound_messages (endpoint, position);
 create index outbound_settled on outbound_messages (settled_ns) where state <> 'queued';

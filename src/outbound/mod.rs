@@ -5,8 +5,9 @@
 //!
 //! [`signing`] makes the `webhook-signature`; [`schedule`] spaces the
 //! retries of a message that was not delivered; [`attempt`] makes one HTTP
-//! attempt and says how it went.
+//! attempt and says how it went; [`sender`] runs an endpoint's queue.
 
 pub mod attempt;
 pub mod schedule;
+pub mod sender;
 pub mod signing;

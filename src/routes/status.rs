@@ -72,6 +72,14 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ),
         Err(error) => tracing::warn!(error = %error, "counting pending jobs for /metrics failed"),
     }
+    for endpoint in state.outbound.iter() {
+        match state.store.outbound_summary(&endpoint.name).await {
+            Ok(summary) => monitoring::outbound_queue(&endpoint.name, &summary),
+            Err(error) => {
+                tracing::warn!(error = %error, "reading the outgoing webhooks' queue for /metrics failed")
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,

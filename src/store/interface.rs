@@ -9,12 +9,14 @@ use time::OffsetDateTime;
 
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::feed::ChangePage;
+use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMessage};
 use super::sealing::{KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary, Recorded, Registered,
     Registration, RepeatedDelivery, Store, StoreError, SubmissionEnd, Wakeups, WriteHealth,
 };
+use crate::domain::ChangeKind;
 
 /// Declares the operations once: the trait each engine implements, and the
 /// same methods on [`Store`], each calling the running engine's.
@@ -184,6 +186,34 @@ operations! {
     /// outgoing messages settled before it, in small transactions. Returns
     /// how many changes it deleted.
     fn purge_changes(&self, cutoff_ns: i64) -> Result<u64, StoreError>;
+
+    // The outgoing webhooks' queue, one endpoint at a time.
+
+    /// Takes or renews the endpoint's sending lease until `until_ns` (a new
+    /// endpoint starts from the feed's last position): true when `holder`
+    /// holds it.
+    fn take_outbound_lease(&self, endpoint: &str, holder: &str, now_ns: i64, until_ns: i64) -> Result<bool, StoreError>;
+
+    /// Makes the endpoint's messages of the changes it has not seen, those
+    /// of `kinds`, in small transactions. Returns how many it made.
+    fn make_outbound_messages(&self, endpoint: &str, kinds: Vec<ChangeKind>) -> Result<u64, StoreError>;
+
+    /// Up to `limit` queued messages due now, each the first still queued
+    /// of its job, in position order.
+    fn due_outbound(&self, endpoint: &str, limit: u32) -> Result<Vec<OutboundMessage>, StoreError>;
+
+    /// Records how attempts went, in one transaction.
+    fn settle_outbound(&self, endpoint: &str, records: Vec<AttemptRecord>) -> Result<(), StoreError>;
+
+    /// The endpoint's queue at a glance.
+    fn outbound_summary(&self, endpoint: &str) -> Result<EndpointSummary, StoreError>;
+
+    /// Up to `limit` of the endpoint's messages (of one state), newest first.
+    fn outbound_messages(&self, endpoint: &str, state: Option<MessageState>, limit: u32) -> Result<Vec<OutboundMessage>, StoreError>;
+
+    /// Queues a failed message again (all failed ones without `id`), its
+    /// retry schedule from the start. Returns how many.
+    fn resend_outbound(&self, endpoint: &str, id: Option<String>) -> Result<u64, StoreError>;
 
     // Upkeep.
 

@@ -24,6 +24,7 @@ pub mod console;
 pub mod copy;
 pub mod feed;
 mod interface;
+pub mod outbound;
 mod postgres;
 pub mod sealing;
 mod sql;

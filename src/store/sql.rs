@@ -87,6 +87,16 @@ const JOB_COLUMNS: &str = "jobs.patient_note_id, jobs.job_id, status, emr_note_i
     from jobs left join expected_jobs on expected_jobs.job_id = jobs.job_id";
 
 impl Dialect {
+    /// Before a parameter's number.
+    pub(super) fn parameter(&self) -> char {
+        self.parameter
+    }
+
+    /// The last position a change was given, as an expression.
+    pub(super) fn last_change_position(&self) -> &'static str {
+        self.last_change_position
+    }
+
     /// `select` of the jobs with an outcome, to be followed by conditions
     /// (`where ...`).
     pub(super) fn decided_jobs(&self) -> String {

@@ -15,6 +15,7 @@ mod console;
 mod expected;
 mod feed;
 mod notify;
+mod outbound;
 mod reachability;
 mod reader;
 mod sealing;
@@ -33,12 +34,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::feed::ChangePage;
 use super::interface::Operations;
+use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMessage};
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, Common, DaySummary, Delivery,
     EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary,
     Recorded, Registered, Registration, RepeatedDelivery, StoreError, StoreOptions, SubmissionEnd,
 };
+use crate::domain::ChangeKind;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -558,6 +561,82 @@ impl Operations for Store {
                 .map_err(|error| self.failed(error))
         })
         .await
+    }
+
+    async fn take_outbound_lease(
+        &self,
+        endpoint: &str,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        outbound::take_lease(self.pool()?, endpoint, holder, now_ns, until_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn make_outbound_messages(
+        &self,
+        endpoint: &str,
+        kinds: Vec<ChangeKind>,
+    ) -> Result<u64, StoreError> {
+        super::in_chunks(super::outbound::MAKE_CHUNK as u64, || {
+            let kinds = kinds.clone();
+            async move {
+                outbound::make_messages(self.pool()?, endpoint, &kinds, crate::clock::now_ns())
+                    .await
+                    .map_err(|error| self.failed(error))
+            }
+        })
+        .await
+    }
+
+    async fn due_outbound(
+        &self,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        outbound::due(self.pool()?, endpoint, crate::clock::now_ns(), limit)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn settle_outbound(
+        &self,
+        endpoint: &str,
+        records: Vec<AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        outbound::settle(self.pool()?, endpoint, &records)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn outbound_summary(&self, endpoint: &str) -> Result<EndpointSummary, StoreError> {
+        outbound::summary(self.pool()?, endpoint)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn outbound_messages(
+        &self,
+        endpoint: &str,
+        state: Option<MessageState>,
+        limit: u32,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        outbound::list(self.pool()?, endpoint, state, limit)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn resend_outbound(&self, endpoint: &str, id: Option<String>) -> Result<u64, StoreError> {
+        outbound::resend(
+            self.pool()?,
+            endpoint,
+            id.as_deref(),
+            crate::clock::now_ns(),
+        )
+        .await
+        .map_err(|error| self.failed(error))
     }
 }
 

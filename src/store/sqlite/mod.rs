@@ -21,6 +21,7 @@ mod checkpointer;
 mod console;
 mod expected;
 mod feed;
+mod outbound;
 mod reader;
 mod sealing;
 mod writer;
@@ -37,12 +38,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{RecoveryRun, SessionRow, SessionStart};
 use super::feed::ChangePage;
 use super::interface::Operations;
+use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMessage};
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
     Registered, Registration, RepeatedDelivery, Source, StoreError, StoreOptions, SubmissionEnd,
 };
+use crate::domain::ChangeKind;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -481,6 +484,80 @@ impl Operations for Store {
             self.on_writer(move |db| feed::purge(db, cutoff_ns, super::feed::PURGE_CHUNK))
         })
         .await
+    }
+
+    async fn take_outbound_lease(
+        &self,
+        endpoint: &str,
+        holder: &str,
+        now_ns: i64,
+        until_ns: i64,
+    ) -> Result<bool, StoreError> {
+        let (endpoint, holder) = (endpoint.to_owned(), holder.to_owned());
+        self.on_writer(move |db| outbound::take_lease(db, &endpoint, &holder, now_ns, until_ns))
+            .await
+    }
+
+    async fn make_outbound_messages(
+        &self,
+        endpoint: &str,
+        kinds: Vec<ChangeKind>,
+    ) -> Result<u64, StoreError> {
+        super::in_chunks(super::outbound::MAKE_CHUNK as u64, || {
+            let (endpoint, kinds) = (endpoint.to_owned(), kinds.clone());
+            self.on_writer(move |db| {
+                outbound::make_messages(db, &endpoint, &kinds, crate::clock::now_ns())
+            })
+        })
+        .await
+    }
+
+    async fn due_outbound(
+        &self,
+        endpoint: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        let now_ns = crate::clock::now_ns();
+        self.readers
+            .run(move |db| outbound::due(db, &endpoint, now_ns, limit))
+            .await
+    }
+
+    async fn settle_outbound(
+        &self,
+        endpoint: &str,
+        records: Vec<AttemptRecord>,
+    ) -> Result<(), StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.on_writer(move |db| outbound::settle(db, &endpoint, &records))
+            .await
+    }
+
+    async fn outbound_summary(&self, endpoint: &str) -> Result<EndpointSummary, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.readers
+            .run(move |db| outbound::summary(db, &endpoint))
+            .await
+    }
+
+    async fn outbound_messages(
+        &self,
+        endpoint: &str,
+        state: Option<MessageState>,
+        limit: u32,
+    ) -> Result<Vec<OutboundMessage>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.readers
+            .run(move |db| outbound::list(db, &endpoint, state, limit))
+            .await
+    }
+
+    async fn resend_outbound(&self, endpoint: &str, id: Option<String>) -> Result<u64, StoreError> {
+        let endpoint = endpoint.to_owned();
+        let now_ns = crate::clock::now_ns();
+        self.on_writer(move |db| outbound::resend(db, &endpoint, id.as_deref(), now_ns))
+            .await
     }
 }
 
