@@ -364,6 +364,13 @@ impl Config {
         Ok(())
     }
 
+    /// `outbound_webhooks` read as the sender uses them (as loading the
+    /// configuration does), for a configuration built in code.
+    pub fn read_outbound_webhooks(&mut self) -> Result<(), ConfigError> {
+        self.outbound_endpoints = outbound::parse(&self.outbound_webhooks)?;
+        Ok(())
+    }
+
     /// Checks the rules that span keys or that types cannot express.
     fn validate(mut self) -> Result<Self, ConfigError> {
         self.keyring = Keyring::parse(&self.encryption_keys)

@@ -23,6 +23,7 @@ mod job_state;
 mod lifecycle;
 mod metrics;
 mod openapi;
+mod outbound;
 mod permissions;
 mod process;
 mod proxy;
