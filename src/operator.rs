@@ -71,6 +71,12 @@ pub async fn copy_from_sqlite(config: &Config, file: &Path) -> anyhow::Result<()
         );
     }
     println!("skipped: already there (jobs: there with the same or a higher-ranked state)");
+    if copied.feed == copy::FeedCopy::KeptOwn {
+        println!(
+            "kept PostgreSQL's own change feed, since it has one: consumers of SQLite's \
+             feed read PostgreSQL's again without a cursor (from its oldest change)"
+        );
+    }
     match copied.cursor_key {
         copy::CursorKey::Taken => {
             println!("took SQLite's cursor key: restart any replica already running on {target}")

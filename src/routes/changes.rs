@@ -67,7 +67,7 @@ pub struct Changes {
     path = "/v1/changes",
     tag = "status",
     params(
-        ("after" = Option<String>, Query, description = "`next_cursor` (or a change's `cursor`) of an earlier page; without it, from the oldest change kept"),
+        ("after" = Option<String>, Query, description = "`next_cursor` (or a change's `cursor`) of an earlier page; without it, from the oldest change kept", pattern = "^[0-9]{1,19}$"),
         ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)", minimum = 1, maximum = 1000),
         ("wait" = Option<u64>, Query, description = "Seconds (0 to 120) to wait for a change when there is none yet", minimum = 0, maximum = 120),
     ),

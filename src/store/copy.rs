@@ -2,7 +2,8 @@
 //! PostgreSQL, so a user who outgrows one machine keeps it: events with
 //! their payloads, job states, expected jobs, idempotency keys, repeated
 //! deliveries and the audit trail, and the cursor key while PostgreSQL has
-//! served nothing yet. Sealed payloads and MRNs are copied sealed, as
+//! served nothing yet, and the change feed (positions and all) with the
+//! outgoing webhooks' messages while PostgreSQL's feed is empty. Sealed payloads and MRNs are copied sealed, as
 //! they are (their associated data names event and job ids, which do not
 //! change), with the registry of the key ids they are sealed under.
 //!
@@ -80,11 +81,28 @@ pub struct Copied {
     pub cursor_key: CursorKey,
     /// Key ids values are sealed under. Copied: added.
     pub sealing_keys: Tally,
+    /// The change feed, positions and all, and the outgoing webhooks'
+    /// messages: copied only into a database whose feed is empty.
+    pub changes: Tally,
+    pub outbound_messages: Tally,
+    pub feed: FeedCopy,
+}
+
+/// What became of the change feed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum FeedCopy {
+    /// PostgreSQL's feed was empty: it took SQLite's, positions and all, so
+    /// a consumer's cursor stays good.
+    #[default]
+    Taken,
+    /// PostgreSQL had a feed of its own: positions cannot be shared, so it
+    /// kept its own; consumers of SQLite's feed start again without a cursor.
+    KeptOwn,
 }
 
 impl Copied {
     /// Each kind of row with its tally, in the order copied.
-    pub fn kinds(&self) -> [(&'static str, Tally); 9] {
+    pub fn kinds(&self) -> [(&'static str, Tally); 11] {
         let key = Tally {
             read: 1,
             copied: u64::from(self.cursor_key == CursorKey::Taken),
@@ -99,6 +117,8 @@ impl Copied {
             ("submissions", self.submissions),
             ("repeated_deliveries", self.repeated_deliveries),
             ("audit_log", self.audit_log),
+            ("changes", self.changes),
+            ("outbound_messages", self.outbound_messages),
         ]
     }
 }
@@ -256,8 +276,198 @@ pub async fn sqlite_to_postgres(
             .map_err(writing("the audit trail"))?;
         copied.audit_log.add(rows.len(), added);
     }
+    copy_feed(&source, &mut target, &mut copied).await?;
     target.close().await.ok();
     Ok(copied)
+}
+
+/// Copies the change feed and the outgoing messages in one transaction,
+/// if PostgreSQL has never positioned a change: the positions then stay
+/// those SQLite gave, and the relay is held (the counter's row lock) until
+/// they are in, so PostgreSQL's own changes follow them.
+async fn copy_feed(
+    source: &Source,
+    target: &mut sqlx::PgConnection,
+    copied: &mut Copied,
+) -> anyhow::Result<()> {
+    let (changes, messages): (u64, u64) = source
+        .read(|db| {
+            db.query_row(
+                "select (select count(*) from changes), (select count(*) from outbound_messages)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+        })
+        .await
+        .context("reading the change feed from SQLite")?;
+    let mut tx = target.begin().await.map_err(writing("the change feed"))?;
+    let last: i64 =
+        sqlx::query_scalar("select last_position from change_positions where id = 1 for update")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(writing("the change feed"))?;
+    if last > 0 {
+        copied.feed = FeedCopy::KeptOwn;
+        copied.changes = Tally {
+            read: changes,
+            copied: 0,
+        };
+        copied.outbound_messages = Tally {
+            read: messages,
+            copied: 0,
+        };
+        return Ok(());
+    }
+    let mut after = 0;
+    loop {
+        let rows: Vec<(i64, String, String, String, i64)> = source
+            .read(move |db| {
+                db.prepare_cached(
+                    "select position, job_id, patient_note_id, kind, at_ns from changes
+                     where position > ? order by position limit ?",
+                )?
+                .query_map(rusqlite::params![after, CHUNK], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })?
+                .collect()
+            })
+            .await
+            .context("reading the change feed from SQLite")?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        let added = sqlx::query(
+            "insert into changes (position, job_id, patient_note_id, kind, at_ns)
+             select * from unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[])
+             on conflict (position) do nothing",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(writing("the change feed"))?
+        .rows_affected();
+        copied.changes.add(rows.len(), added);
+    }
+    let (last_position, purged_through): (i64, i64) = source
+        .read(|db| {
+            db.query_row(
+                "select coalesce((select seq from sqlite_sequence where name = 'changes'), 0),
+                        (select purged_through from change_purge where id = 1)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+        })
+        .await?;
+    sqlx::query("update change_positions set last_position = $1 where id = 1")
+        .bind(last_position)
+        .execute(&mut *tx)
+        .await
+        .map_err(writing("the change feed"))?;
+    sqlx::query("update change_purge set purged_through = $1 where id = 1")
+        .bind(purged_through)
+        .execute(&mut *tx)
+        .await
+        .map_err(writing("the change feed"))?;
+    let endpoints: Vec<(String, i64, Option<i64>, Option<i64>)> = source
+        .read(|db| {
+            db.prepare(
+                "select name, made_through, last_delivered_ns, failing_since_ns
+                 from outbound_endpoints order by name",
+            )?
+            .query_map([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect()
+        })
+        .await?;
+    for (name, made_through, last_delivered_ns, failing_since_ns) in &endpoints {
+        sqlx::query(
+            "insert into outbound_endpoints (name, made_through, last_delivered_ns, failing_since_ns)
+             values ($1, $2, $3, $4) on conflict (name) do nothing",
+        )
+        .bind(name)
+        .bind(made_through)
+        .bind(last_delivered_ns)
+        .bind(failing_since_ns)
+        .execute(&mut *tx)
+        .await
+        .map_err(writing("the outgoing webhooks' endpoints"))?;
+    }
+    let mut after = String::new();
+    loop {
+        let from = after.clone();
+        let rows = source
+            .read(move |db| {
+                db.prepare_cached(&format!(
+                    "select {} from outbound_messages where id > ? order by id limit ?",
+                    super::outbound::MESSAGE_COLUMNS
+                ))?
+                .query_map(rusqlite::params![from, CHUNK], |row| {
+                    super::outbound::message(row)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .context("reading the outgoing messages from SQLite")?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        let added = sqlx::query(
+            "insert into outbound_messages (id, endpoint, position, job_id, patient_note_id, kind,
+                 change_at_ns, state, attempts, next_attempt_ns, last_attempt_ns, last_status,
+                 last_error, settled_ns)
+             select * from unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                 $6::text[], $7::int8[], $8::text[], $9::int8[], $10::int8[], $11::int8[],
+                 $12::int8[], $13::text[], $14::int8[])
+             on conflict do nothing",
+        )
+        .bind(rows.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.endpoint.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.job_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| m.patient_note_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.change_at_ns).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.state.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| i64::from(m.attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.next_attempt_ns).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.last_attempt_ns).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| m.last_status.map(i64::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|m| m.last_error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.settled_ns).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(writing("the outgoing messages"))?
+        .rows_affected();
+        copied.outbound_messages.add(rows.len(), added);
+    }
+    tx.commit().await.map_err(writing("the change feed"))?;
+    copied.feed = FeedCopy::Taken;
+    Ok(())
 }
 
 /// Gives the target SQLite's cursor key if it has served nothing yet (no
@@ -637,6 +847,7 @@ struct ExpectedJob {
     access_token_reference_id: Option<String>,
     registered_by: String,
     resolved: bool,
+    overdue_noted: bool,
 }
 
 fn read_expected_jobs(
@@ -645,7 +856,7 @@ fn read_expected_jobs(
 ) -> rusqlite::Result<Vec<ExpectedJob>> {
     db.prepare_cached(
         "select job_id, patient_note_id, submitted_at, submitted_ns,
-                access_token_reference_id, registered_by, resolved
+                access_token_reference_id, registered_by, resolved, overdue_noted
          from expected_jobs where job_id > ? order by job_id limit ?",
     )?
     .query_map(rusqlite::params![after, CHUNK], |row| {
@@ -657,6 +868,7 @@ fn read_expected_jobs(
             access_token_reference_id: row.get(4)?,
             registered_by: row.get(5)?,
             resolved: row.get::<_, i64>(6)? != 0,
+            overdue_noted: row.get::<_, i64>(7)? != 0,
         })
     })?
     .collect()
@@ -673,14 +885,18 @@ async fn write_expected_jobs(
     let changed = sqlx::query(
         r#"
         insert into expected_jobs (job_id, patient_note_id, submitted_at, submitted_ns,
-                                   access_token_reference_id, registered_by, resolved)
+                                   access_token_reference_id, registered_by, resolved,
+                                   overdue_noted)
         select * from unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[],
-                             $6::text[], $7::bool[])
+                             $6::text[], $7::bool[], $8::bool[])
             as t(job_id, patient_note_id, submitted_at, submitted_ns,
-                 access_token_reference_id, registered_by, resolved)
+                 access_token_reference_id, registered_by, resolved, overdue_noted)
         order by job_id collate "C"
-        on conflict (job_id) do update set resolved = true
-        where excluded.resolved and not expected_jobs.resolved
+        on conflict (job_id) do update
+        set resolved = expected_jobs.resolved or excluded.resolved,
+            overdue_noted = expected_jobs.overdue_noted or excluded.overdue_noted
+        where (excluded.resolved and not expected_jobs.resolved)
+           or (excluded.overdue_noted and not expected_jobs.overdue_noted)
         "#,
     )
     .bind(jobs.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>())
@@ -706,6 +922,7 @@ async fn write_expected_jobs(
             .collect::<Vec<_>>(),
     )
     .bind(jobs.iter().map(|j| j.resolved).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.overdue_noted).collect::<Vec<_>>())
     .execute(&mut *target)
     .await?;
     Ok(changed.rows_affected())

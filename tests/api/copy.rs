@@ -87,6 +87,8 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
         page["next_cursor"].as_str().expect("a next page")
     );
     let second_page = app.get_json(&next).await;
+    let feed = app.get_json("/v1/changes?limit=1000").await;
+    let feed_after_five = app.get_json("/v1/changes?after=5").await;
     app.stop().await;
     let tables = tables_of(&sqlite).await;
     assert!(
@@ -103,6 +105,8 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
         ("submissions", 2),
         ("repeated_deliveries", 2),
         ("audit_log", count("audit_log")),
+        ("changes", count("changes")),
+        ("outbound_messages", 0),
     ];
     assert!(count("audit_log") > 30, "{}", count("audit_log"));
 
@@ -139,6 +143,12 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
         assert!(again.contains(&row_of(kind, rows, 0)), "{kind}:\n{again}");
     }
     assert!(!again.contains("cursor key"), "{again}");
+    // The feed is PostgreSQL's own now: not copied over itself.
+    assert!(
+        again.contains("kept PostgreSQL's own change feed"),
+        "{again}"
+    );
+    assert!(!output.contains("change feed"), "{output}");
     assert_alike(&tables_of(&postgres).await, &tables);
 
     // The PostgreSQL engine answers exactly as the SQLite one did.
@@ -153,8 +163,12 @@ async fn copy_from_sqlite_keeps_every_kind_of_row_and_can_be_rerun() {
         listing,
         json_of(app.get("/v1/patient-notes?limit=100").await).await
     );
-    // A cursor made on SQLite still pages on PostgreSQL.
+    // A cursor made on SQLite still pages on PostgreSQL, and a feed
+    // consumer's cursor still reads on where it was.
     assert_eq!(app.get_json(&next).await, second_page);
+    assert_eq!(app.get_json("/v1/changes?limit=1000").await, feed);
+    assert_eq!(app.get_json("/v1/changes?after=5").await, feed_after_five);
+    assert!(feed.1["changes"].as_array().unwrap().len() > 5, "{feed:?}");
     for body in &bodies[..32] {
         let id = body["id"].as_str().unwrap();
         // As SQLite kept it: without the note and subject (the default).
@@ -284,8 +298,8 @@ async fn copy_into_a_database_that_served_keeps_its_rows_and_loses_none_of_sqlit
 /// row that differs.
 fn assert_alike(copy: &[Table], original: &[Table]) {
     for ((table, copied), (_, rows)) in copy.iter().zip(original) {
-        for (n, (copied, row)) in copied.iter().zip(rows).enumerate() {
-            assert_eq!(copied, row, "{table}, row {n}");
+        for (n, (copied_row, row)) in copied.iter().zip(rows).enumerate() {
+            assert_eq!(copied_row, row, "{table}, row {n}: {copied:?} vs {rows:?}");
         }
         assert_eq!(copied.len(), rows.len(), "{table}");
     }
@@ -315,6 +329,12 @@ async fn tables_of(dir: &Workspace) -> Vec<Table> {
     );
     let queries = [
         ("events", events),
+        (
+            "changes",
+            "select cast(position as text), job_id, patient_note_id, kind, cast(at_ns as text)
+             from changes order by changes.position"
+                .into(),
+        ),
         (
             "jobs",
             "select patient_note_id, job_id, status, emr_note_id, failure_reason, reasons,
