@@ -232,6 +232,19 @@ const FAMILIES: &[(&str, &str)] = &[
     ("cobalt_receiver_oldest_pending_job_age_seconds", "gauge"),
 ];
 
+/// The outgoing webhooks' families, present once an endpoint is configured.
+const OUTBOUND_FAMILIES: [(&str, &str); 6] = [
+    ("cobalt_receiver_outbound_attempts_total", "counter"),
+    ("cobalt_receiver_outbound_messages_total", "counter"),
+    ("cobalt_receiver_outbound_queued", "gauge"),
+    ("cobalt_receiver_outbound_failed", "gauge"),
+    (
+        "cobalt_receiver_outbound_oldest_undelivered_age_seconds",
+        "gauge",
+    ),
+    ("cobalt_receiver_outbound_failing_seconds", "gauge"),
+];
+
 /// A dashboard or alert finds every family on a fresh server, each with
 /// its help text; the histograms are there empty (count and sum 0, not a
 /// made-up observation).
@@ -265,6 +278,43 @@ async fn every_family_has_help_text_and_is_present_before_the_first_event() {
         FAMILIES.len(),
         "a family missing from FAMILIES (and from docs/operations.md?): {families:?}"
     );
+    // With an endpoint of outgoing webhooks, its families too, at 0.
+    let env = [
+        TEST_ENV[0],
+        TEST_ENV[1],
+        ("COBALT_RECEIVER_OUTBOUND_URL", "http://127.0.0.1:9/hooks"),
+        (
+            "COBALT_RECEIVER_OUTBOUND_SECRET",
+            "whsec_dGVzdC1vdXRib3VuZC1zZWNyZXQtMDAwMDAwMDAw",
+        ),
+    ];
+    let outbound_dir = workspace();
+    let outbound = start(&outbound_dir, &env, &[]);
+    let with_outbound = outbound.get("/metrics", TOKEN).await.text().await.unwrap();
+    for (name, kind) in FAMILIES.iter().chain(&OUTBOUND_FAMILIES) {
+        assert!(
+            with_outbound
+                .lines()
+                .any(|line| line.starts_with(&format!("# HELP {name} "))),
+            "{name}: {with_outbound}"
+        );
+        assert!(
+            with_outbound
+                .lines()
+                .any(|line| line == format!("# TYPE {name} {kind}")),
+            "{name}: {with_outbound}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &with_outbound,
+            "cobalt_receiver_outbound_messages_total",
+            &[r#"endpoint="default""#, r#"outcome="failed""#]
+        ),
+        Some(0.0),
+        "{with_outbound}"
+    );
+    outbound.terminate();
     for name in [
         "cobalt_receiver_writer_batch_size",
         "cobalt_receiver_writer_commit_seconds",
