@@ -19,12 +19,15 @@ from cobalt_receiver_client.api.operation import health, metrics, ready
 from cobalt_receiver_client.api.status import (
     get_job,
     get_patient_note,
+    list_changes,
     list_job_events,
     list_patient_notes,
 )
 from cobalt_receiver_client.api.webhooks import receive_webhook
 from cobalt_receiver_client.models import (
     AuditPage,
+    ChangeKind,
+    Changes,
     ErrorBody,
     HealthStatus,
     HealthWord,
@@ -183,6 +186,19 @@ while True:
     cursor = page.next_cursor
 check(pages == 2 and seen == created_jobs, f"pagination: {pages} pages, {seen}")
 
+# The change feed: the registration and the outcomes above, in order, then
+# nothing after the last cursor.
+feed = list_changes.sync(client=client, limit=1000)
+check(isinstance(feed, Changes) and isinstance(feed.next_cursor, str), f"changes: {feed!r}")
+ours = [change for change in feed.changes if change.job.job_id.startswith(RUN)]
+check([c.kind for c in ours][:2] == [ChangeKind.REGISTERED, ChangeKind.FAILED], f"changes: {ours!r}")
+check(all(isinstance(c.at, datetime.datetime) for c in ours), "changes' `at` are datetimes")
+check(ours[1].job.status == JobStatusName.FAILED, f"a change's job: {ours[1].job!r}")
+after = list_changes.sync(client=client, after=feed.next_cursor)
+check(isinstance(after, Changes) and after.changes == [], f"changes after the last: {after!r}")
+gone = list_changes.sync_detailed(client=client, after="99999999")
+check(gone.status_code == 400 and isinstance(gone.parsed, ErrorBody), f"a cursor ahead of the feed: {gone!r}")
+
 # A 404, parsed.
 missing = get_job.sync_detailed(f"{RUN}404", client=client)
 check(missing.status_code == 404 and isinstance(missing.parsed, ErrorBody), f"404: {missing!r}")
@@ -194,6 +210,7 @@ for name, call in [
     ("job events", lambda: list_job_events.sync_detailed(failed_job, client=submitter)),
     ("note read", lambda: get_patient_note.sync_detailed(failed_note, client=submitter)),
     ("listing", lambda: list_patient_notes.sync_detailed(client=submitter)),
+    ("changes", lambda: list_changes.sync_detailed(client=submitter)),
     ("audit", lambda: list_audit.sync_detailed(client=submitter)),
 ]:
     refused = call()
@@ -204,7 +221,8 @@ for name, call in [
 audit = list_audit.sync(client=operator, actor="client", limit=1000)
 check(isinstance(audit, AuditPage) and audit.items, f"audit: {audit!r}")
 check(all(isinstance(row.at, datetime.datetime) for row in audit.items), "audit rows' `at` are datetimes")
-check({"api.job.read", "api.job_events.read", "api.note.read", "api.list.read"} <= {row.action for row in audit.items},
+check({"api.job.read", "api.job_events.read", "api.note.read", "api.list.read", "api.changes.read"}
+      <= {row.action for row in audit.items},
       f"audit actions: {sorted({row.action for row in audit.items})}")
 
 # Submission and recovery: no Cobalt credentials here, so each answers a
