@@ -30,6 +30,8 @@ const AT_ONCE: u32 = 16;
 /// Longest a round waits for the feed to move when nothing is due: retries
 /// come due at most this late.
 const IDLE: Duration = Duration::from_secs(1);
+/// Messages are made at least this often, feed signal or not.
+const MAKE_EVERY: Duration = Duration::from_secs(5);
 
 /// What every endpoint's sender shares.
 #[derive(Clone)]
@@ -52,23 +54,41 @@ pub async fn run(senders: Senders, endpoint: OutboundEndpoint) {
     let name = endpoint.name.clone();
     let endpoint = Arc::new(endpoint);
     let mut moved = store.feed().watch();
+    // The lease is renewed once half of it has passed, not every round: a
+    // quiet endpoint then costs no write a second.
+    let mut held_until = 0i64;
+    let mut made_at: Option<tokio::time::Instant> = None;
     loop {
         let now = crate::clock::now_ns();
-        let until = now.saturating_add(LEASE.as_nanos() as i64);
-        match store.take_outbound_lease(&name, &holder, now, until).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tokio::time::sleep(LEASE_RETRY).await;
-                continue;
-            }
-            Err(StoreError::Stopped) => return,
-            Err(error) => {
-                tracing::warn!(endpoint = %name, error = %error, "taking the outgoing webhooks' lease failed; retrying");
-                tokio::time::sleep(LEASE_RETRY).await;
-                continue;
+        if now >= held_until.saturating_sub(LEASE.as_nanos() as i64 / 2) {
+            let until = now.saturating_add(LEASE.as_nanos() as i64);
+            match store.take_outbound_lease(&name, &holder, now, until).await {
+                Ok(true) => held_until = until,
+                Ok(false) => {
+                    held_until = 0;
+                    tokio::time::sleep(LEASE_RETRY).await;
+                    continue;
+                }
+                Err(StoreError::Stopped) => return,
+                Err(error) => {
+                    held_until = 0;
+                    tracing::warn!(endpoint = %name, error = %error, "taking the outgoing webhooks' lease failed; retrying");
+                    tokio::time::sleep(LEASE_RETRY).await;
+                    continue;
+                }
             }
         }
-        match round(&store, &attempts, &schedule, &endpoint).await {
+        // Messages are made when the feed moved (here, or on another
+        // replica), and now and then in case a signal was missed.
+        let feed_moved = moved.has_changed().unwrap_or(true);
+        if feed_moved {
+            moved.borrow_and_update();
+        }
+        let make = feed_moved || made_at.is_none_or(|at| at.elapsed() >= MAKE_EVERY);
+        if make {
+            made_at = Some(tokio::time::Instant::now());
+        }
+        match round(&store, &attempts, &schedule, &endpoint, make).await {
             Ok(0) => {
                 let _ = tokio::time::timeout(IDLE, moved.changed()).await;
             }
@@ -89,10 +109,13 @@ async fn round(
     attempts: &Arc<attempt::Sender>,
     schedule: &RetrySchedule,
     endpoint: &Arc<OutboundEndpoint>,
+    make: bool,
 ) -> Result<usize, StoreError> {
-    store
-        .make_outbound_messages(&endpoint.name, endpoint.types.clone())
-        .await?;
+    if make {
+        store
+            .make_outbound_messages(&endpoint.name, endpoint.types.clone())
+            .await?;
+    }
     let due = store.due_outbound(&endpoint.name, AT_ONCE).await?;
     if due.is_empty() {
         return Ok(0);
@@ -218,4 +241,76 @@ pub fn body(message: &OutboundMessage, job: Option<JobState>, phi: bool) -> Vec<
         "data": data,
     }))
     .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ChangeKind;
+    use crate::store::outbound::MessageState;
+    use crate::store::{JobKey, JobState};
+
+    fn message() -> OutboundMessage {
+        OutboundMessage {
+            id: "msg_1".into(),
+            endpoint: "app".into(),
+            position: 41,
+            job_id: "12345".into(),
+            patient_note_id: "pn_1".into(),
+            kind: ChangeKind::Created,
+            change_at_ns: 1_796_457_302_500_000_000,
+            state: MessageState::Queued,
+            attempts: 0,
+            next_attempt_ns: 0,
+            last_attempt_ns: None,
+            last_status: None,
+            last_error: None,
+            settled_ns: None,
+        }
+    }
+
+    fn job() -> JobState {
+        JobState {
+            patient_note_id: "pn_1".into(),
+            job_id: "12345".into(),
+            status: "created".into(),
+            overdue: false,
+            submitted_at: None,
+            emr_note_id: Some("emr_1".into()),
+            failure_reason: None,
+            reasons: None,
+            patient_mrn: Some("MRN-PHI-1".into()),
+            mrn_sealed_under: None,
+            location_id: Some("loc-1".into()),
+            access_token_reference_id: None,
+            deciding_event_id: Some("evt_1".into()),
+            deciding_event_created: None,
+            first_received_at: None,
+            last_received_at: None,
+            key: JobKey {
+                created_ns: 0,
+                patient_note_id: "pn_1".into(),
+                job_id: "12345".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_body_carries_the_type_the_change_and_the_job_and_the_mrn_only_with_phi() {
+        let body: Value = serde_json::from_slice(&body(&message(), Some(job()), false)).unwrap();
+        assert_eq!(body["type"], "job.created");
+        assert_eq!(body["timestamp"], "2026-12-05T07:55:02.5Z");
+        assert_eq!(body["data"]["emr_note_id"], "emr_1");
+        assert_eq!(
+            body["data"]["change"],
+            json!({"cursor": "41", "kind": "created", "at": "2026-12-05T07:55:02.5Z"})
+        );
+        assert!(body["data"].get("patient_mrn").is_none(), "{body}");
+        let with_phi: Value =
+            serde_json::from_slice(&super::body(&message(), Some(job()), true)).unwrap();
+        assert_eq!(with_phi["data"]["patient_mrn"], "MRN-PHI-1");
+        // A job not found still names itself.
+        let bare: Value = serde_json::from_slice(&super::body(&message(), None, false)).unwrap();
+        assert_eq!(bare["data"]["job_id"], "12345");
+    }
 }
