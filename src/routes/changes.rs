@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::bad;
 use super::guard::ApiRoutes;
-use super::status::MAX_WAIT_SECS;
 use crate::auth::{Caller, Permission};
 use crate::domain::ChangeKind;
 use crate::error::{AppError, ErrorBody, Result};
@@ -91,14 +90,7 @@ pub async fn list_changes(
     let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
     let limit = super::page_limit(params.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let after = params.after.as_deref().map(parse_cursor).transpose()?;
-    let wait = match params.wait.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|secs| *secs <= MAX_WAIT_SECS)
-            .ok_or_else(|| bad("wait must be a whole number of seconds from 0 to 120"))?,
-    };
+    let wait = super::wait_secs(params.wait.as_deref())?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     // A waiting client holds a connection: only so many may.
     let _place = match wait {

@@ -168,6 +168,19 @@ fn page_limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, AppErro
     }
 }
 
+/// A request's `wait`: absent is 0, else whole seconds up to
+/// [`status::MAX_WAIT_SECS`].
+fn wait_secs(text: Option<&str>) -> Result<u64, AppError> {
+    match text {
+        None => Ok(0),
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|secs| *secs <= status::MAX_WAIT_SECS)
+            .ok_or_else(|| bad("wait must be a whole number of seconds from 0 to 120")),
+    }
+}
+
 /// A 400 with `detail`.
 fn bad(detail: &str) -> AppError {
     AppError::BadRequest(detail.to_owned())

@@ -124,14 +124,7 @@ pub async fn get_job(
     params: std::result::Result<Query<WaitParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobState>> {
     let Query(params) = params.map_err(|_| bad("the query string is malformed"))?;
-    let wait = match params.wait.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|secs| *secs <= MAX_WAIT_SECS)
-            .ok_or_else(|| bad("wait must be a whole number of seconds from 0 to 120"))?,
-    };
+    let wait = super::wait_secs(params.wait.as_deref())?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
     let wakeups = state.store.wakeups();
     // Watching starts before the first read, so an outcome committed
