@@ -43,6 +43,7 @@ pub enum Nav {
     Today,
     Jobs,
     Overdue,
+    Outbound,
     Audit,
     None,
 }
@@ -84,6 +85,7 @@ pub fn document_refreshing(
                                 (nav_item("/ui", "Today", current == Nav::Today))
                                 (nav_item("/ui/jobs", "Jobs", current == Nav::Jobs))
                                 (nav_item("/ui/overdue", "Overdue", current == Nav::Overdue))
+                                (nav_item("/ui/outbound", "Outbound", current == Nav::Outbound))
                                 (nav_item("/ui/audit", "Audit", current == Nav::Audit))
                             }
                         }

@@ -19,6 +19,7 @@ mod display;
 mod html;
 mod job;
 mod jobs;
+mod outbound;
 mod recovery;
 mod search;
 mod session;
@@ -216,6 +217,11 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/ui/overdue", get(recovery::overdue))
         .route("/ui/recoveries", axum::routing::post(recovery::start))
         .route("/ui/recoveries/{id}", get(recovery::progress))
+        .route("/ui/outbound", get(outbound::page))
+        .route(
+            "/ui/outbound/{endpoint}/resend",
+            axum::routing::post(outbound::resend),
+        )
         .route("/ui/audit", get(trail::page))
         .route("/ui/sign-out", axum::routing::post(sign_in::sign_out))
         .route_layer(middleware::from_fn_with_state(

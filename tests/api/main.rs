@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod console_browser;
 mod console_display;
+mod console_outbound;
 mod console_replicas;
 mod copy;
 mod crash;

@@ -55,6 +55,35 @@ pub fn seal_with(config: &mut Config, keys: &[&str]) {
         .expect("test keys are well formed");
 }
 
+/// The secret of the test's outgoing webhook endpoint (24 bytes); for
+/// tests only.
+pub const OUTBOUND_SECRET: &str = "whsec_dGVzdC1vdXRib3VuZC1zZWNyZXQtMDAwMDAwMDAw";
+
+/// Pushes every change to one endpoint, `clinic-app` at `url`, retried
+/// after each of `retry_delays_secs` (as the configuration's rules would
+/// read `outbound_webhooks`).
+pub fn send_outbound_to(config: &mut Config, url: &str, retry_delays_secs: &[u64]) {
+    use cobalt_receiver::config::{OutboundEndpoint, OutboundWebhook};
+    use cobalt_receiver::domain::ChangeKind;
+    use cobalt_receiver::outbound::signing::SigningKey;
+
+    let webhook = OutboundWebhook {
+        name: "clinic-app".into(),
+        url: url.into(),
+        secret: Secret::new(OUTBOUND_SECRET),
+        ..Default::default()
+    };
+    config.outbound_endpoints = vec![OutboundEndpoint {
+        name: webhook.name.clone(),
+        url: url.parse().expect("a test URL"),
+        key: SigningKey::parse(OUTBOUND_SECRET).expect("a well-formed test secret"),
+        types: ChangeKind::ALL.to_vec(),
+        phi: webhook.phi,
+    }];
+    config.outbound_webhooks = vec![webhook];
+    config.outbound_retry_delays_secs = retry_delays_secs.to_vec();
+}
+
 pub struct TestApp {
     pub address: String,
     /// `http://host:port` of the console, when `console_listen` was set.
