@@ -1,9 +1,11 @@
 -- Every change of a job's state, in commit order: the change feed, and
 -- what the outgoing webhooks are made from. One writer commits at a time,
--- so the position a row takes on insert is its commit order (AUTOINCREMENT:
--- a purged position is never handed out again).
+-- so the position a row takes on insert (its row id) is its commit order.
+-- The purge always keeps the newest change, so a position is never handed
+-- out twice (cheaper than AUTOINCREMENT's write of sqlite_sequence on every
+-- insert).
 create table changes (
-    position        integer primary key autoincrement,
+    position        integer primary key,
     job_id          text    not null,
     patient_note_id text    not null,
     kind            text    not null

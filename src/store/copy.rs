@@ -360,7 +360,7 @@ async fn copy_feed(
     let (last_position, purged_through): (i64, i64) = source
         .read(|db| {
             db.query_row(
-                "select coalesce((select seq from sqlite_sequence where name = 'changes'), 0),
+                "select coalesce((select max(position) from changes), 0),
                         (select purged_through from change_purge where id = 1)",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),

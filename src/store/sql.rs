@@ -22,7 +22,7 @@ pub(super) struct Dialect {
 pub(super) const SQLITE: Dialect = Dialect {
     parameter: '?',
     unresolved: "resolved = 0",
-    last_change_position: "coalesce((select seq from sqlite_sequence where name = 'changes'), 0)",
+    last_change_position: "coalesce((select max(position) from changes), 0)",
 };
 
 pub(super) const POSTGRES: Dialect = Dialect {

@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use cobalt_receiver::config::{Config, OutboundWebhook};
-use cobalt_receiver::secret::Secret;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::process::*;
-
-/// The outgoing webhooks' secret of these tests; not a secret.
-const OUTBOUND_SECRET: &str = "whsec_dGVzdC1vdXRib3VuZC1zZWNyZXQtMDAwMDAwMDAw";
 
 /// How the receiver answers.
 const FAIL_FIRST: u8 = 0;
@@ -117,36 +112,18 @@ async fn take(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes)
     StatusCode::from_u16(answered).unwrap()
 }
 
-/// Sends the outgoing webhooks to `endpoints` (`name`, URL, types, phi),
-/// retrying after a second each time.
-fn send_to(config: &mut Config, endpoints: &[(&str, &str, &[&str], bool)]) {
-    config.outbound_webhooks = endpoints
-        .iter()
-        .map(|(name, url, types, phi)| OutboundWebhook {
-            name: (*name).to_owned(),
-            url: (*url).to_owned(),
-            secret: Secret::new(OUTBOUND_SECRET),
-            types: types.iter().map(|t| (*t).to_owned()).collect(),
-            phi: *phi,
-        })
-        .collect();
-    config.outbound_retry_delays_secs = vec![1; 10];
-    config.read_outbound_webhooks().unwrap();
-}
-
-const ALL_TYPES: &[&str] = &["job.registered", "job.created", "job.failed", "job.overdue"];
-
 #[tokio::test]
 async fn every_change_arrives_verified_and_is_retried_with_the_same_webhook_id() {
     let app_hook = Receiver::start(FAIL_FIRST).await;
     let records_hook = Receiver::start(UP).await;
     let app = spawn_app_with(|config| {
-        send_to(
+        send_outbound(
             config,
             &[
-                ("app-retried", &app_hook.url, ALL_TYPES, false),
+                ("app-retried", &app_hook.url, ALL_WEBHOOK_TYPES, false),
                 ("records", &records_hook.url, &["job.created"], true),
             ],
+            &[1; 10],
         )
     })
     .await;
@@ -258,8 +235,11 @@ async fn every_change_arrives_verified_and_is_retried_with_the_same_webhook_id()
 async fn a_message_that_fails_every_attempt_is_marked_failed_and_counted() {
     let hook = Receiver::start(DOWN).await;
     let app = spawn_app_with(|config| {
-        send_to(config, &[("app-down", &hook.url, ALL_TYPES, false)]);
-        config.outbound_retry_delays_secs = vec![1, 1];
+        send_outbound(
+            config,
+            &[("app-down", &hook.url, ALL_WEBHOOK_TYPES, false)],
+            &[1, 1],
+        );
     })
     .await;
     let event = failed_event("evt_d1", "7601", "pn-7601", "2025-10-09T10:00:00Z");

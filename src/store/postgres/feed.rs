@@ -16,9 +16,10 @@
 //! later change has the greater `seq` and is never visible without the
 //! earlier one.
 //!
-//! The relay runs when this replica commits a change (kicked), when another
-//! replica's relay could not take the lock, and every [`RELAY_EVERY`] in
-//! case a kick was missed. It notifies [`CHANNEL`], so every replica's
+//! The relay runs when this replica commits a change (kicked, then
+//! [`GATHER`] later, so one run serves the batches committed meanwhile),
+//! and every [`RELAY_EVERY`] in case a kick was missed or another
+//! replica's relay held the lock. It notifies [`CHANNEL`], so every replica's
 //! readers waiting for the feed hear that it moved.
 
 use std::sync::Arc;
@@ -37,6 +38,9 @@ use crate::store::sql::{self, POSTGRES};
 pub(super) const CHANNEL: &str = "cobalt_receiver_changes";
 /// The relay runs at least this often.
 const RELAY_EVERY: Duration = Duration::from_secs(1);
+/// After a kick, the relay waits this long for more commits to join the
+/// same run: under load one relay transaction then serves many batches.
+const GATHER: Duration = Duration::from_millis(10);
 /// Most changes one relay transaction positions.
 const RELAY_CHUNK: i64 = 1_000;
 /// How long the relay waits before trying again when another replica holds
@@ -55,7 +59,7 @@ pub(super) fn start(pool: PgPool, feed: Arc<FeedSignal>) -> (Arc<Notify>, JoinHa
 async fn relay(pool: PgPool, kick: Arc<Notify>, feed: Arc<FeedSignal>) {
     loop {
         tokio::select! {
-            () = kick.notified() => {}
+            () = kick.notified() => tokio::time::sleep(GATHER).await,
             () = tokio::time::sleep(RELAY_EVERY) => {}
         }
         let mut busy = 0;

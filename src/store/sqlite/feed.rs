@@ -1,6 +1,8 @@
 //! The change feed on SQLite. The writer inserts each change in the
 //! transaction that makes it, and one writer commits at a time, so the row
 //! id a change takes is its commit order: its position, from the start.
+//! SQLite gives a new row the greatest id plus one, so the purge keeps the
+//! newest change: no position is ever given twice.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
@@ -73,8 +75,8 @@ pub(super) fn note_overdue(
 }
 
 /// Deletes up to `limit` of the oldest changes noted before `cutoff_ns`,
-/// in position order, stopping at the first one still kept, and the
-/// outgoing messages settled before it.
+/// in position order, stopping at the first one still kept (and before
+/// the newest), and the outgoing messages settled before it.
 pub(super) fn purge(db: &mut Connection, cutoff_ns: i64, limit: u64) -> rusqlite::Result<Chunk> {
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let from: i64 = tx
@@ -82,8 +84,11 @@ pub(super) fn purge(db: &mut Connection, cutoff_ns: i64, limit: u64) -> rusqlite
         .query_row([], |row| row.get(0))?;
     let (mut through, mut passed) = (from, 0);
     {
+        // Never the newest: its position is the next one's floor.
         let mut next = tx.prepare_cached(
-            "select position, at_ns < ? from changes where position > ? order by position limit ?",
+            "select position, at_ns < ? from changes
+             where position > ? and position < (select max(position) from changes)
+             order by position limit ?",
         )?;
         let mut rows = next.query(params![
             cutoff_ns,

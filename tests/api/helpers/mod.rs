@@ -59,29 +59,42 @@ pub fn seal_with(config: &mut Config, keys: &[&str]) {
 /// tests only.
 pub const OUTBOUND_SECRET: &str = "whsec_dGVzdC1vdXRib3VuZC1zZWNyZXQtMDAwMDAwMDAw";
 
-/// Pushes every change to one endpoint, `clinic-app` at `url`, retried
-/// after each of `retry_delays_secs` (as the configuration's rules would
-/// read `outbound_webhooks`).
-pub fn send_outbound_to(config: &mut Config, url: &str, retry_delays_secs: &[u64]) {
-    use cobalt_receiver::config::{OutboundEndpoint, OutboundWebhook};
-    use cobalt_receiver::domain::ChangeKind;
-    use cobalt_receiver::outbound::signing::SigningKey;
+/// Every type of outgoing webhook.
+pub const ALL_WEBHOOK_TYPES: &[&str] =
+    &["job.registered", "job.created", "job.failed", "job.overdue"];
 
-    let webhook = OutboundWebhook {
-        name: "clinic-app".into(),
-        url: url.into(),
-        secret: Secret::new(OUTBOUND_SECRET),
-        ..Default::default()
-    };
-    config.outbound_endpoints = vec![OutboundEndpoint {
-        name: webhook.name.clone(),
-        url: url.parse().expect("a test URL"),
-        key: SigningKey::parse(OUTBOUND_SECRET).expect("a well-formed test secret"),
-        types: ChangeKind::ALL.to_vec(),
-        phi: webhook.phi,
-    }];
-    config.outbound_webhooks = vec![webhook];
+/// Pushes changes to `endpoints` (name, URL, webhook types, whether it
+/// takes the MRN), signed with [`OUTBOUND_SECRET`] and retried after each
+/// of `retry_delays_secs`, read by the configuration's own rules.
+pub fn send_outbound(
+    config: &mut Config,
+    endpoints: &[(&str, &str, &[&str], bool)],
+    retry_delays_secs: &[u64],
+) {
+    config.outbound_webhooks = endpoints
+        .iter()
+        .map(|(name, url, types, phi)| cobalt_receiver::config::OutboundWebhook {
+            name: (*name).to_owned(),
+            url: (*url).to_owned(),
+            secret: Secret::new(OUTBOUND_SECRET),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            phi: *phi,
+        })
+        .collect();
     config.outbound_retry_delays_secs = retry_delays_secs.to_vec();
+    config
+        .read_outbound_webhooks()
+        .expect("the test endpoints follow the rules");
+}
+
+/// Pushes every change to one endpoint, `clinic-app` at `url`, retried
+/// after each of `retry_delays_secs`.
+pub fn send_outbound_to(config: &mut Config, url: &str, retry_delays_secs: &[u64]) {
+    send_outbound(
+        config,
+        &[("clinic-app", url, ALL_WEBHOOK_TYPES, false)],
+        retry_delays_secs,
+    );
 }
 
 pub struct TestApp {
