@@ -20,6 +20,7 @@ async fn the_openapi_document_covers_every_route_and_both_security_schemes() {
         ("post", "/v1/patient-notes", Some("bearer")),
         ("post", "/v1/recoveries", Some("bearer")),
         ("get", "/v1/audit", Some("bearer")),
+        ("get", "/v1/changes", Some("bearer")),
         ("get", "/healthz", None),
         ("get", "/readyz", None),
     ];
@@ -157,7 +158,7 @@ async fn every_route_behind_a_token_declares_401_403_and_503_with_the_error_body
             );
         }
     }
-    assert_eq!(guarded, 9, "routes behind a bearer token");
+    assert_eq!(guarded, 10, "routes behind a bearer token");
 }
 
 #[tokio::test]

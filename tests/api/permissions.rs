@@ -13,8 +13,9 @@ use crate::helpers::console::{Browser, audit_rows, console_on, minutes_ago};
 use crate::helpers::*;
 
 /// Every route behind a token, and the one permission it needs.
-const PROTECTED: [(&str, &str, Permission); 9] = [
+const PROTECTED: [(&str, &str, Permission); 10] = [
     ("GET", "/v1/jobs/{job_id}", Permission::Read),
+    ("GET", "/v1/changes", Permission::Read),
     ("GET", "/v1/jobs/{job_id}/events", Permission::Read),
     ("GET", "/v1/patient-notes", Permission::Read),
     (

@@ -144,7 +144,7 @@ async fn a_full_disk_is_a_prompt_503_and_the_service_recovers_when_space_returns
     }
     // Whole payloads, so the padding below fills the file.
     let app = spawn_app_with(|config| {
-        config.max_database_bytes = 256 * 1024;
+        config.max_database_bytes = 512 * 1024;
         config.payload_storage = cobalt_receiver::payload_storage::PayloadStorage::Full;
     })
     .await;

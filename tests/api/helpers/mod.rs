@@ -73,13 +73,15 @@ pub fn send_outbound(
 ) {
     config.outbound_webhooks = endpoints
         .iter()
-        .map(|(name, url, types, phi)| cobalt_receiver::config::OutboundWebhook {
-            name: (*name).to_owned(),
-            url: (*url).to_owned(),
-            secret: Secret::new(OUTBOUND_SECRET),
-            types: types.iter().map(|t| (*t).to_owned()).collect(),
-            phi: *phi,
-        })
+        .map(
+            |(name, url, types, phi)| cobalt_receiver::config::OutboundWebhook {
+                name: (*name).to_owned(),
+                url: (*url).to_owned(),
+                secret: Secret::new(OUTBOUND_SECRET),
+                types: types.iter().map(|t| (*t).to_owned()).collect(),
+                phi: *phi,
+            },
+        )
         .collect();
     config.outbound_retry_delays_secs = retry_delays_secs.to_vec();
     config
