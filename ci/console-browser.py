@@ -45,7 +45,7 @@ CSV_HEADER = '"job_id","patient_note_id","status"'
 RECOVERY_LIMIT_S = 60
 # The main pages, in the order of the round: each is screenshot and checked
 # by axe in both color schemes.
-PAGES = ["sign-in", "today", "jobs", "job", "overdue", "recovery", "audit"]
+PAGES = ["sign-in", "today", "jobs", "job", "overdue", "recovery", "outbound", "audit"]
 
 
 class Failure(Exception):
@@ -270,6 +270,20 @@ class Round:
             facts = page.locator("dl.facts").inner_text().replace("\n", " ")
             return f"{self.path(page)}: {text}; {facts}"
 
+        def outbound():
+            self.follow(page, nav.get_by_role("link", name="Outbound", exact=True))
+            self.expect_heading(page, "Outbound")
+            # The test's endpoint never answers: its messages are failing
+            # (from their first attempt, a moment after the deliveries).
+            deadline = time.monotonic() + 10
+            while page.get_by_text("Failing since").count() == 0:
+                if time.monotonic() > deadline:
+                    raise Failure(f"the Outbound page shows no failing endpoint: {self.said(page)}")
+                time.sleep(0.5)
+                page.reload()
+            self.keep(page, "outbound", "light", watch)
+            return f"{page.locator('table tbody tr').count()} message(s) needing attention"
+
         def audit():
             wanted = ["console.sign_in", "console.export", "console.recovery.start"]
             deadline = time.monotonic() + 10
@@ -307,6 +321,7 @@ class Round:
             self.step("export CSV", export)
             self.step("Overdue", overdue)
             self.step("Recover now, until Finished", recovery)
+            self.step("Outbound", outbound)
             self.step("Audit", audit)
             self.step("sign out", sign_out)
         finally:

@@ -176,23 +176,36 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
     }
 }
 
-/// A form POST whose `csrf` field is the session's token; anything else
-/// is refused with 403. It reads the body, so it comes last.
-pub struct CsrfChecked;
+/// A form POST whose `csrf` field is the session's token, with the form's
+/// other fields (`T`, none by default); anything else is refused with 403.
+/// It reads the body, so it comes last.
+pub struct CsrfChecked<T = NoFields>(pub T);
+
+/// A form with nothing but its CSRF token.
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
 
 #[derive(serde::Deserialize)]
-struct CsrfField {
+struct CsrfForm<T> {
     csrf: String,
+    #[serde(flatten)]
+    fields: T,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequest<S> for CsrfChecked {
+impl<S, T> axum::extract::FromRequest<S> for CsrfChecked<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Send,
+{
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let session = request.extensions().get::<Session>().cloned();
-        let form = axum::Form::<CsrfField>::from_request(request, state).await;
+        let form = axum::Form::<CsrfForm<T>>::from_request(request, state).await;
         match (session, form) {
-            (Some(session), Ok(axum::Form(form))) if session.checks(&form.csrf) => Ok(Self),
+            (Some(session), Ok(axum::Form(form))) if session.checks(&form.csrf) => {
+                Ok(Self(form.fields))
+            }
             _ => Err(html::error_page(
                 StatusCode::FORBIDDEN,
                 "This form has expired; reload the page.",

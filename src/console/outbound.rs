@@ -4,8 +4,7 @@
 //! again** (operate) queues failed messages again, their retry schedule
 //! from the start; each time is audited before the answer.
 
-use axum::extract::rejection::FormRejection;
-use axum::extract::{Extension, Form, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -13,7 +12,7 @@ use serde::Deserialize;
 
 use super::display::cell;
 use super::html::{self, Nav, at_ns, document, job_href};
-use super::{ConsoleState, RequestId, Session};
+use super::{ConsoleState, CsrfChecked, RequestId, Session};
 use crate::audit::Action;
 use crate::auth::Permission;
 use crate::clock::now_ns;
@@ -240,11 +239,10 @@ fn age(ns: i64) -> String {
     }
 }
 
-/// The **Send again** forms: the CSRF token, and the message's id (none:
-/// every failed message of the endpoint).
+/// The **Send again** forms: the message's id (none: every failed message
+/// of the endpoint), beside the CSRF token.
 #[derive(Deserialize)]
 pub struct ResendForm {
-    csrf: String,
     id: Option<String>,
 }
 
@@ -256,19 +254,8 @@ pub async fn resend(
     Extension(session): Extension<Session>,
     request_id: RequestId,
     Path(endpoint): Path<String>,
-    form: Result<Form<ResendForm>, FormRejection>,
+    CsrfChecked(form): CsrfChecked<ResendForm>,
 ) -> Response {
-    // As `CsrfChecked`, which cannot be used here: it reads the body, and
-    // so does the form with the message's id.
-    let form = match form {
-        Ok(Form(form)) if session.checks(&form.csrf) => form,
-        _ => {
-            return html::error_page(
-                StatusCode::FORBIDDEN,
-                "This form has expired; reload the page.",
-            );
-        }
-    };
     if !session.caller.may(Permission::Operate) {
         return html::error_page(
             StatusCode::FORBIDDEN,

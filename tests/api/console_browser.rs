@@ -95,6 +95,9 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         point(config);
         config.console_listen = Some("127.0.0.1:0".parse().unwrap());
         config.overdue_after_secs = 600;
+        // An app that never answers (nothing listens on the discard port):
+        // the Outbound page shows a failing endpoint and its messages.
+        send_outbound_to(config, "http://127.0.0.1:9/hooks", &[1]);
     })
     .await;
     let console = app.console.clone().expect("the console listens");
@@ -283,5 +286,5 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         }
         seen += 1;
     }
-    assert_eq!(seen, 8, "seven pages and the export were saved");
+    assert_eq!(seen, 9, "eight pages and the export were saved");
 }
