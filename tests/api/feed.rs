@@ -230,6 +230,8 @@ async fn bad_parameters_are_refused_and_each_bound_holds() {
         &created_event("evt_b1", "7301", "pn-7301", "2025-10-09T10:00:00Z"),
     )
     .await;
+    // Position 1 is given (on PostgreSQL, by the relay, a moment later).
+    feed_of(&app, "", TOKEN, 1).await;
     for query in [
         "?after=abc",
         "?after=-1",
