@@ -18,11 +18,13 @@ use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::config::{Config, ConfigError};
 use crate::domain::event::{CREATED, FAILED};
 use crate::monitoring::{self, ListOutcome, SubmitOutcome};
 use crate::secret::Secret;
+use crate::telemetry;
 
 /// Attempts of one listing call before the sweep gives it up.
 const LIST_ATTEMPTS: u32 = 4;
@@ -200,6 +202,19 @@ pub struct Client {
     timeout: Duration,
 }
 
+/// The span of one call to Cobalt (each attempt): its method and path,
+/// never its query or body.
+fn call_span(method: &'static str, path: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "cobalt call",
+        otel.name = format!("{method} {path}"),
+        otel.kind = "client",
+        http.request.method = method,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
 impl Client {
     pub fn new(config: &Config, credentials: Credentials) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -232,8 +247,11 @@ impl Client {
         path: &str,
         account: &Account,
     ) -> reqwest::RequestBuilder {
+        // The call's span (the current one) is the caller's parent in
+        // Cobalt's traces, when traces are on.
         self.http
             .request(method, format!("{}{path}", self.base))
+            .headers(telemetry::trace_headers(&tracing::Span::current()))
             .header("client_id", self.credentials.client_id.expose())
             .header("client_secret", self.credentials.client_secret.expose())
             .header("access_token", account.token.expose())
@@ -241,11 +259,18 @@ impl Client {
 
     /// `POST /v1/patient-notes` with `body` (Cobalt's own request body).
     pub async fn submit(&self, account: &Account, body: &Value) -> Result<Submitted, SubmitError> {
-        let sent = self
-            .request(reqwest::Method::POST, "/v1/patient-notes", account)
-            .json(body)
-            .send()
-            .await;
+        let span = call_span("POST", "/v1/patient-notes");
+        let sent = async {
+            self.request(reqwest::Method::POST, "/v1/patient-notes", account)
+                .json(body)
+                .send()
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        if let Ok(response) = &sent {
+            span.record("http.response.status_code", response.status().as_u16());
+        }
         let result = match sent {
             Err(error) if error.is_connect() => Err(SubmitError::Unreachable),
             Err(error) if error.is_timeout() => Err(SubmitError::TimedOut),
@@ -284,11 +309,18 @@ impl Client {
         let mut unreachable = String::new();
         for attempt in 1..=LIST_ATTEMPTS {
             self.pace().await;
-            let sent = self
-                .request(reqwest::Method::GET, "/v1/webhook-events", account)
-                .query(&parameters)
-                .send()
-                .await;
+            let span = call_span("GET", "/v1/webhook-events");
+            let sent = async {
+                self.request(reqwest::Method::GET, "/v1/webhook-events", account)
+                    .query(&parameters)
+                    .send()
+                    .await
+            }
+            .instrument(span.clone())
+            .await;
+            if let Ok(response) = &sent {
+                span.record("http.response.status_code", response.status().as_u16());
+            }
             let pause = match sent {
                 Err(error) => {
                     monitoring::events_listed(ListOutcome::Unreachable);

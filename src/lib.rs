@@ -13,6 +13,7 @@ pub mod background;
 pub mod canonical_json;
 pub mod capacity;
 pub mod cli;
+pub mod clinic_hours;
 pub mod clock;
 pub mod cobalt;
 pub mod config;

@@ -70,11 +70,18 @@ async fn run(command: Command, config_file: Option<&Path>) -> Result<(), Failure
         Command::Serve => {
             let config = load()?;
             config.require_webhook_secret()?;
-            init_logs(&config)?;
-            Application::build(&config)
-                .await?
-                .run_until_stopped()
-                .await?;
+            let traces = telemetry::trace_export(
+                |name| std::env::var(name).ok(),
+                config.otlp_endpoint.as_deref(),
+            )
+            .map_err(|message| Failure::Config(ConfigError::Source(message)))?;
+            let telemetry = init_telemetry(&config, traces)?;
+            let served = match Application::build(&config).await {
+                Ok(application) => application.run_until_stopped().await,
+                Err(error) => Err(error),
+            };
+            telemetry.shutdown().await;
+            served?;
         }
         Command::Migrate => {
             let config = load()?;
@@ -169,7 +176,17 @@ fn signing_secret(
     })
 }
 
+/// Logs for an operator command; its few spans are not traced.
 fn init_logs(config: &Config) -> Result<(), Failure> {
-    telemetry::init(&config.log_filter, config.log_format)
+    // Nothing is exported, so there is nothing to send at exit.
+    let _logs_only = init_telemetry(config, None)?;
+    Ok(())
+}
+
+fn init_telemetry(
+    config: &Config,
+    traces: Option<telemetry::TraceExport>,
+) -> Result<telemetry::Telemetry, Failure> {
+    telemetry::init(&config.log_filter, config.log_format, traces)
         .map_err(|message| Failure::Config(ConfigError::Source(message)))
 }

@@ -19,6 +19,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+/// From seconds (a note Cobalt writes at once) to a day (one that waited
+/// for a clinician, or for recovery).
+const TIME_TO_EMR_BUCKETS: &[f64] = &[
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    86400.0,
+];
+const TIME_TO_EMR: &str = "cobalt_receiver_time_to_emr_seconds";
 
 /// Installs the process-wide recorder once; later calls get the same handle.
 pub fn install() -> PrometheusHandle {
@@ -31,6 +38,9 @@ pub fn install() -> PrometheusHandle {
                         Matcher::Full("cobalt_receiver_writer_batch_size".into()),
                         BATCH_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(TIME_TO_EMR.into()), TIME_TO_EMR_BUCKETS)
                 })
                 .and_then(PrometheusBuilder::install_recorder)
                 .expect("the metrics recorder installs once, with valid buckets");
@@ -114,6 +124,16 @@ label_set! {
         Superseded => "superseded",
         /// Its delivery had arrived.
         Duplicate => "duplicate",
+    }
+}
+
+label_set! {
+    /// How a recovery sweep ended.
+    SweepOutcome {
+        /// Every account's listing was read through.
+        Completed => "completed",
+        /// A listing failed (Cobalt unreachable, or the credentials refused).
+        Failed => "failed",
     }
 }
 
@@ -234,6 +254,26 @@ fn describe() {
         Unit::Seconds,
         "How long an endpoint has failed every attempt since its last delivery (0 when it is not failing), at scrape time."
     );
+    describe_counter!(
+        "cobalt_receiver_recovery_sweeps_total",
+        Unit::Count,
+        "Recovery sweeps, by how they ended (completed, failed: a listing of Cobalt's events failed)."
+    );
+    describe_histogram!(
+        TIME_TO_EMR,
+        Unit::Seconds,
+        "Time from a registered job's submission (or registration) to its outcome at Cobalt, by outcome and account."
+    );
+    describe_gauge!(
+        "cobalt_receiver_ready",
+        Unit::Count,
+        "1 when the database takes a durable write (the readiness check), 0 when not, at scrape time."
+    );
+    describe_gauge!(
+        "cobalt_receiver_clinic_open",
+        Unit::Count,
+        "1 within the configured clinic_hours on the clinic's clock, 0 outside them, at scrape time."
+    );
     describe_gauge!(
         "cobalt_receiver_jobs",
         Unit::Count,
@@ -284,6 +324,9 @@ fn export_zeros() {
     for outcome in RecoveredOutcome::ALL {
         recovered_counter(*outcome).increment(0);
     }
+    for outcome in SweepOutcome::ALL {
+        sweep_counter(*outcome).increment(0);
+    }
     // Histograms are present from the start too, empty. The exporter
     // renders every registered histogram, recorded into or not, and one
     // never recorded into renders every bucket, `_sum` and `_count` at 0:
@@ -292,6 +335,9 @@ fn export_zeros() {
     // webhook route's answered deliveries, which a latency alert watches.
     let _ = histogram!("cobalt_receiver_writer_batch_size");
     let _ = histogram!("cobalt_receiver_writer_commit_seconds");
+    for outcome in [CREATED_STATUS, FAILED_STATUS] {
+        let _ = histogram!(TIME_TO_EMR, "outcome" => outcome, "account" => DEFAULT_ACCOUNT);
+    }
     let _ = histogram!(
         "cobalt_receiver_http_request_duration_seconds",
         "route" => "/webhooks/cobalt",
@@ -321,6 +367,73 @@ pub fn recovered(outcome: RecoveredOutcome) {
 
 fn recovered_counter(outcome: RecoveredOutcome) -> metrics::Counter {
     counter!("cobalt_receiver_recovered_events_total", "outcome" => outcome.as_str())
+}
+
+/// A recovery sweep, and how it ended.
+pub fn sweep(outcome: SweepOutcome) {
+    sweep_counter(outcome).increment(1);
+}
+
+fn sweep_counter(outcome: SweepOutcome) -> metrics::Counter {
+    counter!("cobalt_receiver_recovery_sweeps_total", "outcome" => outcome.as_str())
+}
+
+const CREATED_STATUS: &str = "created";
+const FAILED_STATUS: &str = "failed";
+/// The account label of a job submitted without a reference id (the
+/// default access token's).
+const DEFAULT_ACCOUNT: &str = "default";
+/// The account label of a reference id no configured account has.
+const OTHER_ACCOUNT: &str = "other";
+
+/// The configured accounts' reference ids: the only `account` label
+/// values besides `default` and `other`, so a sender cannot add series.
+static ACCOUNTS: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+/// Names the configured accounts (once, at start); their time-to-EMR
+/// series exist from then, empty.
+pub fn accounts<'a>(reference_ids: impl IntoIterator<Item = &'a str>) {
+    let known = ACCOUNTS.get_or_init(|| reference_ids.into_iter().map(interned).collect());
+    for account in known {
+        for outcome in [CREATED_STATUS, FAILED_STATUS] {
+            let _ = histogram!(TIME_TO_EMR, "outcome" => outcome, "account" => *account);
+        }
+    }
+}
+
+fn account_label(reference_id: Option<&str>) -> &'static str {
+    match reference_id {
+        None => DEFAULT_ACCOUNT,
+        Some(id) => ACCOUNTS
+            .get()
+            .and_then(|known| known.iter().copied().find(|known| *known == id))
+            .unwrap_or(OTHER_ACCOUNT),
+    }
+}
+
+/// A registered job's first outcome, committed: how long it took from
+/// submission (or registration) to the outcome event's time at Cobalt.
+pub fn time_to_emr(
+    status: crate::domain::job::JobStatus,
+    reference_id: Option<&str>,
+    submitted_ns: i64,
+    outcome_ns: i64,
+) {
+    use crate::domain::job::JobStatus;
+    let outcome = match status {
+        JobStatus::Created => CREATED_STATUS,
+        JobStatus::Failed => FAILED_STATUS,
+    };
+    let seconds = outcome_ns.saturating_sub(submitted_ns).max(0) as f64 / 1e9;
+    histogram!(TIME_TO_EMR, "outcome" => outcome, "account" => account_label(reference_id))
+        .record(seconds);
+}
+
+/// The readiness check's answer and the clinic's hours, read at scrape
+/// time.
+pub fn ready(ready: bool, clinic_open: bool) {
+    gauge!("cobalt_receiver_ready").set(f64::from(u8::from(ready)));
+    gauge!("cobalt_receiver_clinic_open").set(f64::from(u8::from(clinic_open)));
 }
 
 /// Pending and overdue jobs, and how long the oldest has waited, read at

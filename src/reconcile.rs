@@ -21,11 +21,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
+use tracing::Instrument;
 
 use crate::cobalt::{self, Account, Client, Credentials, EventQuery, ListError};
 use crate::config::Config;
 use crate::domain::event::{CREATED, FAILED};
-use crate::monitoring::{self, RecoveredOutcome};
+use crate::monitoring::{self, RecoveredOutcome, SweepOutcome};
 use crate::store::{Delivery, Outcome, Recorded, Source, Store, StoreError};
 
 /// What a database outage would cost, when it would cost deliveries
@@ -140,6 +141,29 @@ impl Reconciler {
     /// Runs one sweep now, showing `observe` the report so far after each
     /// call to Cobalt (the console's progress).
     pub async fn sweep_observed(&self, scope: &Scope, observe: &Observer) -> Report {
+        let span = tracing::debug_span!(
+            "recovery sweep",
+            jobs_asked = tracing::field::Empty,
+            outcomes_found = tracing::field::Empty,
+            recovered = tracing::field::Empty,
+            errors = tracing::field::Empty,
+        );
+        let report = self
+            .run_sweep(scope, observe)
+            .instrument(span.clone())
+            .await;
+        span.record("jobs_asked", report.jobs_asked);
+        span.record("outcomes_found", report.outcomes_found);
+        span.record("recovered", report.recovered);
+        span.record("errors", report.errors.len());
+        monitoring::sweep(match report.errors.is_empty() {
+            true => SweepOutcome::Completed,
+            false => SweepOutcome::Failed,
+        });
+        report
+    }
+
+    async fn run_sweep(&self, scope: &Scope, observe: &Observer) -> Report {
         let now = OffsetDateTime::now_utc();
         let since = scope
             .since

@@ -226,7 +226,20 @@ impl Application {
             signature_rejections: Arc::default(),
             waiters: Arc::new(Places::new(max_waiters)),
             outbound: config.outbound_endpoints.clone().into(),
+            clinic: crate::clinic_hours::ClinicClock {
+                hours: config.clinic_hours(),
+                zone: config.time_zone(),
+            },
         });
+        if let Some(client) = &state.cobalt {
+            monitoring::accounts(
+                client
+                    .credentials()
+                    .accounts()
+                    .iter()
+                    .filter_map(|account| account.reference_id.as_deref()),
+            );
+        }
         if !config.outbound_endpoints.is_empty() {
             monitoring::outbound_endpoints(
                 config.outbound_endpoints.iter().map(|e| e.name.as_str()),

@@ -57,4 +57,6 @@ pub struct Shared {
     pub waiters: Arc<Places>,
     /// The outgoing webhooks' endpoints.
     pub outbound: Arc<[crate::config::OutboundEndpoint]>,
+    /// The clinic's opening hours, for the metric alerts read.
+    pub clinic: crate::clinic_hours::ClinicClock,
 }

@@ -160,6 +160,8 @@ fn expected(key: &str) -> Option<&'static str> {
         "trusted_proxies" => "a list of CIDR blocks, or one comma-separated string",
         "console_listen" => "an address and port, such as 127.0.0.1:8081",
         "console_time_zone" => "a time zone name such as UTC or America/New_York",
+        "clinic_hours" => "opening and closing times such as \"07:00-19:00\"",
+        "otlp_endpoint" => "a URL such as http://collector:4318",
         "cobalt_api_url" => "a URL such as https://api.usecobalt.com",
         "cobalt_client_id" | "cobalt_client_secret" | "cobalt_access_token" => "a string",
         "cobalt_access_tokens" => {
@@ -251,12 +253,13 @@ mod tests {
             cobalt_client_secret: Some(Secret::new("cs")),
             cobalt_access_token: Some(Secret::new("at")),
             console_listen: Some("127.0.0.1:8081".parse().unwrap()),
+            otlp_endpoint: Some("http://collector:4318".into()),
             ..Config::default()
         };
         let toml::Value::Table(keys) = toml::Value::try_from(config).unwrap() else {
             panic!("a configuration is a table");
         };
-        assert_eq!(keys.len(), 48, "every key, the optional ones set");
+        assert_eq!(keys.len(), 50, "every key, the optional ones set");
         for key in keys.keys() {
             assert!(expected(key).is_some(), "{key} has no description");
         }

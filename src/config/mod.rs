@@ -25,6 +25,7 @@ pub use self::error::{ConfigError, Origins};
 pub(crate) use self::load::from_toml;
 pub use self::load::{from_figment, load};
 pub use self::outbound::{MAX_ENDPOINTS, OutboundEndpoint, OutboundWebhook};
+use crate::clinic_hours::ClinicHours;
 use crate::outbound::schedule::{DEFAULT_RETRY_DELAYS_SECS, RetrySchedule};
 use crate::payload_storage::PayloadStorage;
 use crate::sealing::Keyring;
@@ -152,6 +153,10 @@ pub struct Config {
     pub console_session_max_secs: u64,
     /// The clinic's time zone (IANA name): the console's "today".
     pub console_time_zone: String,
+    /// The clinic's opening hours each day, `HH:MM-HH:MM` in
+    /// `console_time_zone` (`cobalt_receiver_clinic_open` is 1 within
+    /// them): when no delivery while jobs are pending is worth an alert.
+    pub clinic_hours: String,
     /// Refused console sign-ins from one client address, within
     /// `console_sign_in_window_secs`, after which its sign-ins are answered
     /// 429 until the window passes.
@@ -176,6 +181,10 @@ pub struct Config {
     /// Endpoints of the clinic's app that changes of job state are pushed
     /// to, signed per Standard Webhooks (at most 16).
     pub outbound_webhooks: Vec<OutboundWebhook>,
+    /// Where traces go over OTLP, as `OTEL_EXPORTER_OTLP_ENDPOINT` (which
+    /// wins when set); traces are off when neither is set.
+    #[serde(deserialize_with = "empty_is_unset")]
+    pub otlp_endpoint: Option<String>,
     /// Log filter when `RUST_LOG` is unset (`tracing_subscriber::EnvFilter` syntax).
     pub log_filter: String,
     /// `text` for people, `json` for one object a line for a log collector.
@@ -235,6 +244,7 @@ impl Default for Config {
             console_session_idle_secs: 900,
             console_session_max_secs: 12 * 3600,
             console_time_zone: "UTC".into(),
+            clinic_hours: "07:00-19:00".into(),
             console_sign_in_attempts: 10,
             console_sign_in_window_secs: 300,
             trusted_proxies: Vec::new(),
@@ -243,6 +253,7 @@ impl Default for Config {
             change_retention_days: 30,
             outbound_retry_delays_secs: DEFAULT_RETRY_DELAYS_SECS.to_vec(),
             outbound_webhooks: Vec::new(),
+            otlp_endpoint: None,
             log_filter: "info".into(),
             log_format: LogFormat::Text,
             origins: Origins::default(),
@@ -327,6 +338,19 @@ impl Config {
     /// How long a change of a job's state stays in the change feed.
     pub fn change_retention(&self) -> Duration {
         days(self.change_retention_days)
+    }
+
+    /// `clinic_hours`, read (checked when the configuration loads).
+    pub fn clinic_hours(&self) -> ClinicHours {
+        self.clinic_hours
+            .parse()
+            .expect("clinic_hours is checked when the configuration loads")
+    }
+
+    /// `console_time_zone`, read (checked when the configuration loads).
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        jiff::tz::TimeZone::get(&self.console_time_zone)
+            .expect("console_time_zone is checked when the configuration loads")
     }
 
     /// When an outgoing webhook not delivered is tried again.
@@ -425,6 +449,9 @@ impl Config {
                 "console_time_zone",
                 "is not a time zone name such as UTC or America/New_York",
             ));
+        }
+        if let Err(why) = self.clinic_hours.parse::<ClinicHours>() {
+            return Err(ConfigError::key("clinic_hours", why));
         }
         for proxy in &self.trusted_proxies {
             if proxy.parse::<ipnet::IpNet>().is_err() && proxy.parse::<std::net::IpAddr>().is_err()

@@ -101,6 +101,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
+/// Whether `/readyz` would answer 200 now (for the metric alerts read).
+pub async fn is_ready(state: &AppState) -> bool {
+    tokio::time::timeout(READY_WITHIN, readiness(state))
+        .await
+        .is_ok_and(|(status, _)| status == StatusCode::OK)
+}
+
 /// How long `/readyz` may take.
 const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -26,6 +26,7 @@ use crate::error::{AppError, ErrorBody};
 use crate::monitoring;
 use crate::request_id;
 use crate::state::AppState;
+use crate::telemetry;
 use guard::ApiRoutes;
 
 /// How long a request may run before it is answered 503.
@@ -126,19 +127,33 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(&request_id::HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         route,
         request_id,
-        token = tracing::field::Empty
-    )
+        token = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if telemetry::traces_on() {
+        // Named as OpenTelemetry's HTTP conventions name a server span,
+        // and joined to the caller's trace when it sent a `traceparent`.
+        span.record("otel.name", format!("{} {route}", request.method()));
+        span.record("otel.kind", "server");
+        telemetry::continue_trace(&span, request.headers());
+    }
+    span
 }
 
 /// The completion line of every request: its status, and its latency as a
 /// number of milliseconds (log collectors can then compare and sum it),
 /// to the microsecond: `0.931`, not `0.9305859999999999`.
-fn log_response(response: &Response, latency: Duration, _: &tracing::Span) {
+fn log_response(response: &Response, latency: Duration, span: &tracing::Span) {
+    if telemetry::traces_on() {
+        span.record("http.response.status_code", response.status().as_u16());
+    }
     let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
     tracing::info!(
         status = response.status().as_u16(),

@@ -60,6 +60,10 @@ pub fn routes() -> ApiRoutes<AppState> {
     security(("bearer" = []))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    monitoring::ready(
+        super::health::is_ready(&state).await,
+        state.clinic.is_open_now(),
+    );
     match state.store.jobs_by_status().await {
         Ok(by_status) => monitoring::jobs(&by_status),
         Err(error) => tracing::warn!(error = %error, "counting jobs for /metrics failed"),

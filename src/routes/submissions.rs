@@ -427,9 +427,11 @@ pub async fn recover(
     };
     // On a task of its own: a sweep outliving the request's time limit
     // still finishes.
-    let report = tokio::spawn(async move { reconciler.sweep(&scope).await })
-        .await
-        .map_err(|_| AppError::Store(crate::store::StoreError::Stopped))?;
+    let report = tokio::spawn(
+        async move { reconciler.sweep(&scope).await }.instrument(tracing::Span::current()),
+    )
+    .await
+    .map_err(|_| AppError::Store(crate::store::StoreError::Stopped))?;
     tracing::info!(
         recovered = report.recovered,
         errors = report.errors.len(),

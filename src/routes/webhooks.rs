@@ -170,6 +170,7 @@ async fn receive(
         _ => AppError::BadRequest("the body could not be read".into()),
     })?;
     if let Some(verifier) = &state.verifier {
+        let _verifying = tracing::debug_span!("verify signature").entered();
         // The reason, never the header's value: a wrong secret shows up here.
         verifier
             .verify(header(headers, signature::HEADER), &body)

@@ -31,6 +31,7 @@ mod sql;
 mod sqlite;
 pub mod wakeups;
 pub mod write_health;
+mod write_trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -390,6 +391,28 @@ async fn hand_to_writer<C, T>(
         Err(_) => Err(StoreError::Timeout(write_timeout)),
         Ok(Err(_)) => Err(StoreError::Stopped),
         Ok(Ok(result)) => result,
+    }
+}
+
+/// A registered job's first outcome, from a batch: counted in the
+/// time-to-EMR figures once the batch has committed.
+struct FirstOutcome {
+    status: crate::domain::job::JobStatus,
+    /// The account the job was registered under.
+    account: Option<String>,
+    submitted_ns: i64,
+    /// The outcome event's time at Cobalt.
+    outcome_ns: i64,
+}
+
+impl FirstOutcome {
+    fn count(&self) {
+        crate::monitoring::time_to_emr(
+            self.status,
+            self.account.as_deref(),
+            self.submitted_ns,
+            self.outcome_ns,
+        );
     }
 }
 

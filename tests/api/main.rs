@@ -35,5 +35,6 @@ mod sealing;
 mod status_api;
 mod storage;
 mod strangers;
+mod traces;
 mod trouble;
 mod webhooks;

@@ -230,6 +230,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("cobalt_receiver_pending_jobs", "gauge"),
     ("cobalt_receiver_overdue_jobs", "gauge"),
     ("cobalt_receiver_oldest_pending_job_age_seconds", "gauge"),
+    ("cobalt_receiver_recovery_sweeps_total", "counter"),
+    ("cobalt_receiver_time_to_emr_seconds", "histogram"),
+    ("cobalt_receiver_ready", "gauge"),
+    ("cobalt_receiver_clinic_open", "gauge"),
 ];
 
 /// The outgoing webhooks' families, present once an endpoint is configured.
@@ -380,5 +384,133 @@ async fn promtool_check_metrics_finds_nothing_to_say() {
         out.status.success() && said.is_empty(),
         "promtool check metrics: {}\n{said}\non:\n{text}",
         out.status
+    );
+}
+
+/// `HH:MM` on the UTC clock, `hours` from now.
+fn utc_clock_in(hours: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
+    format!("{:02}:{:02}", at.hour(), at.minute())
+}
+
+#[tokio::test]
+async fn time_to_emr_counts_a_registered_job_s_outcome_and_the_gauges_alerts_read() {
+    let dir = workspace();
+    let tokens = format!("{TOKEN},clinic-app:read+submit:{SUBMIT_TOKEN}");
+    let open_now = format!("{}-{}", utc_clock_in(-1), utc_clock_in(1));
+    let server = start(
+        &dir,
+        &[
+            TEST_ENV[0],
+            ("COBALT_RECEIVER_API_TOKENS", &tokens),
+            ("COBALT_RECEIVER_CLINIC_HOURS", &open_now),
+        ],
+        &[],
+    );
+    let before = server.get("/metrics", TOKEN).await.text().await.unwrap();
+    let family = "cobalt_receiver_time_to_emr_seconds";
+    // Present from the start, empty.
+    for outcome in ["created", "failed"] {
+        let labels = [r#"account="default""#, &format!(r#"outcome="{outcome}""#)];
+        assert_eq!(
+            sample(&before, &format!("{family}_count"), &labels),
+            Some(0.0),
+            "{before}"
+        );
+    }
+    assert_eq!(
+        sample(&before, "cobalt_receiver_ready", &[]),
+        Some(1.0),
+        "{before}"
+    );
+    assert_eq!(
+        sample(&before, "cobalt_receiver_clinic_open", &[]),
+        Some(1.0),
+        "{before}"
+    );
+
+    // A job registered 10 minutes ago whose note reached the EMR 90 s
+    // after it was submitted; and one never registered.
+    let submitted = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let registered = reqwest::Client::new()
+        .put(format!("{}/v1/jobs/ttemr-1", server.address))
+        .bearer_auth(SUBMIT_TOKEN)
+        .json(&serde_json::json!({ "patient_note_id": "pn-ttemr", "submitted_at": rfc3339(submitted) }))
+        .send()
+        .await
+        .unwrap();
+    assert!(registered.status().is_success(), "{}", registered.status());
+    for (event, job) in [
+        ("evt_ttemr_1", "ttemr-1"),
+        ("evt_ttemr_2", "ttemr-unregistered"),
+    ] {
+        let outcome_at = rfc3339(submitted + time::Duration::seconds(90));
+        let body = created_event(event, job, "pn-ttemr", &outcome_at).to_string();
+        let answer = server.post(body.as_bytes(), &sign(body.as_bytes())).await;
+        assert_eq!(answer.status(), 200);
+    }
+    // Its duplicate is not counted again.
+    let body = created_event(
+        "evt_ttemr_1",
+        "ttemr-1",
+        "pn-ttemr",
+        &rfc3339(submitted + time::Duration::seconds(90)),
+    )
+    .to_string();
+    assert_eq!(
+        server
+            .post(body.as_bytes(), &sign(body.as_bytes()))
+            .await
+            .status(),
+        200
+    );
+
+    let after = server.get("/metrics", TOKEN).await.text().await.unwrap();
+    let created = [r#"account="default""#, r#"outcome="created""#];
+    assert_eq!(
+        sample(&after, &format!("{family}_count"), &created),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, &format!("{family}_sum"), &created),
+        Some(90.0),
+        "{after}"
+    );
+    let bucket = |le: &str| {
+        let le = format!(r#"le="{le}""#);
+        sample(
+            &after,
+            &format!("{family}_bucket"),
+            &[created[0], created[1], &le],
+        )
+    };
+    assert_eq!(
+        (bucket("60"), bucket("120")),
+        (Some(0.0), Some(1.0)),
+        "{after}"
+    );
+    drop(server);
+
+    // Outside the clinic's hours, the gauge says so.
+    let closed_now = format!("{}-{}", utc_clock_in(1), utc_clock_in(2));
+    let server = start(
+        &dir,
+        &[
+            TEST_ENV[0],
+            TEST_ENV[1],
+            ("COBALT_RECEIVER_CLINIC_HOURS", &closed_now),
+        ],
+        &[],
+    );
+    let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, "cobalt_receiver_clinic_open", &[]),
+        Some(0.0),
+        "{text}"
     );
 }

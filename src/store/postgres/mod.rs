@@ -36,6 +36,7 @@ use super::feed::ChangePage;
 use super::interface::Operations;
 use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMessage};
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
+use super::write_trace::WriteTrace;
 use super::{
     AuditEntry, AuditQuery, AuditRow, CannotReach, Claim, Common, DaySummary, Delivery,
     EventSummary, ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary,
@@ -291,6 +292,7 @@ impl Operations for Store {
             delivery,
             kept,
             reply,
+            trace: WriteTrace::queued(),
             deadline,
         });
         super::hand_to_writer(

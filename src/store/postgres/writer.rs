@@ -44,8 +44,10 @@ use super::reachability::Reachability;
 use crate::domain::{JobOutcome, Meaning};
 use crate::monitoring;
 use crate::store::sealing::Kept;
+use crate::store::write_trace::WriteTrace;
 use crate::store::{
-    Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
+    Chunk, Delivery, FirstOutcome, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups,
+    WriteHealth,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -64,6 +66,8 @@ pub(super) struct Write {
     /// Its payload and MRN as they are stored.
     pub kept: Kept,
     pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    /// Its spans in the writer, when traces are on.
+    pub trace: WriteTrace,
     /// When the delivery's handler stops waiting for this write.
     pub deadline: Deadline,
 }
@@ -130,6 +134,12 @@ enum Failure {
     Unreachable,
 }
 
+/// Adds a write to the batch: its wait in the queue is over.
+fn take(batch: &mut Vec<Write>, mut write: Write) {
+    write.trace.taken();
+    batch.push(write);
+}
+
 impl Writer {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut batch: Vec<Write> = Vec::with_capacity(self.batch_size);
@@ -145,13 +155,13 @@ impl Writer {
             };
             let mut after = None;
             match first {
-                Command::Write(write) => batch.push(write),
+                Command::Write(write) => take(&mut batch, write),
                 other => after = Some(other),
             }
             while after.is_none() && carried.is_none() && batch.len() < self.batch_size {
                 match commands.try_recv() {
                     Ok(Command::Write(write)) if conflicts(&batch, &write) => carried = Some(write),
-                    Ok(Command::Write(write)) => batch.push(write),
+                    Ok(Command::Write(write)) => take(&mut batch, write),
                     Ok(other) => after = Some(other),
                     Err(_) => break,
                 }
@@ -167,7 +177,7 @@ impl Writer {
         }
         // What was taken but not yet written is written before stopping.
         if let Some(write) = carried.take() {
-            batch.push(write);
+            take(&mut batch, write);
             self.commit(&mut batch).await;
         }
         if let Some(connection) = self.connection.take() {
@@ -439,7 +449,8 @@ fn connection_lost(error: &sqlx::Error) -> bool {
 /// Returns, in the batch's order, each event's label if it was inserted
 /// now, or the original's if it was known, and whether its job was
 /// touched (a row another replica inserted after the statement began is
-/// not visible to `touched`).
+/// not visible to `touched`), and a registered job's submission time and
+/// account when the batch gave it its first outcome (`resolved`).
 const RECORD_BATCH: &str = concat!(
     r#"
 with input as (
@@ -477,7 +488,8 @@ resolved as (
     update expected_jobs set resolved = true
     from decided
     where expected_jobs.job_id = decided.job_id and not expected_jobs.resolved
-    returning expected_jobs.job_id
+    returning expected_jobs.job_id, expected_jobs.submitted_ns,
+              expected_jobs.access_token_reference_id
 ),
 noted as (
     insert into changes (job_id, patient_note_id, kind, at_ns)
@@ -522,14 +534,28 @@ touched as (
       and jobs.patient_note_id = input.patient_note_id and jobs.job_id = input.job_id
     returning jobs.patient_note_id, jobs.job_id
 )
-select new_events.outcome, known.outcome, touched.job_id is not null
+select new_events.outcome, known.outcome, touched.job_id is not null,
+       resolved.submitted_ns, resolved.access_token_reference_id
 from input
 left join new_events on new_events.event_id = input.event_id
 left join known on known.event_id = input.event_id
+left join resolved on resolved.job_id = input.job_id and new_events.outcome = 'applied'
 left join touched on touched.patient_note_id = input.patient_note_id
     and touched.job_id = input.job_id and new_events.outcome = 'superseded'
 order by input.arrival
 "#
+);
+
+/// A row of [`RECORD_BATCH`]: the event's label if it was inserted now,
+/// the original's if it was known, whether its job was touched, and, for a
+/// registered job's first outcome, when it was submitted and under which
+/// account.
+type BatchAnswer = (
+    Option<String>,
+    Option<String>,
+    bool,
+    Option<i64>,
+    Option<String>,
 );
 
 /// One batch in one statement; outcomes in the batch's order. A later
@@ -597,7 +623,7 @@ async fn apply_unique(
         .map(|delivery| delivery.received_at.format(&Rfc3339))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let answers: Vec<(Option<String>, Option<String>, bool)> = sqlx::query_as(RECORD_BATCH)
+    let answers: Vec<BatchAnswer> = sqlx::query_as(RECORD_BATCH)
         .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.event_type).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
@@ -681,10 +707,22 @@ async fn apply_unique(
         .fetch_all(&mut *connection)
         .await?;
 
+    // The statement has committed.
+    for (row, (_, _, _, submitted_ns, account)) in rows.iter().zip(&answers) {
+        if let (Some(job), Some(submitted_ns)) = (row.job, submitted_ns) {
+            FirstOutcome {
+                status: job.rank.status,
+                account: account.clone(),
+                submitted_ns: *submitted_ns,
+                outcome_ns: job.rank.created_ns(),
+            }
+            .count();
+        }
+    }
     let mut recorded = Vec::with_capacity(rows.len());
     let mut superseded = Vec::new();
     let mut unknown = Vec::new();
-    for (row, (label, original, touched)) in rows.iter().zip(&answers) {
+    for (row, (label, original, touched, _, _)) in rows.iter().zip(&answers) {
         recorded.push(match (label, original) {
             (Some(label), _) => {
                 let outcome = parse_outcome(label)?;

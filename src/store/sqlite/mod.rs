@@ -40,6 +40,7 @@ use super::feed::ChangePage;
 use super::interface::Operations;
 use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMessage};
 use super::sealing::{Kept, KeptMrn, KeptPayload, ResealPage, Resealed};
+use super::write_trace::WriteTrace;
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
     ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, Outcome, PendingSummary, Recorded,
@@ -232,6 +233,7 @@ impl Operations for Store {
             delivery,
             kept,
             reply,
+            trace: WriteTrace::queued(),
             deadline: deadline.into_std(),
         });
         super::hand_to_writer(

@@ -12,7 +12,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{CachedStatement, OpenFlags, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    CachedStatement, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,8 +25,10 @@ use crate::monitoring;
 use crate::store::feed::FeedSignal;
 use crate::store::sealing::Kept;
 use crate::store::sql;
+use crate::store::write_trace::WriteTrace;
 use crate::store::{
-    Chunk, Delivery, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups, WriteHealth,
+    Chunk, Delivery, FirstOutcome, Outcome, Recorded, Source, StoreError, StoreOptions, Wakeups,
+    WriteHealth,
 };
 
 // `Stop` is sent once; boxing every `Write` to shrink it would cost an
@@ -46,6 +50,8 @@ pub(super) struct Write {
     /// Its payload and MRN as they are stored.
     pub kept: Kept,
     pub reply: oneshot::Sender<Result<Recorded, StoreError>>,
+    /// Its spans in the writer, when traces are on.
+    pub trace: WriteTrace,
     /// When the delivery's handler stops waiting for this write.
     pub deadline: Instant,
 }
@@ -112,7 +118,7 @@ fn run(
         };
         let mut task = None;
         match first {
-            Command::Write(write) => batch.push(write),
+            Command::Write(write) => take(&mut batch, write),
             Command::Task(work) => task = Some(work),
             Command::Stop(done) => stop = Some(done),
         }
@@ -143,6 +149,12 @@ fn run(
     }
 }
 
+/// Adds a write to the batch: its wait in the queue is over.
+fn take(batch: &mut Vec<Write>, mut write: Write) {
+    write.trace.taken();
+    batch.push(write);
+}
+
 /// Takes what else is waiting, up to the batch size, without waiting for
 /// more: what arrives during a commit forms the next batch.
 fn drain(
@@ -154,7 +166,7 @@ fn drain(
 ) {
     while stop.is_none() && task.is_none() && batch.len() < batch_size {
         match commands.try_recv() {
-            Ok(Command::Write(write)) => batch.push(write),
+            Ok(Command::Write(write)) => take(batch, write),
             Ok(Command::Task(work)) => *task = Some(work),
             Ok(Command::Stop(done)) => *stop = Some(done),
             Err(_) => break,
@@ -300,7 +312,7 @@ fn apply_batch(
     // rolls it back.
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
-    {
+    let first_outcomes = {
         let mut statements = Statements::prepare(&tx)?;
         loop {
             for write in &batch[outcomes.len()..] {
@@ -310,8 +322,12 @@ fn apply_batch(
                 break;
             }
         }
-    }
+        statements.first_outcomes
+    };
     tx.commit()?;
+    for first in first_outcomes {
+        first.count();
+    }
     Ok(outcomes)
 }
 
@@ -327,6 +343,9 @@ struct Statements<'tx> {
     touch_job: CachedStatement<'tx>,
     resolve_expected: CachedStatement<'tx>,
     insert_change: CachedStatement<'tx>,
+    /// Registered jobs the batch gave their first outcome, counted once it
+    /// commits.
+    first_outcomes: Vec<FirstOutcome>,
 }
 
 impl<'tx> Statements<'tx> {
@@ -359,9 +378,11 @@ impl<'tx> Statements<'tx> {
                 "update jobs set last_received_at = ? where patient_note_id = ? and job_id = ?",
             )?,
             resolve_expected: tx.prepare_cached(
-                "update expected_jobs set resolved = 1 where job_id = ? and resolved = 0",
+                "update expected_jobs set resolved = 1 where job_id = ? and resolved = 0
+                 returning submitted_ns, access_token_reference_id",
             )?,
             insert_change: tx.prepare_cached(super::feed::INSERT_CHANGE)?,
+            first_outcomes: Vec::new(),
         })
     }
 
@@ -431,7 +452,18 @@ impl<'tx> Statements<'tx> {
             kept.mrn.as_ref().and_then(|mrn| mrn.key_id.as_deref()),
         ])?;
         if changed == 1 {
-            self.resolve_expected.execute([&job.job_id])?;
+            let registered = self
+                .resolve_expected
+                .query_row([&job.job_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if let Some((submitted_ns, account)) = registered {
+                self.first_outcomes.push(FirstOutcome {
+                    status: job.rank.status,
+                    account,
+                    submitted_ns,
+                    outcome_ns: job.rank.created_ns(),
+                });
+            }
             self.insert_change.execute(params![
                 job.job_id,
                 job.patient_note_id,

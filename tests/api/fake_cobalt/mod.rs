@@ -254,6 +254,17 @@ impl FakeCobalt {
         self.shared.lock().calls.get(path).copied().unwrap_or(0)
     }
 
+    /// The `traceparent` headers `path` received, in order.
+    pub fn traceparents(&self, path: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .traceparents
+            .iter()
+            .filter(|(called, _)| called == path)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+
     /// Requests refused for wrong or missing credentials, on either path.
     pub fn unauthorized_calls(&self) -> usize {
         self.shared.lock().unauthorized

@@ -58,11 +58,13 @@ async fn create_note(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    shared.note_traceparent(NOTES_PATH, &headers);
     let (stall, response) = shared.accept_note(&headers, &body);
     answer_after(stall, response).await
 }
 
 async fn list_events(State(shared): State<Arc<Shared>>, headers: HeaderMap, uri: Uri) -> Response {
+    shared.note_traceparent(EVENTS_PATH, &headers);
     let (stall, response) = shared.list(&headers, &uri);
     answer_after(stall, response).await
 }
@@ -77,6 +79,15 @@ async fn not_found(State(shared): State<Arc<Shared>>, uri: Uri) -> Response {
 }
 
 impl Shared {
+    /// Keeps the call's W3C `traceparent`, when it carried one.
+    fn note_traceparent(&self, path: &str, headers: &HeaderMap) {
+        if let Some(value) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            self.lock()
+                .traceparents
+                .push((path.to_owned(), value.to_owned()));
+        }
+    }
+
     /// Counts the call; answers an injected failure if one is due.
     pub(super) fn arrive(inner: &mut Inner, path: &str) -> (Option<Duration>, Option<Response>) {
         *inner.calls.entry(path.to_owned()).or_default() += 1;

@@ -37,6 +37,8 @@ pub(super) struct Inner {
     pub(super) jobs: Vec<(String, String)>,
     pub(super) next_job_id: u64,
     pub(super) calls: HashMap<String, usize>,
+    /// (path, `traceparent`) of each call that carried one.
+    pub(super) traceparents: Vec<(String, String)>,
     pub(super) unauthorized: usize,
     pub(super) event_queries: Vec<String>,
     pub(super) attempts: usize,
@@ -75,6 +77,7 @@ impl Shared {
                 jobs: Vec::new(),
                 next_job_id: FIRST_JOB_ID,
                 calls: HashMap::new(),
+                traceparents: Vec::new(),
                 unauthorized: 0,
                 event_queries: Vec::new(),
                 attempts: 0,
