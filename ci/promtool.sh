@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # promtool, for the test that runs `promtool check metrics` on a fresh
-# server's /metrics (tests/api/metrics.rs): from Debian's `prometheus`
+# server's /metrics (tests/api/metrics.rs) and for the alert rules' checks
+# and unit tests (ci/prometheus-rules.sh): from Debian's `prometheus`
 # package, installed only when promtool is missing, so a second run costs
 # nothing. Only promtool is used; the package's own Prometheus server is
 # never started by the tests (without its recommends: no node exporter).

@@ -514,3 +514,108 @@ async fn time_to_emr_counts_a_registered_job_s_outcome_and_the_gauges_alerts_rea
         "{text}"
     );
 }
+
+/// The metric names the shipped alert rules and dashboard query
+/// (`deploy/prometheus`, less the rules' unit tests, whose input series
+/// are made up, and `deploy/grafana`): each `cobalt_receiver_…` name, a
+/// histogram's `_bucket`, `_sum` and `_count` as the histogram, and no
+/// recording rule's name (those hold a `:`).
+fn names_deploy_queries() -> std::collections::BTreeMap<String, Vec<String>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut names = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut folders = vec![root.join("prometheus"), root.join("grafana")];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{folder:?}: {e}"));
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let file = path.strip_prefix(&root).unwrap().display().to_string();
+            if file.ends_with(".test.yaml") || file.ends_with(".test.yml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for name in metric_names(&text) {
+                let files = names.entry(name).or_default();
+                if !files.contains(&file) {
+                    files.push(file.clone());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Every `cobalt_receiver_[a-z0-9_]+` in `text` that is not part of a
+/// longer word or of a recording rule's name (`level:metric:operations`).
+fn metric_names(text: &str) -> Vec<String> {
+    const PREFIX: &str = "cobalt_receiver_";
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices(PREFIX) {
+        if text[..at].chars().next_back().is_some_and(word) {
+            continue;
+        }
+        let rest = &text[at + PREFIX.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(rest.len());
+        if rest[end..].starts_with(':') || end == 0 {
+            continue;
+        }
+        names.push(format!("{PREFIX}{}", &rest[..end]));
+    }
+    names
+}
+
+/// A rule or panel on a metric the service does not export never fires or
+/// shows nothing, silently: every name the alert rules and the dashboard
+/// query is a family of a fresh server's /metrics (one with an endpoint of
+/// outgoing webhooks, so that their families are there too).
+#[tokio::test]
+async fn every_metric_deploy_queries_is_exported() {
+    let queried = names_deploy_queries();
+    assert!(
+        queried.len() >= 15,
+        "only {} metric names found in deploy/prometheus and deploy/grafana: {queried:?}",
+        queried.len()
+    );
+
+    let env = [
+        TEST_ENV[0],
+        TEST_ENV[1],
+        ("COBALT_RECEIVER_OUTBOUND_URL", "http://127.0.0.1:9/hooks"),
+        ("COBALT_RECEIVER_OUTBOUND_SECRET", OUTBOUND_SECRET),
+    ];
+    let dir = workspace();
+    let server = start(&dir, &env, &[]);
+    let text = server.get("/metrics", TOKEN).await.text().await.unwrap();
+    server.terminate();
+    let families: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_once(' '))
+        .collect();
+
+    let missing: Vec<String> = queried
+        .iter()
+        .filter_map(|(name, files)| {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .find(|base| families.get(base) == Some(&"histogram"))
+                .unwrap_or(name);
+            (!families.contains_key(family)).then(|| format!("{name} ({})", files.join(", ")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of the {} metric names deploy/ queries are not exported:\n  {}\nexported families: {:?}",
+        missing.len(),
+        queried.len(),
+        missing.join("\n  "),
+        families.keys().collect::<Vec<_>>()
+    );
+}
