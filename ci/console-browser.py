@@ -182,6 +182,16 @@ class Round:
                 raise Failure(f"signing in went to {self.path(page)}, not /ui: {self.said(page)}")
             self.expect_heading(page, "Today")
             self.keep(page, "today", "light", watch)
+            # An SVG element the HTML parser left open swallows the rest of
+            # the drawing: the bars must have a size on the screen.
+            charts = page.locator("svg[role=img]").count()
+            drawn = page.evaluate(
+                "[...document.querySelectorAll('svg[role=img] rect')]"
+                ".filter(r => r.getBoundingClientRect().width > 0).length"
+            )
+            if charts and not drawn:
+                raise Failure(f"{charts} chart(s) on Today draw no bar")
+            return f"{charts} chart(s), {drawn} bar(s) drawn"
 
         def jobs():
             self.follow(page, nav.get_by_role("link", name="Jobs", exact=True))

@@ -39,7 +39,13 @@ pub fn visible(value: &str) -> Cow<'_, str> {
 /// then `…` when cut, made [`visible`]. Cut first, so an escape is never cut
 /// in half and escapes do not push real characters out of the cell.
 pub fn cell(value: &str) -> Cow<'_, str> {
-    match value.char_indices().nth(CELL_CHARS) {
+    cut(value, CELL_CHARS)
+}
+
+/// The value in at most `chars` characters, then `…` when cut, made
+/// [`visible`] (a chart's label has less room than a cell).
+pub fn cut(value: &str, chars: usize) -> Cow<'_, str> {
+    match value.char_indices().nth(chars) {
         None => visible(value),
         Some((end, _)) => {
             let mut out = visible(&value[..end]).into_owned();

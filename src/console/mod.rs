@@ -14,8 +14,11 @@
 //! - Values that came from outside are shown as [`display`] says: cut to
 //!   fit, invisible characters made visible, CSV cells defused.
 
+mod chart;
 mod client;
 mod display;
+mod emr_times;
+mod hours;
 mod html;
 mod job;
 mod jobs;

@@ -1,5 +1,6 @@
-//! Today: the day's outcomes, what failed and why, what is stuck, and
-//! whether deliveries arrive (and are signed with the right secret).
+//! Today: the day's outcomes (by hour, against the day before), what
+//! failed and why, how long notes took to reach the EMR, what is stuck,
+//! and whether deliveries arrive (and are signed with the right secret).
 
 use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::html::{self, Nav, at, at_ns, document, query};
-use super::{ConsoleState, RequestId, Session};
+use super::{ConsoleState, RequestId, Session, chart, emr_times, hours};
 
 #[derive(Deserialize)]
 pub struct DayParams {
@@ -79,6 +80,35 @@ pub async fn page(
         Ok(last) => last,
         Err(error) => return html::unavailable(&error),
     };
+    // The day before, hour by hour, to set the day's hours against.
+    let before = day.yesterday().ok();
+    let before_bounds = before.and_then(|before| day_bounds(before, zone));
+    let shown_by_hour = match store.outcomes_by_hour(from_ns, to_ns).await {
+        Ok(counts) => counts,
+        Err(error) => return html::unavailable(&error),
+    };
+    let before_by_hour = match before_bounds {
+        Some((from, to)) => match store.outcomes_by_hour(from, to).await {
+            Ok(counts) => counts,
+            Err(error) => return html::unavailable(&error),
+        },
+        None => Vec::new(),
+    };
+    let hour_rows = hours::compare(
+        &hours::hours_of(day, zone).unwrap_or_default(),
+        &shown_by_hour,
+        &before
+            .and_then(|before| hours::hours_of(before, zone))
+            .unwrap_or_default(),
+        &before_by_hour,
+    );
+    let times = match store
+        .times_to_emr(from_ns, to_ns, emr_times::READ_AT_MOST)
+        .await
+    {
+        Ok(times) => emr_times::by_place(times, emr_times::READ_AT_MOST),
+        Err(error) => return html::unavailable(&error),
+    };
     let day_start = crate::clock::from_unix_ns(from_ns);
     let (rejected, latest_rejection) = if day == today {
         state.app.signature_rejections.since(day_start)
@@ -96,6 +126,20 @@ pub async fn page(
                 ("to", Some(&day_text)),
             ])
         )
+    };
+    let before_text = before.map(|before| before.to_string()).unwrap_or_default();
+    let location_jobs = |location: &str| {
+        (location.len() <= super::html::MAX_FILTER_VALUE).then(|| {
+            format!(
+                "/ui/jobs{}",
+                query(&[
+                    ("status", Some("created")),
+                    ("location", Some(location)),
+                    ("from", Some(&day_text)),
+                    ("to", Some(&day_text)),
+                ])
+            )
+        })
     };
     let title = if day == today {
         "Today".to_owned()
@@ -147,6 +191,15 @@ pub async fn page(
                 }
             }
         }
+        h2 { "Outcomes by hour" }
+        (chart::outcomes_by_hour(&hour_rows, &day_text, &before_text))
+        h2 { "Time to EMR by location" }
+        p.note {
+            "From a job's submission (as registered here) to its note's creation in the EMR, "
+            "as Cobalt dated it: registered jobs whose note was created on this day. "
+            "Failures, and jobs never registered, have no time to EMR."
+        }
+        (chart::times_to_emr(&times, &day_text, &location_jobs))
         h2 { "Deliveries" }
         dl.facts {
             dt { "Last delivery received" }

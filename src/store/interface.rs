@@ -13,8 +13,9 @@ use super::outbound::{AttemptRecord, EndpointSummary, MessageState, OutboundMess
 use super::sealing::{KeptMrn, KeptPayload, ResealPage, Resealed};
 use super::{
     AuditEntry, AuditQuery, AuditRow, Claim, Common, DaySummary, Delivery, EventSummary,
-    ExpectedJob, JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary, Recorded, Registered,
-    Registration, RepeatedDelivery, Store, StoreError, SubmissionEnd, Wakeups, WriteHealth,
+    ExpectedJob, HourOutcomes, JobQuery, JobState, KeyClaim, LastDelivery, PendingSummary,
+    Recorded, Registered, Registration, RepeatedDelivery, Store, StoreError, SubmissionEnd,
+    TimeToEmr, Wakeups, WriteHealth,
 };
 use crate::domain::ChangeKind;
 
@@ -134,6 +135,15 @@ operations! {
     /// Outcomes decided in `[from_ns, to_ns)`: counts and failures by
     /// reason.
     fn day_summary(&self, from_ns: i64, to_ns: i64) -> Result<DaySummary, StoreError>;
+
+    /// Outcomes decided in `[from_ns, to_ns)`, counted by the hour since
+    /// `from_ns` (hour 0 first); an hour without one is left out.
+    fn outcomes_by_hour(&self, from_ns: i64, to_ns: i64) -> Result<Vec<HourOutcomes>, StoreError>;
+
+    /// Time to the EMR of up to `limit` registered jobs whose note was
+    /// created in `[from_ns, to_ns)`, earliest outcome first. Failures and
+    /// jobs never registered have none.
+    fn times_to_emr(&self, from_ns: i64, to_ns: i64, limit: u32) -> Result<Vec<TimeToEmr>, StoreError>;
 
     /// The newest delivery Cobalt made, if any.
     fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError>;

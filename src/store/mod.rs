@@ -612,6 +612,54 @@ pub struct FailureGroup {
     pub last_ns: i64,
 }
 
+/// An hour of [`HourOutcomes`], in nanoseconds.
+pub const HOUR_NS: i64 = 3_600_000_000_000;
+
+/// Outcomes decided in one hour of a span, the span's `hour`th (from 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HourOutcomes {
+    pub hour: i64,
+    pub created: i64,
+    pub failed: i64,
+}
+
+/// Adds one status's counts, `(hour, count)`, to `hours`, kept in hour
+/// order (each engine counts the statuses over their own indexes).
+fn add_hour_counts(
+    hours: &mut Vec<HourOutcomes>,
+    status: JobStatus,
+    counts: impl IntoIterator<Item = (i64, i64)>,
+) {
+    for (hour, count) in counts {
+        let at = match hours.binary_search_by_key(&hour, |h| h.hour) {
+            Ok(at) => at,
+            Err(at) => {
+                hours.insert(
+                    at,
+                    HourOutcomes {
+                        hour,
+                        ..HourOutcomes::default()
+                    },
+                );
+                at
+            }
+        };
+        match status {
+            JobStatus::Created => hours[at].created += count,
+            JobStatus::Failed => hours[at].failed += count,
+        }
+    }
+}
+
+/// How long a registered job took from its submission to its note's
+/// creation in the EMR (as Cobalt dated the event), and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeToEmr {
+    pub location_id: Option<String>,
+    /// Outcome minus submission; negative when the clocks disagree.
+    pub nanos: i64,
+}
+
 /// A delivery of an event already recorded: acknowledged, and changed
 /// nothing.
 #[derive(Debug, Clone)]

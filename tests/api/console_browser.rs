@@ -1,5 +1,5 @@
 //! The console in a real browser: `ci/console-browser.py` drives Debian's
-//! Chromium through an operator's round (sign in, Today, filtered Jobs, a
+//! Chromium through an operator's round (sign in, Today with its charts, filtered Jobs, a
 //! job, search, CSV export, Overdue and recovery, Audit, sign out) under
 //! the console's real CSP, runs axe-core on every main page in light and
 //! dark, and leaves screenshots in `target/console-screenshots/<engine>/`.
@@ -149,6 +149,49 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
         assert_eq!(response.status(), 200, "{event}");
     }
 
+    // For the Today page's charts: registered jobs whose notes reached the
+    // EMR today (10, 20 and 30 minutes after submission; never before
+    // midnight, whenever the test runs), and an outcome of the day before.
+    let now = time::OffsetDateTime::now_utc();
+    let today_start = now.replace_time(time::Time::MIDNIGHT);
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for n in 1..=3_i64 {
+        let job = format!("{}", 41_020 + n);
+        let created = (now - time::Duration::minutes(n)).max(today_start);
+        let (status, body) = app
+            .register(
+                &job,
+                json!({
+                    "patient_note_id": format!("pn-be{n}"),
+                    "submitted_at": rfc3339(created - time::Duration::minutes(10 * n)),
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let mut event = created_event(
+            &format!("evt_be{n}"),
+            &job,
+            &format!("pn-be{n}"),
+            &rfc3339(created),
+        );
+        event["data"]["patient_mrn"] = json!(mrns[n as usize % 3]);
+        event["data"]["location_id"] = json!(LOCATIONS[n as usize % 2]);
+        let response = app.post_webhook(&event.to_string()).await;
+        assert_eq!(response.status(), 200, "{event}");
+    }
+    let mut yesterday = created_event(
+        "evt_by1",
+        "41031",
+        "pn-by1",
+        &rfc3339(now - time::Duration::days(1)),
+    );
+    yesterday["data"]["patient_mrn"] = json!(mrns[0]);
+    let response = app.post_webhook(&yesterday.to_string()).await;
+    assert_eq!(response.status(), 200, "{yesterday}");
+
     // Overdue jobs, registered two hours ago; Cobalt has the outcomes of
     // the first two (delivered elsewhere, and failed to deliver), none of
     // the third. A lost outcome of a job never registered here, too.
@@ -267,6 +310,14 @@ async fn an_operator_s_round_in_a_real_browser_passes_csp_and_axe_in_light_and_d
             .await;
         assert_eq!(status, 200, "job {job}: {body}");
         assert_eq!(body["status"], expected, "job {job}: {body}");
+    }
+
+    // The Today page the browser was shown drew both charts, as images
+    // with their tables.
+    let today = std::fs::read_to_string(out.join("today.html")).unwrap();
+    assert_eq!(today.matches("role=\"img\"").count(), 2, "{today}");
+    for table in ["hours-table", "emr-table"] {
+        assert!(today.contains(&format!("<table id=\"{table}\"")), "{today}");
     }
 
     // What the browser was shown and downloaded holds no note text, no

@@ -6,6 +6,7 @@ mod capacity;
 mod cli;
 mod console;
 mod console_browser;
+mod console_charts;
 mod console_display;
 mod console_outbound;
 mod console_replicas;

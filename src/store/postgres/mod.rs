@@ -388,6 +388,27 @@ impl Operations for Store {
             .map_err(|error| self.failed(error))
     }
 
+    async fn outcomes_by_hour(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<super::HourOutcomes>, StoreError> {
+        reader::outcomes_by_hour(self.pool()?, from_ns, to_ns)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn times_to_emr(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<super::TimeToEmr>, StoreError> {
+        reader::times_to_emr(self.pool()?, from_ns, to_ns, limit)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
     async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
         reader::last_delivery(self.pool()?)
             .await

@@ -7,10 +7,11 @@ use sqlx::postgres::{PgArguments, PgPool, PgRow, Postgres};
 use sqlx::query::Query;
 
 use super::outcome_column;
+use crate::domain::JobStatus;
 use crate::store::sql::{self, Columns, POSTGRES, Value};
 use crate::store::{
-    DaySummary, EventSummary, ExpectedJob, FailureGroup, JobQuery, JobState, LastDelivery,
-    PendingSummary, RepeatedDelivery, Source,
+    DaySummary, EventSummary, ExpectedJob, FailureGroup, HOUR_NS, HourOutcomes, JobQuery, JobState,
+    LastDelivery, PendingSummary, RepeatedDelivery, Source, TimeToEmr,
 };
 
 impl Columns for PgRow {
@@ -230,6 +231,58 @@ pub(super) async fn day_summary(
         failed,
         failures,
     })
+}
+
+/// Outcomes decided in `[from_ns, to_ns)` by the hour since `from_ns`; as
+/// the SQLite engine's.
+pub(super) async fn outcomes_by_hour(
+    pool: &PgPool,
+    from_ns: i64,
+    to_ns: i64,
+) -> Result<Vec<HourOutcomes>, sqlx::Error> {
+    let mut hours: Vec<HourOutcomes> = Vec::new();
+    for status in [JobStatus::Created, JobStatus::Failed] {
+        let counts: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "select (deciding_event_created_ns - $1) / $3, count(*)
+             from jobs where status = '{}'
+               and deciding_event_created_ns >= $1 and deciding_event_created_ns < $2
+             group by 1",
+            status.as_str()
+        ))
+        .bind(from_ns)
+        .bind(to_ns)
+        .bind(HOUR_NS)
+        .fetch_all(pool)
+        .await?;
+        crate::store::add_hour_counts(&mut hours, status, counts);
+    }
+    Ok(hours)
+}
+
+/// Time to the EMR of up to `limit` registered jobs created in
+/// `[from_ns, to_ns)`; as the SQLite engine's.
+pub(super) async fn times_to_emr(
+    pool: &PgPool,
+    from_ns: i64,
+    to_ns: i64,
+    limit: u32,
+) -> Result<Vec<TimeToEmr>, sqlx::Error> {
+    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+        "select jobs.location_id, jobs.deciding_event_created_ns - expected_jobs.submitted_ns
+         from jobs join expected_jobs on expected_jobs.job_id = jobs.job_id
+         where jobs.status = 'created'
+           and jobs.deciding_event_created_ns >= $1 and jobs.deciding_event_created_ns < $2
+         order by jobs.deciding_event_created_ns limit $3",
+    )
+    .bind(from_ns)
+    .bind(to_ns)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(location_id, nanos)| TimeToEmr { location_id, nanos })
+        .collect())
 }
 
 pub(super) async fn last_delivery(pool: &PgPool) -> Result<Option<LastDelivery>, sqlx::Error> {

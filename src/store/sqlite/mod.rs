@@ -320,6 +320,27 @@ impl Operations for Store {
             .await
     }
 
+    async fn outcomes_by_hour(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<super::HourOutcomes>, StoreError> {
+        self.readers
+            .run(move |db| reader::outcomes_by_hour(db, from_ns, to_ns))
+            .await
+    }
+
+    async fn times_to_emr(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+        limit: u32,
+    ) -> Result<Vec<super::TimeToEmr>, StoreError> {
+        self.readers
+            .run(move |db| reader::times_to_emr(db, from_ns, to_ns, limit))
+            .await
+    }
+
     async fn last_delivery(&self) -> Result<Option<LastDelivery>, StoreError> {
         self.readers.run(reader::last_delivery).await
     }

@@ -12,10 +12,11 @@ use rusqlite::{Connection, OpenFlags, Row, params, params_from_iter};
 use tokio::sync::oneshot;
 
 use super::{connect, decode_error, outcome_column, source_column};
+use crate::domain::JobStatus;
 use crate::store::sql::{self, Columns, SQLITE, Value};
 use crate::store::{
-    DaySummary, EventSummary, ExpectedJob, FailureGroup, JobQuery, JobState, LastDelivery,
-    PendingSummary, RepeatedDelivery, StoreError, StoreOptions,
+    DaySummary, EventSummary, ExpectedJob, FailureGroup, HOUR_NS, HourOutcomes, JobQuery, JobState,
+    LastDelivery, PendingSummary, RepeatedDelivery, StoreError, StoreOptions, TimeToEmr,
 };
 
 /// A query for a reader thread; `None` stops the thread that takes it.
@@ -277,6 +278,56 @@ pub(super) fn day_summary(
         failed,
         failures,
     })
+}
+
+/// Outcomes decided in `[from_ns, to_ns)` by the hour since `from_ns`,
+/// each status counted over its own index.
+pub(super) fn outcomes_by_hour(
+    db: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+) -> rusqlite::Result<Vec<HourOutcomes>> {
+    let mut hours: Vec<HourOutcomes> = Vec::new();
+    for status in [JobStatus::Created, JobStatus::Failed] {
+        let status_name = status.as_str();
+        let counts = db
+            .prepare_cached(&format!(
+                "select (deciding_event_created_ns - ?1) / ?3, count(*)
+                 from jobs where status = '{status_name}'
+                   and deciding_event_created_ns >= ?1 and deciding_event_created_ns < ?2
+                 group by 1"
+            ))?
+            .query_map(params![from_ns, to_ns, HOUR_NS], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        crate::store::add_hour_counts(&mut hours, status, counts);
+    }
+    Ok(hours)
+}
+
+/// Time to the EMR of up to `limit` registered jobs created in
+/// `[from_ns, to_ns)`, read along the created jobs' time index.
+pub(super) fn times_to_emr(
+    db: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<TimeToEmr>> {
+    db.prepare_cached(
+        "select jobs.location_id, jobs.deciding_event_created_ns - expected_jobs.submitted_ns
+         from jobs join expected_jobs on expected_jobs.job_id = jobs.job_id
+         where jobs.status = 'created'
+           and jobs.deciding_event_created_ns >= ?1 and jobs.deciding_event_created_ns < ?2
+         order by jobs.deciding_event_created_ns limit ?3",
+    )?
+    .query_map(params![from_ns, to_ns, limit], |row| {
+        Ok(TimeToEmr {
+            location_id: row.get(0)?,
+            nanos: row.get(1)?,
+        })
+    })?
+    .collect()
 }
 
 /// The newest delivery Cobalt made (recovered events are not deliveries).
