@@ -21,10 +21,15 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context as LayerContext, Filter};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
@@ -135,52 +140,128 @@ pub fn init(
         _ => EnvFilter::try_new(log_filter)
             .map_err(|e| format!("configuration key `log_filter`: {e}"))?,
     };
-    // One layer per format, the other `None`: layers composed by type (not
-    // boxed in a list), so each per-layer filter keeps its own say over
-    // every callsite.
-    let (text, json) = match format {
-        LogFormat::Text => (
-            Some(
-                tracing_subscriber::fmt::layer()
+    // The log layer of the format (the other `None`), made where it is
+    // composed, since its type names what it is composed onto.
+    macro_rules! logs {
+        () => {
+            (
+                matches!(format, LogFormat::Text).then(|| {
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal())
+                }),
+                matches!(format, LogFormat::Json).then(|| {
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .json()
+                        .with_current_span(true)
+                        .with_span_list(false)
+                }),
+            )
+        };
+    }
+    let provider = traces.map(tracer_provider).transpose()?;
+    let installed = match &provider {
+        // Logs alone: the filter applies to everything, the cheapest
+        // composition (no per-layer bookkeeping on each span and event).
+        None => {
+            let (text, json) = logs!();
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(text)
+                .with(json)
+                .try_init()
+        }
+        // Logs and traces, each with its own filter, asked at every span
+        // and event (see `AskedEachTime`).
+        Some(provider) => {
+            // The service's own spans, the detailed (debug) ones too, and
+            // no log events: what a span says is chosen where it is made.
+            let ours = tracing_subscriber::filter::filter_fn(|metadata| {
+                metadata.is_span()
+                    && metadata.target().starts_with("cobalt_receiver")
+                    && *metadata.level() <= tracing::Level::DEBUG
+            });
+            // A span's parent is the `tracing` span it was made in, not
+            // an OpenTelemetry context kept per thread: a request's work
+            // moves between the runtime's threads.
+            let spans = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SERVICE_NAME))
+                .with_context_activation(false)
+                .with_filter(AskedEachTime(ours));
+            let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+                LogFormat::Text => tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter),
-            ),
-            None,
-        ),
-        LogFormat::Json => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
+                    .with_filter(AskedEachTime(filter))
+                    .boxed(),
+                LogFormat::Json => tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .json()
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_filter(filter),
-            ),
-        ),
+                    .with_filter(AskedEachTime(filter))
+                    .boxed(),
+            };
+            tracing_subscriber::registry()
+                .with(logs)
+                .with(spans)
+                .try_init()
+        }
     };
-    let provider = traces.map(tracer_provider).transpose()?;
-    // The service's own spans, the detailed (debug) ones too, and no log
-    // events: what a span says is chosen where it is made.
-    let ours = tracing_subscriber::filter::filter_fn(|metadata| {
-        metadata.is_span()
-            && metadata.target().starts_with("cobalt_receiver")
-            && *metadata.level() <= tracing::Level::DEBUG
-    });
-    let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(SERVICE_NAME))
-            .with_filter(ours)
-    });
-    tracing_subscriber::registry()
-        .with(text)
-        .with(json)
-        .with(spans)
-        .try_init()
-        .map_err(|e| e.to_string())?;
+    installed.map_err(|e| e.to_string())?;
     TRACES_ON.store(provider.is_some(), Ordering::Relaxed);
     Ok(Telemetry { traces: provider })
+}
+
+/// A per-layer filter asked at every span and event, never answered from
+/// the callsite's cache. Each filter's answer reaches its layer through a
+/// thread-local that `enabled` sets; a callsite cached as always wanted
+/// skips `enabled`, and its span then reads what an unrelated check left
+/// there. The `log` crate's checks do that (sqlx asks `log_enabled!` after
+/// each query), and the trace layer lost request spans at random on
+/// PostgreSQL (tokio-rs/tracing#2519).
+struct AskedEachTime<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for AskedEachTime<F> {
+    fn enabled(&self, metadata: &Metadata<'_>, cx: &LayerContext<'_, S>) -> bool {
+        self.0.enabled(metadata, cx)
+    }
+
+    fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
+        match self.0.callsite_enabled(metadata) {
+            never if never.is_never() => never,
+            _ => Interest::sometimes(),
+        }
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &LayerContext<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, cx: LayerContext<'_, S>) {
+        self.0.on_new_span(attrs, id, cx);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, cx: LayerContext<'_, S>) {
+        self.0.on_record(id, values, cx);
+    }
+
+    fn on_enter(&self, id: &Id, cx: LayerContext<'_, S>) {
+        self.0.on_enter(id, cx);
+    }
+
+    fn on_exit(&self, id: &Id, cx: LayerContext<'_, S>) {
+        self.0.on_exit(id, cx);
+    }
+
+    fn on_close(&self, id: Id, cx: LayerContext<'_, S>) {
+        self.0.on_close(id, cx);
+    }
 }
 
 fn tracer_provider(export: TraceExport) -> Result<SdkTracerProvider, String> {
