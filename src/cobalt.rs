@@ -202,19 +202,6 @@ pub struct Client {
     timeout: Duration,
 }
 
-/// The span of one call to Cobalt (each attempt): its method and path,
-/// never its query or body.
-fn call_span(method: &'static str, path: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        "cobalt call",
-        otel.name = format!("{method} {path}"),
-        otel.kind = "client",
-        http.request.method = method,
-        url.path = path,
-        http.response.status_code = tracing::field::Empty,
-    )
-}
-
 impl Client {
     pub fn new(config: &Config, credentials: Credentials) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -241,36 +228,45 @@ impl Client {
         &self.credentials
     }
 
-    fn request(
+    /// Sends one call to Cobalt, with the credentials' headers and what
+    /// `build` adds, as a span of its own (kind client, its method, path
+    /// and status) whose `traceparent` the call carries when traces are on.
+    async fn send(
         &self,
         method: reqwest::Method,
-        path: &str,
+        path: &'static str,
         account: &Account,
-    ) -> reqwest::RequestBuilder {
-        // The call's span (the current one) is the caller's parent in
-        // Cobalt's traces, when traces are on.
-        self.http
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> reqwest::Result<reqwest::Response> {
+        let span = tracing::debug_span!(
+            "cobalt call",
+            otel.name = format!("{method} {path}"),
+            otel.kind = "client",
+            http.request.method = %method,
+            url.path = path,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let request = self
+            .http
             .request(method, format!("{}{path}", self.base))
-            .headers(telemetry::trace_headers(&tracing::Span::current()))
+            .headers(telemetry::trace_headers(&span))
             .header("client_id", self.credentials.client_id.expose())
             .header("client_secret", self.credentials.client_secret.expose())
-            .header("access_token", account.token.expose())
+            .header("access_token", account.token.expose());
+        let sent = build(request).send().instrument(span.clone()).await;
+        if let Ok(response) = &sent {
+            span.record("http.response.status_code", response.status().as_u16());
+        }
+        sent
     }
 
     /// `POST /v1/patient-notes` with `body` (Cobalt's own request body).
     pub async fn submit(&self, account: &Account, body: &Value) -> Result<Submitted, SubmitError> {
-        let span = call_span("POST", "/v1/patient-notes");
-        let sent = async {
-            self.request(reqwest::Method::POST, "/v1/patient-notes", account)
-                .json(body)
-                .send()
-                .await
-        }
-        .instrument(span.clone())
-        .await;
-        if let Ok(response) = &sent {
-            span.record("http.response.status_code", response.status().as_u16());
-        }
+        let sent = self
+            .send(reqwest::Method::POST, "/v1/patient-notes", account, |r| {
+                r.json(body)
+            })
+            .await;
         let result = match sent {
             Err(error) if error.is_connect() => Err(SubmitError::Unreachable),
             Err(error) if error.is_timeout() => Err(SubmitError::TimedOut),
@@ -309,18 +305,11 @@ impl Client {
         let mut unreachable = String::new();
         for attempt in 1..=LIST_ATTEMPTS {
             self.pace().await;
-            let span = call_span("GET", "/v1/webhook-events");
-            let sent = async {
-                self.request(reqwest::Method::GET, "/v1/webhook-events", account)
-                    .query(&parameters)
-                    .send()
-                    .await
-            }
-            .instrument(span.clone())
-            .await;
-            if let Ok(response) = &sent {
-                span.record("http.response.status_code", response.status().as_u16());
-            }
+            let sent = self
+                .send(reqwest::Method::GET, "/v1/webhook-events", account, |r| {
+                    r.query(&parameters)
+                })
+                .await;
             let pause = match sent {
                 Err(error) => {
                     monitoring::events_listed(ListOutcome::Unreachable);

@@ -140,38 +140,33 @@ pub fn init(
         _ => EnvFilter::try_new(log_filter)
             .map_err(|e| format!("configuration key `log_filter`: {e}"))?,
     };
-    // The log layer of the format (the other `None`), made where it is
-    // composed, since its type names what it is composed onto.
-    macro_rules! logs {
+    // The two log formats' layers, made where each is composed (a layer's
+    // type names what it is composed onto).
+    macro_rules! text {
         () => {
-            (
-                matches!(format, LogFormat::Text).then(|| {
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .with_ansi(std::io::stderr().is_terminal())
-                }),
-                matches!(format, LogFormat::Json).then(|| {
-                    tracing_subscriber::fmt::layer()
-                        .with_writer(std::io::stderr)
-                        .json()
-                        .with_current_span(true)
-                        .with_span_list(false)
-                }),
-            )
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+        };
+    }
+    macro_rules! json {
+        () => {
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
         };
     }
     let provider = traces.map(tracer_provider).transpose()?;
     let installed = match &provider {
         // Logs alone: the filter applies to everything, the cheapest
         // composition (no per-layer bookkeeping on each span and event).
-        None => {
-            let (text, json) = logs!();
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(text)
-                .with(json)
-                .try_init()
-        }
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(matches!(format, LogFormat::Text).then(|| text!()))
+            .with(matches!(format, LogFormat::Json).then(|| json!()))
+            .try_init(),
         // Logs and traces, each with its own filter, asked at every span
         // and event (see `AskedEachTime`).
         Some(provider) => {
@@ -190,18 +185,8 @@ pub fn init(
                 .with_context_activation(false)
                 .with_filter(AskedEachTime(ours));
             let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
-                LogFormat::Text => tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(AskedEachTime(filter))
-                    .boxed(),
-                LogFormat::Json => tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_filter(AskedEachTime(filter))
-                    .boxed(),
+                LogFormat::Text => text!().with_filter(AskedEachTime(filter)).boxed(),
+                LogFormat::Json => json!().with_filter(AskedEachTime(filter)).boxed(),
             };
             tracing_subscriber::registry()
                 .with(logs)
