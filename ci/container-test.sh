@@ -5,7 +5,8 @@
 # (*_FILE) and an API token from the environment, send a signed event from
 # the host, read its state back, run the image's health check, stop it with
 # SIGTERM (exit 0 within 10 s), start it again on the same volume and read
-# the state again, and report the image size (at most 40 MB).
+# the state again, and report the image size (at most 42 MB: 41 MB since
+# the OpenTelemetry exporter, HTTP and gRPC, added 2.4 MB to the binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ export CONTAINERS_CONF="$STATE_DIR/containers.conf"
 
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 echo "image size: $size bytes ($((size / 1000000)) MB)"
-[ "$size" -le 40000000 ] || { echo "the image is over 40 MB" >&2; exit 1; }
+[ "$size" -le 42000000 ] || { echo "the image is over 42 MB" >&2; exit 1; }
 
 secret=whsec_container_test_not_a_secret
 token=container-test-token-not-a-secret
